@@ -1,0 +1,148 @@
+"""The independent oracle: run a QONNX model with qonnx's own op implementations.
+
+Two precisions:
+
+``float32``
+    ``qonnx.core.onnx_exec.execute_onnx`` unchanged: qonnx's executor, standard ops through
+    onnxruntime in float32, exactly as FINN and qonnx users run it. Its float32 convolutions
+    round, so a value that lands within float32 error of a quantizer's rounding tie can come
+    out one step away from the exact result.
+``float64`` (default)
+    The same graph with every computed tensor in float64: ONNX's reference evaluator
+    (``onnx.reference``) for the standard ops and qonnx's ``int_quant``/``trunc`` functions for
+    ``Quant``/``Trunc``. A ``Quant`` on float32 data (the model input, the weights) divides in
+    float32 as Brevitas and qonnx do, then dequantizes exactly. This is the arithmetic the
+    model describes, up to float64 rounding (about 1e-16), and the golden reference must equal
+    it bit for bit.
+
+Neither path shares code with the front end or the golden reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from .executor import Executor
+from .ir import IRError, Model
+
+__all__ = ["run_oracle", "PRECISIONS", "QonnxExecutor"]
+
+PRECISIONS = ("float64", "float32")
+
+
+def _cleaned(source):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    proto = onnx.load(str(source)) if isinstance(source, (str, Path)) else source
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cleanup_model(ModelWrapper(proto))
+
+
+def _run_float32(mw, x: np.ndarray) -> np.ndarray:
+    from qonnx.core.onnx_exec import execute_onnx
+
+    iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
+    outs = []
+    for xi in x:   # the exported graph has batch 1 baked into its shapes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs.append(execute_onnx(mw, {iname: xi[None].astype(np.float32)})[oname])
+    return np.concatenate(outs, axis=0)
+
+
+def _run_float64(mw, x: np.ndarray) -> np.ndarray:
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+    from qonnx.custom_op.general.intquant import int_quant
+    from qonnx.custom_op.general.trunc import trunc_v2
+
+    class Quant(OpRun):
+        op_domain = "qonnx.custom_op.general"
+
+        def _run(self, x, scale, zeropt, bitwidth, signed=1, narrow=0, rounding_mode="ROUND"):
+            rm = rounding_mode.decode() if isinstance(rounding_mode, bytes) else rounding_mode
+            y = int_quant(x, scale, zeropt, bitwidth, signed, narrow, rm)
+            if y.dtype != np.float64:
+                # float32 data: keep qonnx's float32 integers, dequantize exactly
+                s64, z64 = scale.astype(np.float64), zeropt.astype(np.float64)
+                q = np.round(y.astype(np.float64) / s64 + z64)
+                y = (q - z64) * s64
+            return (y,)
+
+    class Trunc(OpRun):
+        op_domain = "qonnx.custom_op.general"
+
+        def _run(self, x, scale, zeropt, in_bits, out_scale, out_bits, narrow=0, signed=1,
+                 rounding_mode="FLOOR"):
+            rm = rounding_mode.decode() if isinstance(rounding_mode, bytes) else rounding_mode
+            return (trunc_v2(x.astype(np.float64), scale, zeropt, in_bits, narrow, signed,
+                             out_scale, out_bits, rm),)
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(mw.model)
+    g = proto.graph
+    # let flatten-style Reshapes take any batch size
+    shapes = {n.input[1] for n in g.node if n.op_type == "Reshape"}
+    for init in g.initializer:
+        if init.name in shapes:
+            v = numpy_helper.to_array(init)
+            if v.ndim == 1 and v.size == 2 and v[0] == 1:
+                init.CopyFrom(numpy_helper.from_array(np.array([-1, v[1]], dtype=v.dtype),
+                                                      init.name))
+    for vi in list(g.value_info) + list(g.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del g.value_info[:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = ReferenceEvaluator(proto, new_ops=[Quant, Trunc])
+        (y,) = ev.run(None, {g.input[0].name: x.astype(np.float32)})
+    return np.asarray(y, dtype=np.float64)
+
+
+def run_oracle(source, x: np.ndarray, precision: str = "float64", batch: int = 256) -> np.ndarray:
+    """Run the QONNX model ``source`` (path or ``ModelProto``) on float inputs ``x`` (batch
+    first) and return its float output."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    mw = _cleaned(source)
+    run = _run_float64 if precision == "float64" else _run_float32
+    x = np.asarray(x)
+    return np.concatenate([run(mw, x[i:i + batch]) for i in range(0, len(x), batch)], axis=0)
+
+
+class QonnxExecutor(Executor):
+    """``--backend qonnx``: the oracle on the source ONNX file (option ``precision``).
+
+    ``run_int`` feeds the exact float image of the integer input and maps the float output
+    back to integers with the IR's dequantization (``round((y - offset) / scale)``).
+    """
+
+    name = "qonnx"
+
+    def __init__(self, model: Model, *, source=None, precision: str = "float64", **kwargs):
+        super().__init__(model, source=source, **kwargs)
+        if self.source is None:
+            raise IRError("the qonnx backend needs the source ONNX model")
+        if precision not in PRECISIONS:
+            raise IRError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.precision = precision
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.model.input.quantize(x)     # same shape and dtype checks as every backend
+        return run_oracle(self.source, np.asarray(x, dtype=np.float32), self.precision)
+
+    def run_int(self, xq: np.ndarray) -> np.ndarray:
+        y = self.run(self.model.input.dequantize(xq))
+        d = self.model.dequant
+        if d.relu:
+            raise IRError("cannot recover integers through an output ReLU")
+        shape = (1, -1) + (1,) * (y.ndim - 2)
+        return np.round((y - d.offset.reshape(shape)) / d.scale.reshape(shape)).astype(np.int64)
