@@ -38,7 +38,7 @@ __all__ = ["FrontendError", "SUPPORTED_OPS", "BIT_RANGE", "load_onnx", "compile_
 #: ONNX/QONNX op types the front end lowers.
 SUPPORTED_OPS = (
     "Quant", "Trunc", "Conv", "Gemm", "MatMul", "Relu", "BatchNormalization", "MaxPool",
-    "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Concat", "Add", "Identity",
+    "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Add", "Identity",
     "Dropout",
 )
 #: Bit widths accepted for weights and activations (biases may be up to 32 bit).
@@ -264,6 +264,9 @@ class _Lowering:
         if len(g.output) != 1:
             raise FrontendError(f"the model has {len(g.output)} outputs; exactly one is supported")
         for node in g.node:
+            if node.op_type == "BipolarQuant":
+                raise _node_err(node, f"bit width 1 (bipolar) is out of range "
+                                      f"{BIT_RANGE[0]}..{BIT_RANGE[1]}")
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None or node.op_type not in SUPPORTED_OPS:
                 raise _node_err(node, f"op type {node.op_type!r} is not supported "
@@ -571,6 +574,17 @@ class _Lowering:
         k = spec.shape[1:]
         self._avgpool(node, k, {"kernel": k, "stride": (1, 1), "pads": (0, 0, 0, 0),
                                 "count_include_pad": 1})
+
+    def op_ReduceMean(self, node):
+        """A mean over both spatial axes (keepdims) is a global average pool."""
+        attrs = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1:
+            axes = self.const(node, node.input[1]).tolist()
+        if sorted(int(a) % 4 for a in (axes or [])) != [2, 3] or not attrs.get("keepdims", 1):
+            raise _node_err(node, f"only a mean over the spatial axes with keepdims is "
+                                  f"supported (axes={axes})")
+        self.op_GlobalAveragePool(node)
 
     def op_Trunc(self, node):
         """Brevitas' truncating average pool: window sum, power-of-two shift, clip."""
