@@ -414,6 +414,7 @@ class _Lowering:
                 offset = np.broadcast_to(b.value.astype(np.float64).reshape(-1), (O,)).copy()
             else:
                 raise _node_err(node, f"bias {bias_name!r} must be a constant")
+        attrs = dict(attrs, weight_bits=w.bits)
         layer = self.emit(op, [x.tensor], attrs, params)
         chain = [("mul", s_acc.copy())]
         if np.any(offset != 0):

@@ -12,8 +12,10 @@ Integer semantics of each op (``x`` the input, per image, channels first):
 ``conv``
     ``y[o,i,j] = bias[o] + sum_{c,u,v} w[o,c,u,v] * xpad[c, i*sh+u, j*sw+v]``; ``xpad`` pads with 0
     (``pads`` = top, left, bottom, right). Params ``weight`` (O,C,KH,KW), optional ``bias`` (O,).
+    Attribute ``weight_bits``: the weight quantizer's bit width (weights fit in it, signed).
 ``dense``
-    ``y[o] = bias[o] + sum_f w[o,f] * x[f]``. Params ``weight`` (O,F), optional ``bias`` (O,).
+    ``y[o] = bias[o] + sum_f w[o,f] * x[f]``. Params ``weight`` (O,F), optional ``bias`` (O,),
+    attribute ``weight_bits`` as for ``conv``.
 ``threshold``
     ``y[c,...] = out_lo + #{k : x[c,...] >= T[c,k]}``; ``thresholds`` (C or 1, L) sorted
     ascending per row, ``L = out_hi - out_lo``. This is requantization (scale, bias, batch norm,
@@ -62,8 +64,8 @@ IR_VERSION = 1
 
 #: Op name -> (number of inputs, parameter names, attribute names).
 OPS: dict[str, tuple[int | None, tuple[str, ...], tuple[str, ...]]] = {
-    "conv": (1, ("weight", "bias"), ("kernel", "stride", "pads")),
-    "dense": (1, ("weight", "bias"), ()),
+    "conv": (1, ("weight", "bias"), ("kernel", "stride", "pads", "weight_bits")),
+    "dense": (1, ("weight", "bias"), ("weight_bits",)),
     "threshold": (1, ("thresholds",), ("out_lo", "out_hi")),
     "maxpool": (1, (), ("kernel", "stride", "pads")),
     "avgpool": (1, (), ("kernel", "stride", "pads", "shift", "rounding", "out_lo", "out_hi")),

@@ -45,6 +45,11 @@ def infer_layer(layer: Layer, ins: list[TensorSpec]) -> TensorSpec:
     shape that does not fit."""
     op, x = layer.op, ins[0]
     try:
+        if op in ("conv", "dense"):
+            wb = layer.attrs["weight_bits"]
+            w = layer.weight
+            if w.size and (w.min() < -(1 << (wb - 1)) or w.max() >= (1 << (wb - 1))):
+                raise IRError(f"weights do not fit weight_bits={wb}")
         if op in ("conv", "maxpool", "avgpool"):
             if len(x.shape) != 3:
                 raise IRError(f"expects a (C,H,W) input, got {x.shape}")

@@ -71,7 +71,8 @@ def test_conv(params):
     w = rng.integers(-7, 8, (O, C, k, k))
     b = rng.integers(-100, 100, O)
     layer = Layer("c", "conv", ["x"], "y", {"kernel": (k, k), "stride": (s, s),
-                                           "pads": (p, p, p, p)}, {"weight": w, "bias": b})
+                                           "pads": (p, p, p, p), "weight_bits": 4},
+                  {"weight": w, "bias": b})
     spec = TensorSpec((C, H, H), lo, hi)
     y = run_layer(layer, [x], [spec])
     np.testing.assert_array_equal(y, naive_conv(x, w, b, (s, s), (p, p, p, p)))
@@ -86,7 +87,8 @@ def test_conv_wide_accumulators_use_exact_paths():
         x = rng.integers(-xmax, xmax, (1, 2, 4, 4))
         w = rng.integers(-wmax, wmax, (3, 2, 3, 3))
         layer = Layer("c", "conv", ["x"], "y", {"kernel": (3, 3), "stride": (1, 1),
-                                               "pads": (1, 1, 1, 1)}, {"weight": w})
+                                               "pads": (1, 1, 1, 1), "weight_bits": 32},
+                      {"weight": w})
         y = run_layer(layer, [x], [TensorSpec((2, 4, 4), -xmax, xmax)])
         np.testing.assert_array_equal(y, naive_conv(x, w, None, (1, 1), (1, 1, 1, 1)))
 
@@ -98,7 +100,7 @@ def test_dense(F, O, seed):
     x = rng.integers(0, 16, (3, F))
     w = rng.integers(-128, 128, (O, F))
     b = rng.integers(-1000, 1000, O)
-    layer = Layer("d", "dense", ["x"], "y", {}, {"weight": w, "bias": b})
+    layer = Layer("d", "dense", ["x"], "y", {"weight_bits": 8}, {"weight": w, "bias": b})
     y = run_layer(layer, [x], [TensorSpec((F,), 0, 15)])
     ref = np.array([[int(b[o]) + sum(int(w[o, f]) * int(x[n, f]) for f in range(F))
                      for o in range(O)] for n in range(3)])
@@ -165,10 +167,13 @@ def test_bad_layers_are_rejected():
     with pytest.raises(IRError, match="missing attribute 'stride'"):
         Layer("x", "maxpool", ["a"], "y", {"kernel": (2, 2), "pads": (0, 0, 0, 0)})
     with pytest.raises(IRError, match="not integer"):
-        Layer("x", "dense", ["a"], "y", {}, {"weight": np.ones((2, 2))})
+        Layer("x", "dense", ["a"], "y", {"weight_bits": 4}, {"weight": np.ones((2, 2))})
     layer = Layer("c", "conv", ["x"], "y", {"kernel": (3, 3), "stride": (1, 1),
-                                           "pads": (0, 0, 0, 0)},
+                                           "pads": (0, 0, 0, 0), "weight_bits": 4},
                   {"weight": np.ones((2, 4, 3, 3), np.int64)})
     with pytest.raises(IRError, match=r"layer 'c' \(conv\): weight \(2, 4, 3, 3\) does not "
                                       r"match input channels 3"):
         infer_layer(layer, [TensorSpec((3, 8, 8), 0, 15)])
+    wide = Layer("d", "dense", ["a"], "y", {"weight_bits": 3}, {"weight": np.full((2, 2), 4)})
+    with pytest.raises(IRError, match=r"weights do not fit weight_bits=3"):
+        infer_layer(wide, [TensorSpec((2,), 0, 15)])
