@@ -53,6 +53,8 @@ def load_input(path: Path, model, integer: bool = False) -> np.ndarray:
 
 
 def register(app: typer.Typer) -> None:
+    _register_info(app)
+
     @app.command("ir")
     def ir_cmd(model: Path = typer.Argument(..., help="QONNX model (.onnx)"),
                output: Path = typer.Option(..., "-o", "--output", help="IR path stem")):
@@ -89,3 +91,41 @@ def register(app: typer.Typer) -> None:
                 y = ex.run(x)
         np.save(output, y)
         typer.echo(f"{backend}: {len(x)} input(s) -> {output} {y.shape} {y.dtype}")
+
+
+def counters_table(model, title: str | None = None):
+    """A rich table of the IR counters of ``model``, per branch and in total."""
+    from rich.table import Table
+
+    from lcp.counters import count
+
+    c = count(model)
+    t = Table(title=title or f"{model.name}: {c.branches} branch(es)")
+    for col in ("graph", "params", "param bytes", "MACs", "peak act. bytes", "in bytes",
+                "out bytes"):
+        t.add_column(col, justify="right" if col != "graph" else "left")
+    for g in c.graphs:
+        t.add_row(g.name, f"{g.params:,}", f"{g.param_bytes:,}", f"{g.macs:,}",
+                  f"{g.peak_activation_bytes:,}", f"{g.input_bytes:,}", f"{g.output_bytes:,}")
+    t.add_row("total", f"{c.params:,}", f"{c.param_bytes:,}", f"{c.macs:,}",
+              f"{c.peak_activation_bytes_single:,} (1 device)", "", "", style="bold")
+    return c, t
+
+
+def _register_info(app):
+    @app.command("info")
+    def info_cmd(model: Path = typer.Argument(..., help="QONNX model (.onnx) or IR (.json)"),
+                 json_out: Optional[Path] = typer.Option(None, "--json",
+                                                         help="also write the counters")):
+        """Counters of a model from its IR: parameters, MACs, activation memory, traffic."""
+        import json
+
+        from rich.console import Console
+        m = load_model(model)
+        c, table = counters_table(m)
+        console = Console()
+        console.print(table)
+        console.print(f"network traffic per inference: {c.traffic_bytes:,} bytes (input to "
+                      f"{c.branches} branch(es) + branch outputs to the merge)")
+        if json_out:
+            json_out.write_text(json.dumps(c.to_json(), indent=1))

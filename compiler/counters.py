@@ -1,0 +1,109 @@
+"""Counters computed from the IR (never by hand): parameters, MACs, activation memory and
+the bytes that cross the network per inference.
+
+All sizes are per image. Tensor bytes are bit-packed (``ceil(elements * bits / 8)``) at the
+tensor's IR bit width; parameter bytes at the weight quantizer's width (``weight_bits``) and
+at the bias' exact width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .ir import Branch, Layer, Model, bits_for_range
+
+__all__ = ["LayerCount", "GraphCount", "ModelCount", "count_layer", "count_graph", "count"]
+
+
+@dataclass
+class LayerCount:
+    name: str
+    op: str
+    params: int
+    param_bytes: int
+    macs: int
+    out_bytes: int
+
+
+@dataclass
+class GraphCount:
+    """One branch or the merge: totals and the peak of live activation bytes while it runs
+    layer by layer (inputs and outputs included)."""
+
+    name: str
+    params: int
+    param_bytes: int
+    macs: int
+    peak_activation_bytes: int
+    input_bytes: int
+    output_bytes: int
+    layers: list[LayerCount] = field(default_factory=list)
+
+
+@dataclass
+class ModelCount:
+    name: str
+    branches: int
+    params: int
+    param_bytes: int
+    macs: int
+    peak_activation_bytes: int         # largest over branches and merge (one device each)
+    peak_activation_bytes_single: int  # everything on one device, branches one after another
+    traffic_bytes: int                 # input to every branch + every branch output to merge
+    input_bytes: int
+    graphs: list[GraphCount] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def count_layer(model: Model, layer: Layer) -> LayerCount:
+    out = model.tensors[layer.output]
+    params = param_bytes = macs = 0
+    if layer.op in ("conv", "dense"):
+        w, b = layer.weight, layer.bias
+        params = w.size + (b.size if b is not None else 0)
+        bbits = bits_for_range(b.min(), b.max())[0] if b is not None and b.size else 0
+        param_bytes = (w.size * layer.attrs["weight_bits"] + 7) // 8 + \
+            ((b.size * bbits + 7) // 8 if b is not None else 0)
+        macs = out.size * math.prod(w.shape[1:])
+    return LayerCount(layer.name, layer.op, params, param_bytes, macs, out.nbytes)
+
+
+def count_graph(model: Model, graph: Branch) -> GraphCount:
+    layers = [count_layer(model, l) for l in graph.layers]
+    last_use: dict[str, int] = {}
+    for i, l in enumerate(graph.layers):
+        for t in l.inputs:
+            last_use[t] = i
+    live = {t: model.tensors[t].nbytes for t in graph.inputs}
+    peak = sum(live.values())
+    for i, l in enumerate(graph.layers):
+        live[l.output] = model.tensors[l.output].nbytes
+        peak = max(peak, sum(live.values()))
+        for t in [t for t in live if last_use.get(t, -1) <= i and t != graph.output]:
+            live.pop(t)
+    return GraphCount(
+        graph.name, sum(c.params for c in layers), sum(c.param_bytes for c in layers),
+        sum(c.macs for c in layers), peak,
+        sum(model.tensors[t].nbytes for t in graph.inputs), model.tensors[graph.output].nbytes,
+        layers)
+
+
+def count(model: Model) -> ModelCount:
+    """All counters of ``model``."""
+    graphs = [count_graph(model, g) for g in model.graphs]
+    inp = model.tensors[model.input.name].nbytes
+    branch_out = sum(model.tensors[b.output].nbytes for b in model.branches)
+    # one device: branches one after another, then the merge, with liveness across all of them
+    whole = Branch("all", [model.input.name], [l for g in model.graphs for l in g.layers],
+                   model.output)
+    single = count_graph(model, whole).peak_activation_bytes
+    return ModelCount(
+        name=model.name, branches=len(model.branches),
+        params=sum(g.params for g in graphs), param_bytes=sum(g.param_bytes for g in graphs),
+        macs=sum(g.macs for g in graphs),
+        peak_activation_bytes=max(g.peak_activation_bytes for g in graphs),
+        peak_activation_bytes_single=single,
+        traffic_bytes=inp * len(model.branches) + branch_out, input_bytes=inp, graphs=graphs)
