@@ -1,1 +1,22 @@
-"""hw"""
+"""LCP hardware: streaming engines generated from the integer IR (Amaranth 0.5), their cycle and
+resource models, the folding chooser, Verilog builds and RTL simulation (cocotb + Verilator).
+
+Modules, in data-flow order:
+
+- :mod:`.base`: stream formats (lanes, HWC order), resource figures, device budgets.
+- :mod:`.window`, :mod:`.mvu`, :mod:`.pointwise`, :mod:`.plumbing`: one engine per layer kind
+  (sliding-window pools, conv and dense MVUs, threshold/ReLU/add/concat) and the plumbing
+  (FIFOs, lane converters, broadcast, AXI4-Stream adapters), each with a *plan* that carries its
+  cycle model and resource estimate next to the generator.
+- :mod:`.graph`: IR branch / whole model -> graph of plans -> top-level component.
+- :mod:`.folding`: per-layer PE/SIMD and the chooser (latency target or device budget).
+- :mod:`.build`: Verilog, folding and report in a build folder (and a content-addressed cache).
+- :mod:`.sim` (with the testbench :mod:`.tb`): Verilator simulation, the ``sim`` executor.
+- :mod:`.bench`, :mod:`.demo`, :mod:`.cli`: figures, the MNIST demo, ``lcp compile`` & co.
+"""
+
+from .base import DEVICES, Resources, StreamFormat
+from .build import HwBuild, generate
+from .folding import Folding, choose
+
+__all__ = ["DEVICES", "Resources", "StreamFormat", "HwBuild", "generate", "Folding", "choose"]

@@ -1,0 +1,265 @@
+"""Generate the hardware for a model: Verilog, the folding and a report, in one folder.
+
+:func:`generate` lowers the IR (the whole model as one LCP core, or one branch alone) with a given
+or chosen :class:`~lcp.hw.folding.Folding`, converts it to Verilog with Amaranth and writes::
+
+    BUILD/lcp_core.v (or lcp_branch.v)   the design (top module of the same name)
+    BUILD/folding.json                   per-layer PE/SIMD and the AXI widths
+    BUILD/report.json                    ports and packing, cycle model, resource estimate
+    BUILD/model.json, model.npz          the IR it was built from
+
+Top module ports (see :mod:`lcp.hw.graph`): ``clk``, ``rst`` (active high, synchronous),
+``s_axis_{tdata,tvalid,tready,tlast}`` (one image per frame) and ``m_axis_{...}`` (one result
+per frame, ``tlast`` on its last word). Packing of a frame (:func:`lcp.hw.plumbing.pack_frames`):
+the elements of the integer tensor in stream order (HWC for a ``(C, H, W)`` tensor, IR order for a
+vector), ``bits`` each, two's complement when signed, from the least significant bit of word 0
+up; the last word is zero-padded.
+
+:func:`cached_build` keeps builds in a content-addressed cache (model digest, folding, scope,
+generator version).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lcp.ir import IRError, Model, save
+
+from .base import DEVICES, Resources, StreamFormat
+from .folding import Choice, Folding, choose
+from .graph import PlanGraph, Timing, lower_branch, lower_core
+from .plumbing import words_per_frame
+
+__all__ = ["GENERATOR_VERSION", "TOP_NAMES", "HwBuild", "lower", "generate", "cached_build",
+           "cache_root", "default_folding", "model_macs"]
+
+#: Bumped whenever the generated hardware changes for the same IR and folding.
+GENERATOR_VERSION = "1"
+#: Top module name per scope.
+TOP_NAMES = {"core": "lcp_core", "branch": "lcp_branch"}
+
+
+def cache_root() -> Path:
+    """Build cache folder: ``$LCP_HW_CACHE``, else ``$XDG_CACHE_HOME/lcp/hw`` (``~/.cache``)."""
+    env = os.environ.get("LCP_HW_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lcp" / "hw"
+
+
+def lower(model: Model, folding: Folding, scope: str = "core", index: int = 0) -> PlanGraph:
+    """Plan graph of the model (``scope="core"``) or of branch ``index`` (``"branch"``)."""
+    if scope == "core":
+        return lower_core(model, folding)
+    if scope == "branch":
+        if not 0 <= index < len(model.branches):
+            raise IRError(f"{model.name} has {len(model.branches)} branch(es), no branch {index}")
+        return lower_branch(model, index, folding)
+    raise IRError(f"unknown scope {scope!r} (core or branch)")
+
+
+def model_macs(model: Model, scope: str = "core", index: int = 0) -> int:
+    """Multiply-accumulates per image of the model or of one branch."""
+    graphs = model.graphs if scope == "core" else [model.branches[index]]
+    n = 0
+    for g in graphs:
+        for l in g.layers:
+            if l.op in ("conv", "dense"):
+                n += int(np.prod(model.tensors[l.output].shape)) * int(np.prod(l.weight.shape[1:]))
+    return n
+
+
+def default_folding(model: Model, scope: str = "core", index: int = 0,
+                    in_width: int = 64, out_width: int = 64) -> Choice:
+    """Folding used when none is asked for: the XC7Z020 budget when the design fits it, else a
+    latency target of one cycle per 1,000 MACs (simulation-friendly)."""
+    try:
+        return choose(model, budget="xc7z020", scope=scope, index=index, in_width=in_width,
+                      out_width=out_width)
+    except IRError:
+        target = max(2_000, model_macs(model, scope, index) // 1_000)
+        return choose(model, target=target, scope=scope, index=index, in_width=in_width,
+                      out_width=out_width)
+
+
+@dataclass
+class HwBuild:
+    """A generated design (see :func:`generate`)."""
+
+    dir: Path
+    top: str
+    verilog: Path
+    scope: str
+    index: int
+    folding: Folding
+    graph: PlanGraph
+    timing: Timing
+    resources: Resources
+    report: dict
+
+    @property
+    def in_fmt(self) -> StreamFormat:
+        return self.graph.in_fmt
+
+    @property
+    def out_fmt(self) -> StreamFormat:
+        return self.graph.out_fmt
+
+    def tap_formats(self) -> list[tuple[str, StreamFormat]]:
+        return [(n.tensor, n.plan.out_fmt) for _, n in self.graph.taps()]
+
+
+def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int, top: str,
+            timing: Timing, res: Resources, choice: Choice | None) -> dict:
+    def port(fmt: StreamFormat, width: int, tensor: str) -> dict:
+        return {"tensor": tensor, "tdata_bits": width, **fmt.describe(),
+                "order": "HWC" if len(fmt.shape) == 3 else
+                ("IR" if np.array_equal(fmt.perm, np.arange(fmt.size)) else "permuted"),
+                "words_per_frame": words_per_frame(fmt, width),
+                "bytes_per_frame": words_per_frame(fmt, width) * width // 8}
+
+    out_tensor = model.output if scope == "core" else model.branches[index].output
+    per_layer = {}
+    for name, r in g.node_resources().items():
+        per_layer[name] = r.to_json()
+    budgets = {k: {"fits": res.fits(v), "usage": round(res.usage(v), 3)}
+               for k, v in DEVICES.items()}
+    rep = {
+        "format": "lcp-hw-report", "version": 1, "generator": GENERATOR_VERSION,
+        "model": model.name, "model_digest": model.digest(), "scope": scope,
+        **({"branch": index} if scope == "branch" else {}),
+        "top": top,
+        "ports": {
+            "clock": "clk", "reset": "rst (active high, synchronous)",
+            "s_axis": port(g.in_fmt, g.in_width, model.input.name),
+            "m_axis": port(g.out_fmt, g.out_width, out_tensor),
+            "tlast": "input: ignored (frames are counted); output: last word of each frame",
+        },
+        "macs_per_image": model_macs(model, scope, index),
+        "model_cycles": {**timing.to_json(),
+                         "layer_done_cycles": timing.layer_done},
+        "resources_estimate": res.to_json(),
+        "resources_per_layer": per_layer,
+        "budgets": budgets,
+        "folding": folding.to_json()["layers"],
+        "graph": g.describe(),
+    }
+    if choice is not None:
+        rep["chooser"] = {"evaluations": choice.evaluations, "target_met": choice.met,
+                          "note": choice.note}
+    return rep
+
+
+def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = None,
+             target: int | None = None, budget: str | None = None, scope: str = "core",
+             index: int = 0, in_width: int | None = None, out_width: int | None = None,
+             taps: bool = False, verilog: bool = True) -> HwBuild:
+    """Lower, fold and write the design into ``out_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    folding : Folding, optional
+        Use this folding; otherwise :func:`~lcp.hw.folding.choose` picks one for ``target``
+        and/or ``budget`` (or :func:`default_folding` when neither is given).
+    in_width, out_width : int, optional
+        AXI ``tdata`` widths (default: the folding's, else 64).
+    taps : bool
+        Add the ``tap{k}_*`` diagnosis ports (see :mod:`lcp.hw.graph`).
+    verilog : bool
+        Write the Verilog (False: the report and folding only).
+
+    Raises
+    ------
+    IRError
+        naming the layer when the hardware cannot be built.
+    """
+    from amaranth.back import verilog as av
+
+    model.validate()
+    choice = None
+    if folding is None:
+        in_width, out_width = in_width or 64, out_width or 64
+        if target is None and budget is None:
+            choice = default_folding(model, scope, index, in_width, out_width)
+        else:
+            choice = choose(model, target=target, budget=budget, scope=scope, index=index,
+                            in_width=in_width, out_width=out_width)
+        folding = choice.folding
+    else:
+        folding = Folding(folding.layers, in_width or folding.in_width,
+                          out_width or folding.out_width)
+    g = lower(model, folding, scope, index)
+    timing = g.timing()
+    res = g.resources()
+    top = TOP_NAMES[scope]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = _report(model, g, folding, scope, index, top, timing, res, choice)
+    vpath = out / f"{top}.v"
+    if verilog:
+        t0 = time.time()
+        text = av.convert(g.top(taps=taps), name=top, emit_src=False)
+        vpath.write_text(text)
+        rep["verilog"] = {"file": vpath.name, "seconds": round(time.time() - t0, 1),
+                          "taps": [{"port": f"tap{k}", "tensor": n.tensor,
+                                    **n.plan.out_fmt.describe()} for k, n in g.taps()]
+                          if taps else []}
+    folding.save(out / "folding.json")
+    (out / "report.json").write_text(json.dumps(rep, indent=1))
+    save(model, out / "model")
+    return HwBuild(out, top, vpath, scope, index, folding, g, timing, res, rep)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cache_key(model: Model, folding: Folding, scope: str, index: int, taps: bool) -> str:
+    h = hashlib.sha256()
+    for part in (model.digest(), folding.digest(), scope, str(index), str(taps),
+                 GENERATOR_VERSION):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def cached_build(model: Model, folding: Folding, *, scope: str = "core", index: int = 0,
+                 taps: bool = False, root: Path | None = None) -> HwBuild:
+    """:func:`generate` into ``root/KEY`` unless that build exists (content-addressed)."""
+    root = Path(root) if root is not None else cache_root()
+    key = cache_key(model, folding, scope, index, taps)
+    d = root / key
+    with _locked(root / f"{key}.lock"):
+        rep = d / "report.json"
+        if rep.exists() and (d / f"{TOP_NAMES[scope]}.v").exists():
+            g = lower(model, folding, scope, index)
+            timing = g.timing()
+            return HwBuild(d, TOP_NAMES[scope], d / f"{TOP_NAMES[scope]}.v", scope, index,
+                           folding, g, timing, g.resources(), json.loads(rep.read_text()))
+        if d.exists():
+            shutil.rmtree(d)
+        tmp = root / f"{key}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        b = generate(model, tmp, folding=folding, scope=scope, index=index, taps=taps)
+        tmp.rename(d)
+        b.dir, b.verilog = d, d / b.verilog.name
+        return b

@@ -1,0 +1,411 @@
+"""Convolution and fully connected engines: a matrix-vector unit (MVU) folded ``PE x SIMD``.
+
+Each step the MVU multiplies ``SIMD`` input elements by a ``PE x SIMD`` weight tile and adds the
+``PE`` dot products to ``PE`` accumulators; one output vector of ``O`` values takes
+``fold = (O / PE) * (F / SIMD)`` steps (``F`` inputs per output). The accumulators are as wide as
+the IR output tensor: two's complement wrap-around is exact because the final value fits.
+
+Weights are constants when the layer is fully unrolled (``fold == 1``: the synthesizer builds
+constant-coefficient adder trees and drops zero weights), else one ROM word per step
+(``lib.memory.Memory`` with ``init``). Bias values are constants or a small ROM.
+
+Pipeline (both engines): step issue -> operands registered (ROM read) -> products and adder tree
+registered -> accumulate and output register; an output beat is offered 3 cycles after the issue
+of its last step. The whole engine stalls while its output beat waits.
+
+``ConvPlan``: window unit (:mod:`lcp.hw.window`) + MVU over the ``KH*KW*C`` window in
+``(ky, kx, c)`` order; input one pixel per beat (``C`` lanes), output ``PE`` channels per beat.
+``DensePlan``: input ``SIMD`` features per beat in the producer's stream order (the weight columns
+are permuted to it, which absorbs the HWC order of a flattened tensor), output ``PE`` features per
+beat in IR order. When ``O / PE > 1`` the input vector is kept in a buffer memory and reused.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from lcp.ir import IRError, Layer, TensorSpec, bits_for_range
+
+from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits, csd_digits,
+                   element_shape, stream_signature, tree_sum)
+from .window import WindowEngine, WindowGeometry, _line_buffer_cost, window_scan
+
+__all__ = ["MvuParams", "MatrixVectorUnit", "ConvPlan", "ConvEngine", "DensePlan",
+           "DenseEngine", "PIPELINE_LATENCY", "mult_style"]
+
+#: Cycles from the issue of a step to the offer of the output beat it completes.
+PIPELINE_LATENCY = 3
+
+
+def mult_style(wbits: int, xbits: int) -> str:
+    """Multiplier mapping assumed by the resource model for a folded (ROM-weight) MVU:
+    ``"dsp"`` when the operands together exceed 12 bits, else ``"lut"``."""
+    return "dsp" if wbits + xbits > 12 else "lut"
+
+
+class MvuParams:
+    """A folded matrix-vector product ``y = bias + W x`` (``W``: O x F, stream-ordered columns).
+
+    Raises
+    ------
+    IRError
+        naming the layer when ``pe`` does not divide ``O``, ``simd`` does not divide ``F``, or a
+        width exceeds what the generator supports.
+    """
+
+    def __init__(self, layer: Layer, wmat: np.ndarray, bias: np.ndarray | None,
+                 x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int):
+        self.name = layer.name
+        self.wmat = np.asarray(wmat, dtype=np.int64)
+        self.O, self.F = self.wmat.shape
+        self.bias = (np.zeros(self.O, dtype=np.int64) if bias is None
+                     else np.asarray(bias, dtype=np.int64))
+        self.pe, self.simd = int(pe), int(simd)
+        if self.pe < 1 or self.O % self.pe:
+            raise IRError(f"layer {layer.name!r}: PE={pe} does not divide the {self.O} outputs")
+        if self.simd < 1 or self.F % self.simd:
+            raise IRError(f"layer {layer.name!r}: SIMD={simd} does not divide the {self.F} "
+                          f"inputs per output")
+        self.fo, self.fi = self.O // self.pe, self.F // self.simd
+        self.x_shape = element_shape(x_fmt_lo, x_fmt_hi)
+        self.xbits = self.x_shape.width
+        wlo, whi = int(self.wmat.min(initial=0)), int(self.wmat.max(initial=0))
+        self.wbits = max(bits_for_range(min(wlo, -1), whi)[0],
+                         int(layer.attrs.get("weight_bits", 0)))
+        self.acc_shape = element_shape(out_spec.lo, out_spec.hi)
+        check_layer_bits(layer.name, "a weight", self.wbits)
+        check_layer_bits(layer.name, "an input element", self.xbits)
+        check_layer_bits(layer.name, "the accumulator", self.acc_shape.width, MAX_ACC_BITS)
+
+    @property
+    def steps(self) -> int:
+        """Steps per output vector: ``(O / PE) * (F / SIMD)``."""
+        return self.fo * self.fi
+
+    @property
+    def constant(self) -> bool:
+        """Weights are constants (fully unrolled)."""
+        return self.steps == 1
+
+    def tile(self, og: int, ig: int) -> np.ndarray:
+        """Weights of step ``(og, ig)``: ``PE x SIMD``."""
+        return self.wmat[og * self.pe:(og + 1) * self.pe, ig * self.simd:(ig + 1) * self.simd]
+
+    def resources(self) -> Resources:
+        pe, simd, wb, xb = self.pe, self.simd, self.wbits, self.xbits
+        acc = self.acc_shape.width
+        ff = simd * xb + 2 * pe * acc + pe * acc + 40
+        if self.constant:
+            terms = csd_digits(self.wmat).sum(axis=1)
+            width = xb + wb + np.log2(np.maximum(terms, 2)) / 2
+            lut = float(np.sum(np.maximum(terms - 1, 0) * width)) + pe * acc
+            return Resources(lut=lut + 20, ff=ff)
+        style = mult_style(wb, xb)
+        lanes = pe * simd
+        if style == "dsp":
+            mult_lut, dsp = 0.0, float(lanes)
+        else:
+            mult_lut, dsp = lanes * (2 * math.ceil((wb + xb) / 6) - 1) * (wb + xb), 0.0
+        tree = pe * max(simd - 1, 0) * (wb + xb + math.log2(max(simd, 2)) / 2)
+        accl = 2 * pe * acc
+        rom_w, rom_d = lanes * wb, self.steps
+        if rom_d <= 64:
+            rom = Resources(lut=rom_w * math.ceil(rom_d / 64))
+        else:
+            rom = Resources(lut=10, bram=bram36(rom_w, rom_d))
+        mux = simd * xb * (self.fi - 1) / 2 if self.fi > 1 else 0
+        bias = pe * acc * math.ceil(self.fo / 64) if self.fo > 1 else 0
+        return rom + Resources(lut=mult_lut + tree + accl + mux + bias + 40, ff=ff, dsp=dsp)
+
+
+class MatrixVectorUnit(wiring.Component):
+    """The folded MVU (see the module docstring).
+
+    Parameters
+    ----------
+    p : MvuParams
+    mode : str
+        ``"window"``: each input beat is a whole ``F``-element vector, held (not accepted) until
+        its last step; ``"stream"``: ``F / SIMD`` input beats of ``SIMD`` elements per vector.
+
+    Members
+    -------
+    i_stream : In(stream.Signature(ArrayLayout(x, F or SIMD)))
+    o_stream : Out(stream.Signature(ArrayLayout(acc, PE)))
+    """
+
+    def __init__(self, p: MvuParams, mode: str):
+        self.p, self.mode = p, mode
+        n_in = p.F if mode == "window" else p.simd
+        super().__init__({
+            "i_stream": In(stream.Signature(data.ArrayLayout(p.x_shape, n_in))),
+            "o_stream": Out(stream.Signature(data.ArrayLayout(p.acc_shape, p.pe))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        pe, simd, fo, fi = p.pe, p.simd, p.fo, p.fi
+        i, o = self.i_stream, self.o_stream
+        xl = data.ArrayLayout(p.x_shape, simd)
+
+        en = Signal()
+        m.d.comb += en.eq(~o.valid | o.ready)
+        og = Signal(range(max(fo, 2)))
+        ig = Signal(range(max(fi, 2)))
+        last_ig = ig == fi - 1
+        last_og = og == fo - 1
+
+        # -- stage 0: issue ---------------------------------------------------------------
+        x0 = Signal(xl)
+        if self.mode == "window":
+            can = i.valid
+            m.d.comb += i.ready.eq(en & last_ig & last_og)
+            if fi == 1:
+                m.d.comb += x0.eq(i.payload)
+            else:
+                with m.Switch(ig):
+                    for k in range(fi):
+                        with m.Case(k):
+                            m.d.comb += [x0[s].eq(i.payload[k * simd + s]) for s in range(simd)]
+        else:
+            can = Mux(og == 0, i.valid, 1)
+            m.d.comb += [i.ready.eq(en & (og == 0)), x0.eq(i.payload)]
+        fire = Signal()
+        m.d.comb += fire.eq(en & can)
+        with m.If(fire):
+            m.d.sync += ig.eq(Mux(last_ig, 0, ig + 1))
+            with m.If(last_ig):
+                m.d.sync += og.eq(Mux(last_og, 0, og + 1))
+
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        og1 = Signal.like(og)
+        x1 = Signal(xl)
+        use_buf1 = Signal()
+        with m.If(en):
+            m.d.sync += [v1.eq(fire), first1.eq(ig == 0), last1.eq(last_ig), og1.eq(og),
+                         x1.eq(x0), use_buf1.eq((og != 0) if self.mode == "stream" else 0)]
+
+        x_buf = None
+        if self.mode == "stream" and fo > 1:
+            m.submodules.xbuf = xbuf = Memory(shape=xl, depth=fi, init=[])
+            wr = xbuf.write_port()
+            rd = xbuf.read_port(domain="sync")
+            m.d.comb += [wr.addr.eq(ig), wr.data.eq(i.payload), wr.en.eq(fire & (og == 0)),
+                         rd.addr.eq(ig), rd.en.eq(en)]
+            x_buf = rd.data
+
+        wl = data.ArrayLayout(signed(p.wbits), pe * simd)
+        w_rom = None
+        if not p.constant:
+            init = [[int(v) for v in p.tile(a, b).reshape(-1)] for a in range(fo) for b in range(fi)]
+            m.submodules.weights = rom = Memory(shape=wl, depth=p.steps, init=init)
+            rp = rom.read_port(domain="sync")
+            m.d.comb += [rp.addr.eq(og * fi + ig), rp.en.eq(en)]
+            w_rom = rp.data
+
+        # -- stage 1: products and adder trees ----------------------------------------------
+        x = Signal(xl)
+        if x_buf is not None:
+            m.d.comb += x.eq(Mux(use_buf1, x_buf.as_value(), x1.as_value()))
+        else:
+            m.d.comb += x.eq(x1)
+        acc_l = data.ArrayLayout(p.acc_shape, pe)
+        psum = Signal(acc_l)
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        og2 = Signal.like(og)
+        sums = []
+        for q in range(pe):
+            if p.constant:
+                terms = []
+                for s in range(simd):
+                    w = int(p.wmat[q, s])
+                    if w == 1:
+                        terms.append(x[s])
+                    elif w == -1:
+                        terms.append(-x[s])
+                    elif w != 0:
+                        terms.append(x[s] * w)
+            else:
+                terms = [x[s] * w_rom[q * simd + s] for s in range(simd)]
+            sums.append(tree_sum(terms))
+        with m.If(en):
+            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), og2.eq(og1)]
+            m.d.sync += [psum[q].eq(sums[q]) for q in range(pe)]
+
+        # -- stage 2: accumulate, output ------------------------------------------------------
+        acc = Signal(acc_l)
+        nacc = Signal(acc_l)
+        if fo == 1:
+            bias_q = [int(v) for v in p.bias]
+        else:
+            m.submodules.bias = brom = Memory(
+                shape=acc_l, depth=fo,
+                init=[[int(v) for v in p.bias[a * pe:(a + 1) * pe]] for a in range(fo)])
+            brp = brom.read_port(domain="comb")
+            m.d.comb += brp.addr.eq(og2)
+            bias_q = [brp.data[q] for q in range(pe)]
+        for q in range(pe):
+            m.d.comb += nacc[q].eq(Mux(first2, bias_q[q], acc[q]) + psum[q])
+        with m.If(en):
+            m.d.sync += o.valid.eq(0)
+            with m.If(v2):
+                m.d.sync += acc.eq(nacc)
+                with m.If(last2):
+                    m.d.sync += [o.payload.eq(nacc), o.valid.eq(1)]
+        return m
+
+
+class ConvPlan:
+    """Convolution layer: window unit + MVU; in ``C`` lanes (one pixel per beat), out ``PE``
+    lanes (HWC order)."""
+
+    kind = "conv"
+
+    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
+                 simd: int = 1):
+        self.layer = layer
+        self.geo = g = WindowGeometry(layer, in_fmt.shape)
+        self.in_fmt = in_fmt.with_lanes(g.C)
+        w = layer.weight                       # O, C, KH, KW -> O, (ky, kx, c)
+        wmat = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+        self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd)
+        self.out_fmt = StreamFormat.of(out_spec, pe)
+
+    @property
+    def folding(self) -> dict:
+        return {"pe": self.mvu.pe, "simd": self.mvu.simd}
+
+    def timing(self, offers):
+        g, p = self.geo, self.mvu
+        frames = offers[0].size // (g.H * g.W)
+        outs = []
+        state = {"acc": -(1 << 60)}
+
+        def consumer(offer):
+            start = max(offer, state["acc"] + 1)
+            state["acc"] = start + p.steps - 1
+            outs.extend(start + og * p.fi + p.fi - 1 + PIPELINE_LATENCY for og in range(p.fo))
+            return state["acc"]
+
+        acc, _ = window_scan(g, offers[0], frames, consumer)
+        return [acc], np.asarray(outs, dtype=np.int64)
+
+    def busy(self) -> int:
+        """Cycles per image when the input is never late: positions or MVU steps."""
+        g = self.geo
+        return max(g.positions, g.OH * g.OW * self.mvu.steps)
+
+    def resources(self) -> Resources:
+        g, bits = self.geo, self.in_fmt.bits
+        width, depth = g.line_buffer_bits(bits)
+        win_regs = 2 * g.window * bits
+        mask = g.window * bits / 2
+        return (_line_buffer_cost(width, depth) + self.mvu.resources()
+                + Resources(lut=mask + 40, ff=win_regs + 32))
+
+    def build(self) -> "ConvEngine":
+        return ConvEngine(self)
+
+
+class ConvEngine(wiring.Component):
+    """Convolution engine (:class:`ConvPlan`): ``i_stream`` pixels, ``o_stream`` PE channels."""
+
+    def __init__(self, plan: ConvPlan):
+        self.plan = plan
+        super().__init__({"i_stream": In(stream_signature(plan.in_fmt)),
+                          "o_stream": Out(stream_signature(plan.out_fmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.plan
+        m.submodules.window = win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window")
+        m.submodules.mvu = mvu = MatrixVectorUnit(p.mvu, "window")
+        wiring.connect(m, wiring.flipped(self.i_stream), win.i_stream)
+        m.d.comb += [mvu.i_stream.payload.eq(win.o_stream.payload),
+                     mvu.i_stream.valid.eq(win.o_stream.valid),
+                     win.o_stream.ready.eq(mvu.i_stream.ready)]
+        m.d.comb += [self.o_stream.payload.eq(mvu.o_stream.payload),
+                     self.o_stream.valid.eq(mvu.o_stream.valid),
+                     mvu.o_stream.ready.eq(self.o_stream.ready)]
+        return m
+
+
+class DensePlan:
+    """Fully connected layer: in ``SIMD`` lanes (any stream order), out ``PE`` lanes."""
+
+    kind = "dense"
+
+    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
+                 simd: int = 1):
+        self.layer = layer
+        if len(in_fmt.shape) != 1:
+            raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
+        wmat = layer.weight[:, in_fmt.perm]
+        self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd)
+        self.in_fmt = in_fmt.with_lanes(simd)
+        self.out_fmt = StreamFormat.of(out_spec, pe)
+
+    @property
+    def folding(self) -> dict:
+        return {"pe": self.mvu.pe, "simd": self.mvu.simd}
+
+    def timing(self, offers):
+        p = self.mvu
+        off = np.asarray(offers[0], dtype=np.int64)
+        frames = off.size // p.fi
+        acc = np.empty(off.size, dtype=np.int64)
+        outs = np.empty(frames * p.fo, dtype=np.int64)
+        t = -(1 << 60)
+        for f in range(frames):
+            seg = off[f * p.fi:(f + 1) * p.fi]
+            j = np.arange(p.fi, dtype=np.int64)
+            s0 = j + np.maximum.accumulate(np.maximum(seg, t + 1 + j) - j)
+            acc[f * p.fi:(f + 1) * p.fi] = s0
+            end0 = int(s0[-1])
+            og = np.arange(p.fo, dtype=np.int64)
+            last_steps = end0 + og * p.fi          # issue of step (og, fi-1)
+            outs[f * p.fo:(f + 1) * p.fo] = last_steps + PIPELINE_LATENCY
+            t = end0 + (p.fo - 1) * p.fi
+        return [acc], outs
+
+    def busy(self) -> int:
+        return self.mvu.steps
+
+    def resources(self) -> Resources:
+        p = self.mvu
+        r = p.resources()
+        if p.fo > 1:
+            w, d = p.simd * p.xbits, p.fi
+            r += (Resources(lut=w * math.ceil(d / 64)) if w * d <= 16384
+                  else Resources(lut=10, bram=bram36(w, d)))
+        return r
+
+    def build(self) -> "DenseEngine":
+        return DenseEngine(self)
+
+
+class DenseEngine(wiring.Component):
+    """Fully connected engine (:class:`DensePlan`)."""
+
+    def __init__(self, plan: DensePlan):
+        self.plan = plan
+        super().__init__({"i_stream": In(stream_signature(plan.in_fmt)),
+                          "o_stream": Out(stream_signature(plan.out_fmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mvu = mvu = MatrixVectorUnit(self.plan.mvu, "stream")
+        m.d.comb += [mvu.i_stream.payload.eq(self.i_stream.payload),
+                     mvu.i_stream.valid.eq(self.i_stream.valid),
+                     self.i_stream.ready.eq(mvu.i_stream.ready),
+                     self.o_stream.payload.eq(mvu.o_stream.payload),
+                     self.o_stream.valid.eq(mvu.o_stream.valid),
+                     mvu.o_stream.ready.eq(self.o_stream.ready)]
+        return m

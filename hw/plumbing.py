@@ -1,0 +1,556 @@
+"""Stream plumbing: FIFOs, lane converters, broadcast, and the AXI4-Stream boundary adapters.
+
+Each block comes as an Amaranth :class:`~amaranth.lib.wiring.Component` plus a *plan* (a plain
+Python object with the block's parameters, its cycle model and its resource estimate). Plans are
+what the folding chooser reads; ``plan.build()`` makes the component.
+
+Cycle-model convention (every plan in :mod:`lcp.hw`): ``timing(offers)`` takes, per input, the
+cycle at which each beat is first offered (``valid`` high) and returns the cycles at which the
+block accepts them (``valid & ready``) and the cycles at which it offers its output beats. Outputs
+are assumed to be taken as soon as offered (the graph builder puts a FIFO on every link where
+that does not hold, see :mod:`lcp.hw.graph`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from lcp.ir import IRError
+
+from .base import Resources, StreamFormat, stream_signature
+
+__all__ = [
+    "FifoPlan", "StreamFifo", "RelanePlan", "Relane", "ForkPlan", "Fork",
+    "AxisInPlan", "AxisIn", "AxisOutPlan", "AxisOut", "axis_signature", "pack_frames",
+    "unpack_frames", "words_per_frame",
+]
+
+
+def _run_max(offers: np.ndarray, gap: int = 1) -> np.ndarray:
+    """``t[j] = max(offers[j], t[j-1] + gap)``: a server taking one item per ``gap`` cycles."""
+    offers = np.asarray(offers, dtype=np.int64)
+    if offers.size == 0:
+        return offers
+    j = np.arange(offers.size, dtype=np.int64) * gap
+    return j + np.maximum.accumulate(offers - j)
+
+
+# -- FIFO ------------------------------------------------------------------------------------
+
+class FifoPlan:
+    """A stream FIFO of ``depth`` beats of ``fmt`` (``SyncFIFOBuffered``: 2 cycles from write
+    to the first read offer)."""
+
+    kind = "fifo"
+    LATENCY = 2
+
+    def __init__(self, fmt: StreamFormat, depth: int):
+        self.in_fmt = self.out_fmt = fmt
+        self.depth = max(2, int(depth))
+
+    def timing(self, offers):
+        acc = _run_max(offers[0])
+        return [acc], _run_max(acc + self.LATENCY)
+
+    def resources(self) -> Resources:
+        bits = self.out_fmt.beat_bits
+        inner = self.depth - 1
+        if inner * bits <= 64 * 64:            # distributed RAM: one LUT6 per 64 bits x 1
+            lut, bram = bits * math.ceil(inner / 64) + 12, 0.0
+        else:
+            from .base import bram36
+            lut, bram = 12, bram36(bits, inner)
+        return Resources(lut=lut, ff=bits + 2 * math.ceil(math.log2(self.depth + 1)) + 2, bram=bram)
+
+    def build(self) -> "StreamFifo":
+        return StreamFifo(self.out_fmt, self.depth)
+
+
+class StreamFifo(wiring.Component):
+    """First-in first-out queue of stream beats.
+
+    Parameters
+    ----------
+    fmt : StreamFormat
+        Format of the beats (input and output).
+    depth : int
+        Capacity in beats (at least 2).
+    """
+
+    def __init__(self, fmt: StreamFormat, depth: int):
+        self.fmt, self.depth = fmt, max(2, int(depth))
+        super().__init__({"i_stream": In(stream_signature(fmt)),
+                          "o_stream": Out(stream_signature(fmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.fmt.beat_bits, depth=self.depth)
+        m.d.comb += [
+            fifo.w_data.eq(self.i_stream.payload.as_value()),
+            fifo.w_en.eq(self.i_stream.valid),
+            self.i_stream.ready.eq(fifo.w_rdy),
+            self.o_stream.payload.eq(fifo.r_data),
+            self.o_stream.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.o_stream.ready),
+        ]
+        return m
+
+
+# -- lane converter ----------------------------------------------------------------------------
+
+class RelanePlan:
+    """Change the lanes of a stream (same elements, same order): ``a -> b`` lanes.
+
+    Gathers when ``a`` divides ``b``, splits when ``b`` divides ``a``, else gathers to
+    ``lcm(a, b)`` and splits that.
+    """
+
+    kind = "relane"
+
+    def __init__(self, fmt: StreamFormat, lanes: int):
+        self.in_fmt, self.out_fmt = fmt, fmt.with_lanes(lanes)
+        a, b = fmt.lanes, int(lanes)
+        self.steps: list[tuple[int, int]] = []
+        if b % a == 0 or a % b == 0:
+            self.steps = [(a, b)]
+        else:
+            lcm = a * b // math.gcd(a, b)
+            self.steps = [(a, lcm), (lcm, b)]
+
+    def timing(self, offers):
+        off = np.asarray(offers[0], dtype=np.int64)
+        acc0 = None
+        for a, b in self.steps:
+            if b % a == 0:             # gather n beats into one
+                n = b // a
+                acc = _run_max(off)
+                out = acc[n - 1::n] + 1
+            else:                      # split one beat into n
+                n = a // b
+                acc = np.empty_like(off)
+                out = np.empty(off.size * n, dtype=np.int64)
+                prev = -1              # cycle of the previous output beat
+                for j, o in enumerate(off):
+                    t = max(int(o), prev)              # the word is taken with the last beat
+                    acc[j] = t
+                    out[j * n: (j + 1) * n] = t + 1 + np.arange(n)
+                    prev = t + n
+            if acc0 is None:
+                acc0 = acc
+            off = out
+        return [acc0], off
+
+    def resources(self) -> Resources:
+        r = Resources()
+        bits = self.in_fmt.bits
+        for a, b in self.steps:
+            wide = max(a, b)
+            n = wide // min(a, b)
+            mux = 0 if b % a == 0 else wide * bits * (n - 1) / n / 2   # n:1 mux on the narrow side
+            r += Resources(lut=mux + 8, ff=wide * bits + math.ceil(math.log2(n + 1)) + 1)
+        return r
+
+    def build(self) -> "Relane":
+        return Relane(self.in_fmt, self.out_fmt.lanes)
+
+
+class Relane(wiring.Component):
+    """Lane converter ``fmt.lanes -> lanes`` (see :class:`RelanePlan`)."""
+
+    def __init__(self, fmt: StreamFormat, lanes: int):
+        self.plan = RelanePlan(fmt, lanes)
+        super().__init__({"i_stream": In(stream_signature(self.plan.in_fmt)),
+                          "o_stream": Out(stream_signature(self.plan.out_fmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        src = self.i_stream
+        fmt = self.plan.in_fmt
+        for k, (a, b) in enumerate(self.plan.steps):
+            ofmt = fmt.with_lanes(b)
+            blk = _Gather(fmt, ofmt) if b % a == 0 else _Split(fmt, ofmt)
+            m.submodules[f"step{k}"] = blk
+            if k == 0:
+                wiring.connect(m, wiring.flipped(src), blk.i_stream)
+            else:
+                wiring.connect(m, src, blk.i_stream)
+            src, fmt = blk.o_stream, ofmt
+        wiring.connect(m, src, wiring.flipped(self.o_stream))
+        return m
+
+
+class _Gather(wiring.Component):
+    def __init__(self, ifmt, ofmt):
+        self.ifmt, self.ofmt = ifmt, ofmt
+        super().__init__({"i_stream": In(stream_signature(ifmt)),
+                          "o_stream": Out(stream_signature(ofmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b = self.ifmt.lanes, self.ofmt.lanes
+        n = b // a
+        i, o = self.i_stream, self.o_stream
+        idx = Signal(range(max(n, 2)))
+        free = ~o.valid | o.ready
+        m.d.comb += i.ready.eq(free)
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(i.valid & i.ready):
+            with m.Switch(idx):
+                for k in range(n):
+                    with m.Case(k):
+                        m.d.sync += [o.payload[k * a + l].eq(i.payload[l]) for l in range(a)]
+            with m.If(idx == n - 1):
+                m.d.sync += [idx.eq(0), o.valid.eq(1)]
+            with m.Else():
+                m.d.sync += idx.eq(idx + 1)
+        return m
+
+
+class _Split(wiring.Component):
+    def __init__(self, ifmt, ofmt):
+        self.ifmt, self.ofmt = ifmt, ofmt
+        super().__init__({"i_stream": In(stream_signature(ifmt)),
+                          "o_stream": Out(stream_signature(ofmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b = self.ifmt.lanes, self.ofmt.lanes
+        n = a // b
+        i, o = self.i_stream, self.o_stream
+        word = Signal(self.ifmt.layout)
+        idx = Signal(range(max(n, 2)))
+        with m.Switch(idx):
+            for k in range(n):
+                with m.Case(k):
+                    m.d.comb += [o.payload[l].eq(word[k * b + l]) for l in range(b)]
+        done = o.valid & o.ready & (idx == n - 1)
+        m.d.comb += i.ready.eq(~o.valid | done)
+        with m.If(o.valid & o.ready):
+            m.d.sync += idx.eq(idx + 1)
+            with m.If(idx == n - 1):
+                m.d.sync += [idx.eq(0), o.valid.eq(0)]
+        with m.If(i.valid & i.ready):
+            m.d.sync += [word.eq(i.payload), o.valid.eq(1), idx.eq(0)]
+        return m
+
+
+# -- broadcast --------------------------------------------------------------------------------
+
+class ForkPlan:
+    """Broadcast one stream to ``n`` consumers (an eager fork: each output takes the beat when
+    it is ready; the input moves on when all have it)."""
+
+    kind = "fork"
+
+    def __init__(self, fmt: StreamFormat, n: int):
+        self.in_fmt = self.out_fmt = fmt
+        self.n = int(n)
+
+    def timing(self, offers):
+        off = np.asarray(offers[0], dtype=np.int64)
+        return [off], off
+
+    def resources(self) -> Resources:
+        return Resources(lut=2 * self.n + 2, ff=self.n)
+
+    def build(self) -> "Fork":
+        return Fork(self.in_fmt, self.n)
+
+
+class Fork(wiring.Component):
+    """Eager broadcast of ``i_stream`` to ``o_stream0`` .. ``o_stream{n-1}``."""
+
+    def __init__(self, fmt: StreamFormat, n: int):
+        self.fmt, self.n = fmt, int(n)
+        members = {"i_stream": In(stream_signature(fmt))}
+        members.update({f"o_stream{k}": Out(stream_signature(fmt)) for k in range(self.n)})
+        super().__init__(members)
+
+    @property
+    def outputs(self):
+        return [getattr(self, f"o_stream{k}") for k in range(self.n)]
+
+    def elaborate(self, platform):
+        m = Module()
+        i = self.i_stream
+        done = Signal(self.n)
+        taken = [Signal(name=f"taken{k}") for k in range(self.n)]
+        for k, o in enumerate(self.outputs):
+            m.d.comb += [o.payload.eq(i.payload), o.valid.eq(i.valid & ~done[k]),
+                         taken[k].eq(done[k] | o.ready)]
+        all_taken = Cat(*taken).all()
+        m.d.comb += i.ready.eq(all_taken)
+        with m.If(i.valid):
+            with m.If(all_taken):
+                m.d.sync += done.eq(0)
+            with m.Else():
+                m.d.sync += done.eq(Cat(*taken))
+        return m
+
+
+# -- AXI4-Stream boundary --------------------------------------------------------------------
+
+def axis_signature(width: int) -> wiring.Signature:
+    """AXI4-Stream master signature (``tdata``, ``tvalid``, ``tready``, ``tlast``)."""
+    return wiring.Signature({"tdata": Out(width), "tvalid": Out(1), "tready": In(1),
+                             "tlast": Out(1)})
+
+
+def words_per_frame(fmt: StreamFormat, width: int) -> int:
+    """AXI words of one image: ``ceil(size * bits / width)``."""
+    return -(-fmt.size * fmt.bits // width)
+
+
+def pack_frames(x: np.ndarray, fmt: StreamFormat, width: int) -> list[bytes]:
+    """Pack integer images ``(N, *fmt.shape)`` into AXI frames (one ``bytes`` per image).
+
+    Elements go in stream order (``fmt.perm``), ``fmt.bits`` each, two's complement, packed from
+    the least significant bit up; word ``k`` holds frame bits ``[k*width, (k+1)*width)``; the last
+    word is padded with zeros. Bytes are little endian (the order cocotbext-axi and a PYNQ DMA
+    buffer use).
+    """
+    x = np.asarray(x).reshape(len(x), -1)
+    s = x[:, fmt.perm].astype(np.int64) & ((1 << fmt.bits) - 1)
+    nbytes = words_per_frame(fmt, width) * width // 8
+    out = []
+    for row in s:
+        bits = np.zeros(nbytes * 8, dtype=np.uint8)
+        idx = (np.arange(fmt.size)[:, None] * fmt.bits + np.arange(fmt.bits)[None, :])
+        bits[idx.reshape(-1)] = ((row[:, None] >> np.arange(fmt.bits)[None, :]) & 1).reshape(-1)
+        out.append(np.packbits(bits, bitorder="little").tobytes())
+    return out
+
+
+def unpack_frames(frames: list[bytes], fmt: StreamFormat) -> np.ndarray:
+    """Inverse of :func:`pack_frames`: frames -> integer images ``(N, *fmt.shape)``."""
+    out = np.empty((len(frames), fmt.size), dtype=np.int64)
+    for n, fr in enumerate(frames):
+        bits = np.unpackbits(np.frombuffer(bytes(fr), dtype=np.uint8), bitorder="little")
+        need = fmt.size * fmt.bits
+        if bits.size < need:
+            raise IRError(f"output frame {n} has {bits.size} bits, expected at least {need}")
+        v = (bits[:need].reshape(fmt.size, fmt.bits).astype(np.int64)
+             << np.arange(fmt.bits)[None, :]).sum(axis=1)
+        if fmt.signed:
+            v = np.where(v >= 1 << (fmt.bits - 1), v - (1 << fmt.bits), v)
+        out[n] = v
+    return fmt.from_stream(out)
+
+
+class AxisInPlan:
+    """AXI4-Stream words of ``width`` bits -> beats of ``fmt`` (see :func:`pack_frames`).
+
+    One image is ``words_per_frame`` words; ``tlast`` is not needed to delimit frames and is
+    ignored (the count is known); the padding bits of the last word are dropped.
+    """
+
+    kind = "axis_in"
+
+    def __init__(self, fmt: StreamFormat, width: int):
+        if width % 8 or width < 8:
+            raise IRError(f"AXI-Stream width {width} is not a positive multiple of 8")
+        self.out_fmt = fmt
+        self.width = int(width)
+        self.words = words_per_frame(fmt, width)
+        self.cap = self.width + fmt.beat_bits
+
+    def timing(self, offers):
+        """Cycle-exact model of :class:`AxisIn` (``offers``: the words, as offered)."""
+        off = np.asarray(offers[0], dtype=np.int64)
+        W, B, cap = self.width, self.out_fmt.beat_bits, self.cap
+        beats = self.out_fmt.beats
+        frames = off.size // self.words
+        acc = np.empty(off.size, dtype=np.int64)
+        out = np.empty(frames * beats, dtype=np.int64)
+        t = int(off[0]) if off.size else 0
+        cnt, wl, bl, wi, bi = 0, self.words, beats, 0, 0
+        while bi < out.size:
+            fire = cnt >= B
+            cnt1 = cnt - B if fire else cnt
+            if fire:
+                out[bi] = t
+                bi += 1
+            take = wl > 0 and cnt1 + W <= cap and wi < off.size and off[wi] <= t
+            if fire and bl == 1:
+                cnt, wl, bl = 0, self.words, beats
+            else:
+                if fire:
+                    bl -= 1
+                cnt = cnt1
+            if take:
+                acc[wi] = t
+                wi += 1
+                cnt += W
+                wl -= 1
+            t += 1
+            if not fire and not take and wi < off.size and off[wi] > t and cnt < B:
+                t = int(off[wi])      # idle until the next word
+        return [acc], out
+
+    def resources(self) -> Resources:
+        cap = self.cap
+        shift = cap * math.ceil(math.log2(cap)) / 2
+        return Resources(lut=shift + cap + 30, ff=cap + 40)
+
+    def build(self) -> "AxisIn":
+        return AxisIn(self.out_fmt, self.width)
+
+
+class AxisIn(wiring.Component):
+    """AXI4-Stream slave (``s_axis``) -> beat stream ``o_stream`` of ``fmt``.
+
+    Parameters
+    ----------
+    fmt : StreamFormat
+        Format of the output beats (its element bits and stream order define the packing).
+    width : int
+        ``tdata`` width in bits (a multiple of 8).
+    """
+
+    def __init__(self, fmt: StreamFormat, width: int):
+        self.plan = AxisInPlan(fmt, width)
+        super().__init__({"s_axis": In(axis_signature(self.plan.width)),
+                          "o_stream": Out(stream_signature(fmt))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.plan
+        W, B, cap = p.width, p.out_fmt.beat_bits, p.cap
+        beats = p.out_fmt.beats
+        s, o = self.s_axis, self.o_stream
+        buf = Signal(cap)
+        cnt = Signal(range(cap + 1))
+        wl = Signal(range(p.words + 1), init=p.words)
+        bl = Signal(range(beats + 1), init=beats)
+        fire = Signal()
+        cnt1 = Signal.like(cnt)
+        m.d.comb += [
+            o.valid.eq(cnt >= B),
+            o.payload.eq(buf[:B]),
+            fire.eq(o.valid & o.ready),
+            cnt1.eq(Mux(fire, cnt - B, cnt)),
+            s.tready.eq((wl != 0) & (cnt1 + W <= cap)),
+        ]
+        take = s.tvalid & s.tready
+        shifted = Signal(cap)
+        m.d.comb += shifted.eq(Mux(fire, buf >> B, buf))
+        incoming = Signal(cap)
+        m.d.comb += incoming.eq(Mux(take, s.tdata << cnt1, 0))
+        last = fire & (bl == 1)
+        with m.If(last):
+            m.d.sync += [cnt.eq(0), buf.eq(0), wl.eq(p.words), bl.eq(beats)]
+        with m.Else():
+            m.d.sync += [cnt.eq(cnt1 + Mux(take, W, 0)), buf.eq(shifted | incoming)]
+            with m.If(fire):
+                m.d.sync += bl.eq(bl - 1)
+            with m.If(take):
+                m.d.sync += wl.eq(wl - 1)
+        return m
+
+
+class AxisOutPlan:
+    """Beats of ``fmt`` -> AXI4-Stream words of ``width`` bits, ``tlast`` on the last word of
+    each image, the last word zero-padded (see :func:`pack_frames`)."""
+
+    kind = "axis_out"
+
+    def __init__(self, fmt: StreamFormat, width: int):
+        if width % 8 or width < 8:
+            raise IRError(f"AXI-Stream width {width} is not a positive multiple of 8")
+        self.in_fmt = fmt
+        self.width = int(width)
+        self.words = words_per_frame(fmt, width)
+        self.cap = self.width + fmt.beat_bits
+
+    def timing(self, offers):
+        """Cycle-exact model of :class:`AxisOut` with an always-ready sink."""
+        off = np.asarray(offers[0], dtype=np.int64)
+        W, B, cap = self.width, self.in_fmt.beat_bits, self.cap
+        beats = self.in_fmt.beats
+        frames = off.size // beats
+        acc = np.empty(off.size, dtype=np.int64)
+        out = np.empty(frames * self.words, dtype=np.int64)
+        t = int(off[0]) if off.size else 0
+        cnt, bl, wl, bi, wi = 0, beats, self.words, 0, 0
+        while wi < out.size:
+            valid = cnt >= W or (bl == 0 and cnt > 0)
+            cnt1 = cnt
+            if valid:
+                out[wi] = t
+                wi += 1
+                cnt1 = max(cnt - W, 0)
+            take = bl > 0 and cnt1 + B <= cap and bi < off.size and off[bi] <= t
+            if valid and wl == 1:
+                cnt, bl, wl = 0, beats, self.words
+            else:
+                if valid:
+                    wl -= 1
+                cnt = cnt1
+            if take:
+                acc[bi] = t
+                bi += 1
+                cnt += B
+                bl -= 1
+            t += 1
+            if not valid and not take and bi < off.size and off[bi] > t:
+                t = int(off[bi])
+        return [acc], out
+
+    def resources(self) -> Resources:
+        cap = self.cap
+        shift = cap * math.ceil(math.log2(cap)) / 2
+        return Resources(lut=shift + cap + 30, ff=cap + 40)
+
+    def build(self) -> "AxisOut":
+        return AxisOut(self.in_fmt, self.width)
+
+
+class AxisOut(wiring.Component):
+    """Beat stream ``i_stream`` of ``fmt`` -> AXI4-Stream master ``m_axis``."""
+
+    def __init__(self, fmt: StreamFormat, width: int):
+        self.plan = AxisOutPlan(fmt, width)
+        super().__init__({"i_stream": In(stream_signature(fmt)),
+                          "m_axis": Out(axis_signature(self.plan.width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.plan
+        W, B, cap = p.width, p.in_fmt.beat_bits, p.cap
+        beats = p.in_fmt.beats
+        i, o = self.i_stream, self.m_axis
+        buf = Signal(cap)
+        cnt = Signal(range(cap + 1))
+        bl = Signal(range(beats + 1), init=beats)
+        wl = Signal(range(p.words + 1), init=p.words)
+        fire = Signal()
+        cnt1 = Signal.like(cnt)
+        m.d.comb += [
+            o.tvalid.eq((cnt >= W) | ((bl == 0) & (cnt != 0))),
+            o.tdata.eq(buf[:W]),
+            o.tlast.eq(wl == 1),
+            fire.eq(o.tvalid & o.tready),
+            cnt1.eq(Mux(fire, Mux(cnt >= W, cnt - W, 0), cnt)),
+            i.ready.eq((bl != 0) & (cnt1 + B <= cap)),
+        ]
+        take = i.valid & i.ready
+        shifted = Signal(cap)
+        m.d.comb += shifted.eq(Mux(fire, buf >> W, buf))
+        incoming = Signal(cap)
+        m.d.comb += incoming.eq(Mux(take, i.payload.as_value() << cnt1, 0))
+        with m.If(fire & (wl == 1)):
+            m.d.sync += [cnt.eq(0), buf.eq(0), bl.eq(beats), wl.eq(p.words)]
+        with m.Else():
+            m.d.sync += [cnt.eq(cnt1 + Mux(take, B, 0)), buf.eq(shifted | incoming)]
+            with m.If(take):
+                m.d.sync += bl.eq(bl - 1)
+            with m.If(fire):
+                m.d.sync += wl.eq(wl - 1)
+        return m

@@ -1,0 +1,340 @@
+"""Sliding windows: the line buffer shared by convolutions and pools, and the pool engines.
+
+The window unit scans the input image in raster order, one position per cycle. Positions are
+the real pixels (each consumes one input beat holding all ``C`` channels) plus the *virtual*
+positions right of and below the image that windows reaching into the right/bottom padding need
+(no input). Top and left padding cost no cycles: rows and columns outside the image are replaced
+by the pad value as they enter the window register. A line buffer (one ``Memory`` word per
+column holding the ``KH-1`` previous rows of that column) and a ``KH x KW`` shift register give
+one complete window per cycle. A position whose window is an output window copies it (or, for a
+pool, its per-channel reduction) into the output register.
+
+Per image the unit takes ``(H + vr) * (W + vc)`` cycles, ``vr``/``vc`` the virtual rows and
+columns (``pads`` bottom/right as far as windows need them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from lcp.ir import IRError, Layer
+from lcp.shapes import pool_out
+
+from .base import Resources, StreamFormat, bram36, element_shape, stream_signature
+
+__all__ = ["WindowGeometry", "WindowEngine", "PoolPlan", "window_scan"]
+
+
+class WindowGeometry:
+    """Geometry of a window op on a ``(C, H, W)`` input (``kernel``, ``stride``, ``pads`` as in
+    the IR: pads top, left, bottom, right).
+
+    Raises
+    ------
+    IRError
+        naming ``layer`` when a pad is not smaller than the kernel (a window made of padding).
+    """
+
+    def __init__(self, layer: Layer, in_shape: tuple[int, int, int]):
+        self.name = layer.name
+        self.C, self.H, self.W = in_shape
+        self.kh, self.kw = layer.attrs["kernel"]
+        self.sh, self.sw = layer.attrs["stride"]
+        self.pt, self.pl, self.pb, self.pr = layer.attrs["pads"]
+        if self.pt >= self.kh or self.pb >= self.kh or self.pl >= self.kw or self.pr >= self.kw:
+            raise IRError(f"layer {layer.name!r}: pads {layer.attrs['pads']} must be smaller than "
+                          f"the kernel {self.kh}x{self.kw} for the window unit")
+        self.OH = pool_out(self.H, self.kh, self.sh, self.pt, self.pb)
+        self.OW = pool_out(self.W, self.kw, self.sw, self.pl, self.pr)
+        self.rows = max(self.H, (self.OH - 1) * self.sh - self.pt + self.kh)
+        self.cols = max(self.W, (self.OW - 1) * self.sw - self.pl + self.kw)
+
+    @property
+    def positions(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def window(self) -> int:
+        """Elements of one window: ``KH * KW * C``."""
+        return self.kh * self.kw * self.C
+
+    def row_emits(self) -> list[bool]:
+        out = []
+        for r in range(self.rows):
+            t = r - self.kh + 1 + self.pt
+            out.append(t >= 0 and t % self.sh == 0 and t // self.sh < self.OH)
+        return out
+
+    def col_emits(self) -> list[bool]:
+        out = []
+        for c in range(self.cols):
+            t = c - self.kw + 1 + self.pl
+            out.append(t >= 0 and t % self.sw == 0 and t // self.sw < self.OW)
+        return out
+
+    def positions_table(self):
+        """Per position of one image: (is real pixel, emits a window)."""
+        re, ce = np.array(self.row_emits()), np.array(self.col_emits())
+        r, c = np.meshgrid(np.arange(self.rows), np.arange(self.cols), indexing="ij")
+        real = (r < self.H) & (c < self.W)
+        emit = re[r] & ce[c]
+        return real.reshape(-1), emit.reshape(-1)
+
+    def line_buffer_bits(self, bits: int) -> tuple[int, int]:
+        """(width, depth) of the line buffer memory."""
+        return (self.kh - 1) * self.C * bits, self.cols
+
+
+def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, consumer):
+    """Cycle model of the window unit.
+
+    Parameters
+    ----------
+    pixel_offers : numpy.ndarray
+        Offer cycle of every input pixel (all frames, raster order).
+    consumer : callable
+        ``consumer(offer) -> accept``: the cycle at which the consumer takes a window offered at
+        ``offer`` (called in window order).
+
+    Returns
+    -------
+    (pixel_accepts, window_offers)
+    """
+    real, emit = geo.positions_table()
+    pix_acc = np.empty(pixel_offers.size, dtype=np.int64)
+    offers = []
+    t = -(1 << 60)
+    free_at = -(1 << 60)
+    p = 0
+    for _ in range(frames):
+        for q in range(real.size):
+            a = t + 1
+            if real[q]:
+                a = max(a, int(pixel_offers[p]))
+            if emit[q]:
+                a = max(a, free_at)
+            t = a
+            if real[q]:
+                pix_acc[p] = a
+                p += 1
+            if emit[q]:
+                offers.append(a + 1)
+                free_at = consumer(a + 1)
+    return pix_acc, np.asarray(offers, dtype=np.int64)
+
+
+class WindowEngine(wiring.Component):
+    """Window unit: pixels of ``in_fmt`` (one beat = all ``C`` channels) -> one beat per output
+    window.
+
+    Parameters
+    ----------
+    geo : WindowGeometry
+    in_fmt : StreamFormat
+        3-D input, ``lanes == C``.
+    pad : int
+        Value of padding elements (0 for convolution and average pool, the input minimum for a
+        max pool, so that padding never wins).
+    mode : str
+        ``"window"``: the payload is the window, ``ArrayLayout(element, KH*KW*C)`` in
+        ``(ky, kx, c)`` order; ``"max"``: per-channel maximum; ``"avg"``: per-channel
+        ``clip(rnd(sum / 2**shift), out_lo, out_hi)``.
+    out_fmt : StreamFormat
+        Format of the output beats for ``"max"``/``"avg"`` (``lanes == C``).
+    shift, rounding : int, str
+        Average pool only (see the IR ``avgpool``).
+    """
+
+    def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int, mode: str,
+                 out_fmt: StreamFormat | None = None, shift: int = 0, rounding: str = "floor"):
+        self.geo, self.in_fmt, self.pad, self.mode = geo, in_fmt, int(pad), mode
+        self.shift, self.rounding = int(shift), rounding
+        if in_fmt.lanes != geo.C:
+            raise IRError(f"layer {geo.name!r}: the window unit takes whole pixels "
+                          f"({geo.C} lanes), not {in_fmt.lanes}")
+        if mode == "window":
+            self.out_layout = data.ArrayLayout(in_fmt.element, geo.window)
+        else:
+            self.out_fmt = out_fmt
+            self.out_layout = out_fmt.layout
+        super().__init__({"i_stream": In(stream_signature(in_fmt)),
+                          "o_stream": Out(stream.Signature(self.out_layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        g, C = self.geo, self.geo.C
+        kh, kw = g.kh, g.kw
+        elem = self.in_fmt.element
+        i, o = self.i_stream, self.o_stream
+
+        r = Signal(range(max(g.rows, 2)))
+        c = Signal(range(max(g.cols, 2)))
+        last_c = c == g.cols - 1
+        last_r = r == g.rows - 1
+        c_next = Signal.like(c)
+        m.d.comb += c_next.eq(Mux(last_c, 0, c + 1))
+
+        # per-row / per-column flags (small constant tables)
+        row_emit, col_emit = Signal(), Signal()
+        row_ok = Signal(kh)          # window row i inside the image
+        col_real = Signal()
+        col_first = Signal()
+        _table(m, r, row_emit, [int(v) for v in g.row_emits()])
+        _table(m, c, col_emit, [int(v) for v in g.col_emits()])
+        _table(m, r, row_ok, [sum(1 << k for k in range(kh) if 0 <= rr - kh + 1 + k < g.H)
+                              for rr in range(g.rows)])
+        m.d.comb += [col_real.eq(c < g.W), col_first.eq(c == 0)]
+        real = Signal()
+        m.d.comb += real.eq((r < g.H) & col_real)
+        emit = row_emit & col_emit
+
+        out_free = ~o.valid | o.ready
+        adv = Signal()
+        m.d.comb += [
+            i.ready.eq(real & (~emit | out_free)),
+            adv.eq((~real | i.valid) & (~emit | out_free)),
+        ]
+
+        pix = data.ArrayLayout(elem, C)
+        win = Signal(data.ArrayLayout(elem, kh * kw * C))
+        nwin = Signal(data.ArrayLayout(elem, kh * kw * C))
+
+        # line buffer: word[c] = pixels of rows r-1 .. r-kh+1 at column c
+        if kh > 1:
+            lb_layout = data.ArrayLayout(elem, (kh - 1) * C)
+            m.submodules.linebuf = lb = Memory(shape=lb_layout, depth=g.cols, init=[])
+            wr = lb.write_port()
+            rd = lb.read_port(domain="sync", transparent_for=(wr,))
+            m.d.comb += [rd.addr.eq(Mux(adv, c_next, c)), rd.en.eq(1),
+                         wr.addr.eq(c), wr.en.eq(adv)]
+            m.d.comb += [wr.data[ch].eq(i.payload[ch]) for ch in range(C)]
+            m.d.comb += [wr.data[s * C + ch].eq(rd.data[(s - 1) * C + ch])
+                         for s in range(1, kh - 1) for ch in range(C)]
+
+        def at(ky, kx, ch):
+            return (ky * kw + kx) * C + ch
+
+        padv = self.pad
+        for ky in range(kh):
+            keep = row_ok[ky] & col_real
+            for ch in range(C):
+                src = i.payload[ch] if ky == kh - 1 else rd.data[(kh - 2 - ky) * C + ch]
+                m.d.comb += nwin[at(ky, kw - 1, ch)].eq(Mux(keep, src, padv))
+                for kx in range(kw - 1):
+                    m.d.comb += nwin[at(ky, kx, ch)].eq(
+                        Mux(col_first, padv, win[at(ky, kx + 1, ch)]))
+
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(adv):
+            m.d.sync += [win.eq(nwin), c.eq(c_next)]
+            with m.If(last_c):
+                m.d.sync += r.eq(Mux(last_r, 0, r + 1))
+            with m.If(emit):
+                m.d.sync += o.valid.eq(1)
+                self._emit(m, nwin, at)
+        return m
+
+    def _emit(self, m, nwin, at):
+        g, o = self.geo, self.o_stream
+        if self.mode == "window":
+            m.d.sync += o.payload.eq(nwin)
+            return
+        for ch in range(g.C):
+            vals = [nwin[at(ky, kx, ch)] for ky in range(g.kh) for kx in range(g.kw)]
+            if self.mode == "max":
+                m.d.sync += o.payload[ch].eq(_tree_max(vals))
+            else:
+                m.d.sync += o.payload[ch].eq(_avg(m, vals, self.shift, self.rounding,
+                                                  self.out_fmt.lo, self.out_fmt.hi))
+
+
+def _table(m, index, target, values):
+    """``target = values[index]`` as a case statement (default 0)."""
+    with m.Switch(index):
+        for k, v in enumerate(values):
+            if v:
+                with m.Case(k):
+                    m.d.comb += target.eq(v)
+
+
+def _tree_max(vals):
+    vals = list(vals)
+    while len(vals) > 1:
+        nxt = [Mux(vals[k] > vals[k + 1], vals[k], vals[k + 1]) for k in range(0, len(vals) - 1, 2)]
+        if len(vals) % 2:
+            nxt.append(vals[-1])
+        vals = nxt
+    return vals[0]
+
+
+def _avg(m, vals, shift, rounding, lo, hi):
+    from .base import tree_sum
+    s = Signal(signed(max(v.shape().width for v in vals) + math.ceil(math.log2(len(vals))) + 2))
+    m.d.comb += s.eq(tree_sum(vals))
+    q = Signal(signed(s.shape().width))
+    m.d.comb += q.eq(s >> shift)
+    if shift and rounding != "floor":
+        rem = s[:shift]
+        if rounding == "ceil":
+            q2 = q + (rem != 0)
+        else:       # half to even
+            half = 1 << (shift - 1)
+            q2 = q + ((rem > half) | ((rem == half) & q[0]))
+        qr = Signal(signed(s.shape().width + 1))
+        m.d.comb += qr.eq(q2)
+    else:
+        qr = q
+    return Mux(qr < lo, lo, Mux(qr > hi, hi, qr))
+
+
+class PoolPlan:
+    """Max or average pool layer: the window unit with a per-channel reduction.
+
+    In ``C`` lanes (a whole pixel per beat), out ``C`` lanes; one window per cycle.
+    """
+
+    kind = "pool"
+
+    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec):
+        self.layer = layer
+        self.geo = WindowGeometry(layer, in_fmt.shape)
+        self.in_fmt = in_fmt
+        self.out_fmt = StreamFormat.of(out_spec, in_fmt.shape[0])
+        self.mode = "max" if layer.op == "maxpool" else "avg"
+
+    def timing(self, offers):
+        frames = offers[0].size // self.geo.H // self.geo.W
+        acc, out = window_scan(self.geo, offers[0], frames, lambda t: t)
+        return [acc], out
+
+    def resources(self) -> Resources:
+        g, bits = self.geo, self.in_fmt.bits
+        width, depth = g.line_buffer_bits(bits)
+        lb = _line_buffer_cost(width, depth)
+        n = g.kh * g.kw
+        red = g.C * (n - 1) * (bits + (2 if self.mode == "max" else math.ceil(math.log2(n)) + 2))
+        regs = g.kh * g.kw * g.C * bits + g.C * self.out_fmt.bits + 32
+        mask = g.kh * g.kw * g.C * bits / 2
+        return lb + Resources(lut=red + mask + 40, ff=regs)
+
+    def build(self) -> WindowEngine:
+        pad = self.in_fmt.lo if self.mode == "max" else 0
+        a = self.layer.attrs
+        return WindowEngine(self.geo, self.in_fmt, pad=pad, mode=self.mode, out_fmt=self.out_fmt,
+                            shift=a.get("shift", 0), rounding=a.get("rounding", "floor"))
+
+
+def _line_buffer_cost(width: int, depth: int) -> Resources:
+    """Line buffer: LUT RAM when small, block RAM otherwise."""
+    if width == 0:
+        return Resources()
+    if width * depth <= 8192:
+        return Resources(lut=width * math.ceil(depth / 64), ff=width)
+    return Resources(lut=10, ff=width, bram=bram36(width, depth))
