@@ -1,0 +1,157 @@
+"""pyosys jobs, run in a child process by :func:`lcp.synth.tools.run_yosys_job`.
+
+Usage: ``python -m lcp.synth._ysjob JOB.json``; the job file names a function of this module
+(``kind``), its ``params`` and the ``result`` path where the function's JSON answer goes. Yosys'
+own log goes to stdout (the caller sends it to a file).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pyosys import libyosys as ys
+
+_D = None
+
+
+def _run(cmd: str) -> None:
+    ys.run_pass(cmd, _D)
+
+
+def _read(files: list[str], top: str) -> None:
+    for f in files:
+        _run(f"read_verilog -defer {_q(f)}")
+    _run(f"hierarchy -check -top {_q(top)}")
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace('"', '\\"') + '"' if any(c in s for c in ' \\"') else s
+
+
+def xilinx(p: dict) -> dict:
+    """Hierarchical ``synth_xilinx`` (no I/O buffers: the engine sits inside the PL)."""
+    _read(p["files"], p["top"])
+    _run(f"synth_xilinx -family {p.get('family', 'xc7')} -top {_q(p['top'])} -noiopad -noclkbuf")
+    _run(f"tee -q -o {_q(p['stat'])} stat -json")
+    return {"stat": p["stat"]}
+
+
+def ecp5(p: dict) -> dict:
+    """Flat ``synth_ecp5`` to a nextpnr JSON netlist."""
+    _read(p["files"], p["top"])
+    _run(f"synth_ecp5 -top {_q(p['top'])} -json {_q(p['json'])}")
+    _run(f"tee -q -o {_q(p['stat'])} stat -json")
+    return {"json": p["json"], "stat": p["stat"]}
+
+
+def cell_models(p: dict) -> dict:
+    """Verilog models of every liberty cell, from the cells' ``function``/``ff`` groups."""
+    for lib in p["liberty"]:
+        _run(f"read_liberty -ignore_miss_func {_q(lib)}")
+    _run(f"write_verilog -noattr {_q(p['out'])}")
+    return {"out": p["out"]}
+
+
+def asic(p: dict) -> dict:
+    """Hierarchical synthesis to a liberty library, area per module, then a flat netlist.
+
+    Writes ``netlist`` (flat, cells named ``g<N>``, internal nets ``n<N>``, ports kept),
+    ``power_netlist`` (the same with each flip-flop's data input cut to its own input port
+    ``lcp_d_<cell>``), ``cells`` (JSON: cell -> [type, module]) and ``stat`` (Yosys JSON).
+    """
+    libs = p["liberty"]
+    lib_args = " ".join(f"-liberty {_q(x)}" for x in libs)
+    _read(p["files"], p["top"])
+    _run(f"synth -top {_q(p['top'])}")
+    dff = " ".join(f"-dont_use {x}" for x in p.get("dff_dont_use", []))
+    _run(f"dfflibmap {dff} " + " ".join(f"-liberty {_q(x)}" for x in p["seq_liberty"]))
+    dont = " ".join(f"-dont_use {x}" for x in p.get("dont_use", []))
+    _run(f"abc -D {p['period_ps']:.0f} {lib_args} {dont}")
+    _run("opt_clean -purge")
+    if p.get("tie"):
+        hi, hp, lo, lp = p["tie"]
+        _run(f"hilomap -singleton -hicell {hi} {hp} -locell {lo} {lp}")
+    _run(f"tee -q -o {_q(p['stat'])} stat -json {lib_args}")
+    known = set(p["cells_known"])
+    bad: dict[str, int] = {}
+    for mod in _D.modules_.values():
+        mname = mod.name.str().lstrip("\\")
+        submods = {m.name.str() for m in _D.modules_.values()}
+        for cell in mod.cells_.values():
+            t = cell.type.str()
+            if t in submods:
+                continue
+            if t.lstrip("\\") not in known:
+                bad[t] = bad.get(t, 0) + 1
+            cell.set_string_attribute(ys.IdString("\\lcp_module"), mname)
+    if bad:
+        raise RuntimeError("cells left unmapped to the library: "
+                           + ", ".join(f"{k} x{v}" for k, v in sorted(bad.items())))
+    _run(f"flatten")
+    _run("opt_clean -purge")
+    _run("splitnets")
+    _run("rename -hide w:* c:*")
+    _run("rename -enumerate -pattern n% w:*")
+    _run("rename -enumerate -pattern g% c:*")
+    top = _D.top_module()
+    cells = {}
+    flops = []
+    seq = p["ff_pins"]       # cell type -> [data pin, output pin, output inverted]
+    for cell in top.cells_.values():
+        name = cell.name.str().lstrip("\\")
+        t = cell.type.str().lstrip("\\")
+        mod = cell.get_string_attribute(ys.IdString("\\lcp_module"))
+        conns = {k.str().lstrip("\\"): v for k, v in cell.connections_.items()}
+        cells[name] = [t, mod, {k: _signame(v) for k, v in conns.items()}]
+        if t in seq:
+            dpin, opin, inv = seq[t]
+            flops.append({"cell": name, "type": t, "d_pin": dpin, "d": _signame(conns.get(dpin)),
+                          "out": _signame(conns.get(opin)) if opin in conns else None,
+                          "out_pin": opin, "inverted": inv})
+    _run(f"write_verilog -noattr -noexpr -nohex -nodec {_q(p['netlist'])}")
+    # The power netlist: every flip-flop reads its data input from its own port, so that the
+    # simulated activity of the flip-flop can be given to OpenSTA (only ports keep it).
+    cut = []
+    for f in flops:
+        cell = top.cell(ys.IdString("\\" + f["cell"]))
+        w = top.addWire(ys.IdString("\\lcp_d_" + f["cell"]), 1)
+        w.port_input = True
+        cell.setPort(ys.IdString("\\" + seq[f["type"]][0]), ys.SigSpec(w))
+        cut.append(f["cell"])
+    top.fixup_ports()
+    _run(f"write_verilog -noattr -noexpr -nohex -nodec {_q(p['power_netlist'])}")
+    Path(p["cells"]).write_text(json.dumps({"cells": cells, "flops": flops}))
+    return {"cells": len(cells), "flops": len(flops), "netlist": p["netlist"],
+            "power_netlist": p["power_netlist"], "stat": p["stat"]}
+
+
+def _signame(sig) -> str | None:
+    """``name`` or ``name[i]`` of a one-bit connection; ``1'b0``/``1'b1`` for constants."""
+    if sig is None or sig.size() != 1:
+        return None
+    if sig.is_fully_const():
+        return "1'b1" if sig.as_bool() else "1'b0"
+    bit = sig.as_bit()
+    w = bit.wire
+    name = w.name.str().lstrip("\\")
+    return name if w.width == 1 else f"{name}[{bit.offset + w.start_offset}]"
+
+
+def main(argv: list[str]) -> int:
+    global _D
+    job = json.loads(Path(argv[1]).read_text())
+    _D = ys.Design()
+    fn = {"xilinx": xilinx, "ecp5": ecp5, "asic": asic, "cell_models": cell_models}[job["kind"]]
+    try:
+        out = fn(job["params"])
+    except Exception as e:   # Yosys errors arrive as Python exceptions
+        print(f"ERROR: {e}", flush=True)
+        return 1
+    Path(job["result"]).write_text(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
