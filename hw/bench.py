@@ -1,0 +1,166 @@
+"""Hardware benchmarks (``make bench``): per model, the simulated latency (first input word to
+last output word) and initiation interval in cycles, the cycle model's estimate next to them,
+the simulator's images/s (Verilator + cocotb), and the resource estimate.
+
+Models: the anchor target (one CifarNet-split8 branch, 4-bit weights and activations, random
+weights calibrated on random images, folded for the XC7Z020 budget), LeNet-5 split4 w4a4 as one
+LCP core (the trained run if ``RUNS/lenet5_split4_w4a4/model.onnx`` exists, else random
+weights), and without ``--quick`` more zoo models. Random-weight models have no accuracy figure.
+
+``python -m lcp.hw.bench [--quick] [--runs runs] [-o bench.json]`` or ``lcp hw-bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BenchCase", "zoo_model", "bench_case", "run_bench", "main", "CASES", "QUICK"]
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One benchmark: a zoo model (``arch``, ``split``, bits), the scope and the folding goal."""
+
+    arch: str
+    split: int
+    bits: int = 4
+    scope: str = "core"          # "core" or "branch" (branch 0)
+    budget: str | None = "xc7z020"
+    target: int | None = None
+    images: int = 6
+
+    @property
+    def name(self) -> str:
+        s = f"{self.arch}_split{self.split}_w{self.bits}a{self.bits}"
+        return s + (" branch0" if self.scope == "branch" else " core")
+
+
+#: The anchor target first, then the demo model, then more of the zoo.
+CASES = [
+    BenchCase("cifarnet", 8, scope="branch", budget="xc7z020", images=6),
+    BenchCase("lenet5", 4, scope="core", budget="xc7z020", images=20),
+    BenchCase("lenet5", 8, scope="core", budget="xc7z020", images=20),
+    BenchCase("lenet5", 1, scope="core", budget="xc7z020", images=10),
+    BenchCase("lenet_fc", 4, scope="core", budget="xc7z020", images=20),
+    BenchCase("cifarnet", 4, scope="branch", budget="xc7z020", images=4),
+]
+QUICK = CASES[:2]
+
+
+def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path | None = None):
+    """IR of a zoo model with random weights (torch seed ``seed``), activation scales calibrated
+    on random images; cached as IR files under the hardware cache."""
+    from lcp import compile_onnx, load, save
+
+    from .build import cache_root
+    root = Path(cache) if cache is not None else cache_root() / "zoo"
+    stem = root / f"{arch}_split{split}_w{bits}a{bits}_seed{seed}"
+    if stem.with_suffix(".json").exists():
+        return load(stem)
+    import torch
+    from lcp.models import build, calibrate, example_input, export_qonnx
+    torch.manual_seed(seed)
+    net = build(arch, split=split, weight_bits=bits, act_bits=bits)
+    calibrate(net, [example_input(net.in_shape, 8, seed=s) for s in range(2)])
+    root.mkdir(parents=True, exist_ok=True)
+    onnx = export_qonnx(net, root / f"{stem.name}.onnx")
+    model = compile_onnx(onnx)
+    save(model, stem)
+    return load(stem)
+
+
+def _trained(runs: Path, arch: str, split: int, bits: int):
+    p = runs / f"{arch}_split{split}_w{bits}a{bits}" / "model.onnx"
+    if p.exists():
+        from lcp import compile_onnx
+        return compile_onnx(p), True
+    return None, False
+
+
+def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:
+    """Build, simulate and measure one case; return its row."""
+    from lcp.golden import Golden
+
+    from .build import cached_build, model_macs
+    from .folding import choose
+    from .sim import VerilatorSim
+
+    model, trained = (None, False)
+    if case.arch == "lenet5" and case.split == 4:
+        model, trained = _trained(runs, case.arch, case.split, case.bits)
+    if model is None:
+        model = zoo_model(case.arch, case.split, case.bits)
+    t0 = time.time()
+    choice = choose(model, budget=case.budget, target=case.target, scope=case.scope)
+    choose_s = time.time() - t0
+    b = cached_build(model, choice.folding, scope=case.scope)
+    sim = VerilatorSim(b)
+    compile_s = sim.compile()
+    rng = np.random.default_rng(0)
+    xq = rng.integers(model.input.lo, model.input.hi + 1, size=(case.images, *model.input.shape))
+    gold = (Golden(model).run_int(xq) if case.scope == "core"
+            else Golden(model).run_branch(0, xq))
+    res = sim.run(xq, expected=gold)
+    exact = bool(np.array_equal(res.outputs, gold))
+    lat, ivl = res.latency, res.interval
+    row = {
+        "model": case.name, "weights": "trained" if trained else "random",
+        "macs_per_image": model_macs(model, case.scope),
+        "folding_goal": case.budget or f"target {case.target}",
+        "folding": choice.folding.to_json()["layers"],
+        "latency_cycles_sim": lat, "latency_cycles_model": b.timing.latency,
+        "interval_cycles_sim": ivl, "interval_cycles_model": b.timing.interval,
+        "latency_model_error_pct": round(100 * (b.timing.latency - lat) / lat, 2) if lat else None,
+        "interval_model_error_pct": (round(100 * (b.timing.interval - ivl) / ivl, 2)
+                                     if ivl else None),
+        "bit_exact": exact, "images": case.images,
+        "sim_images_per_second": round(res.images_per_second, 2),
+        "resources_estimate": b.resources.to_json(),
+        "seconds": {"choose": round(choose_s, 1), "verilator_compile": round(compile_s, 1),
+                    "simulate": round(res.wall_seconds, 1)},
+    }
+    out(_fmt_row(row))
+    return row
+
+
+def _fmt_row(r: dict) -> str:
+    res = r["resources_estimate"]
+    return (f"{r['model']:<34} latency {r['latency_cycles_sim']:>7} cyc (model "
+            f"{r['latency_cycles_model']:>7}, {r['latency_model_error_pct']:+.2f} %)  "
+            f"II {r['interval_cycles_sim']:>7} cyc (model {r['interval_cycles_model']:>7})  "
+            f"exact={r['bit_exact']}  sim {r['sim_images_per_second']:.1f} img/s  "
+            f"est. {res['lut']} LUT {res['ff']} FF {res['dsp']} DSP {res['bram36']} BRAM36")
+
+
+def run_bench(cases=None, runs: Path = Path("runs"), out=print) -> list[dict]:
+    """Run ``cases`` (default :data:`CASES`); return the rows."""
+    rows = []
+    for c in cases or CASES:
+        rows.append(bench_case(c, runs, out))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcp.hw.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="the target and the demo model only")
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("-o", "--output", type=Path, default=None)
+    a = p.parse_args(argv)
+    print("hardware benchmark (100 MHz clock assumed for time figures; cycles are simulated "
+          "in Verilator, 'model' is the analytical cycle model)")
+    rows = run_bench(QUICK if a.quick else CASES, a.runs)
+    if a.output is not None:
+        a.output.write_text(json.dumps(rows, indent=1))
+    ok = all(r["bit_exact"] for r in rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
