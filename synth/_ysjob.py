@@ -8,6 +8,7 @@ own log goes to stdout (the caller sends it to a file).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def asic(p: dict) -> dict:
     libs = p["liberty"]
     lib_args = " ".join(f"-liberty {_q(x)}" for x in libs)
     _read(p["files"], p["top"])
-    _run(f"synth -top {_q(p['top'])}")
+    _run(f"synth -top {_q(p['top'])} -noabc")
     dff = " ".join(f"-dont_use {x}" for x in p.get("dff_dont_use", []))
     _run(f"dfflibmap {dff} " + " ".join(f"-liberty {_q(x)}" for x in p["seq_liberty"]))
     dont = " ".join(f"-dont_use {x}" for x in p.get("dont_use", []))
@@ -89,9 +90,15 @@ def asic(p: dict) -> dict:
     if bad:
         raise RuntimeError("cells left unmapped to the library: "
                            + ", ".join(f"{k} x{v}" for k, v in sorted(bad.items())))
-    _run(f"flatten")
+    _run("flatten")
     _run("opt_clean -purge")
     _run("splitnets")
+    _run("opt_clean -purge")
+    if p.get("tie"):
+        _run(f"hilomap -singleton -hicell {hi} {hp} -locell {lo} {lp}")
+    buf, bin_, bout = p["buffer"]
+    _run(f"insbuf -buf {buf} {bin_} {bout}")     # OpenSTA reads no wire-to-wire assigns
+    _run("opt_clean -purge")
     _run("rename -hide w:* c:*")
     _run("rename -enumerate -pattern n% w:*")
     _run("rename -enumerate -pattern g% c:*")
@@ -110,7 +117,7 @@ def asic(p: dict) -> dict:
             flops.append({"cell": name, "type": t, "d_pin": dpin, "d": _signame(conns.get(dpin)),
                           "out": _signame(conns.get(opin)) if opin in conns else None,
                           "out_pin": opin, "inverted": inv})
-    _run(f"write_verilog -noattr -noexpr -nohex -nodec {_q(p['netlist'])}")
+    _write_netlist(p["netlist"], p["sim_netlist"])
     # The power netlist: every flip-flop reads its data input from its own port, so that the
     # simulated activity of the flip-flop can be given to OpenSTA (only ports keep it).
     cut = []
@@ -121,10 +128,26 @@ def asic(p: dict) -> dict:
         cell.setPort(ys.IdString("\\" + seq[f["type"]][0]), ys.SigSpec(w))
         cut.append(f["cell"])
     top.fixup_ports()
-    _run(f"write_verilog -noattr -noexpr -nohex -nodec {_q(p['power_netlist'])}")
+    _write_netlist(p["power_netlist"])
     Path(p["cells"]).write_text(json.dumps({"cells": cells, "flops": flops}))
     return {"cells": len(cells), "flops": len(flops), "netlist": p["netlist"],
             "power_netlist": p["power_netlist"], "stat": p["stat"]}
+
+
+def _write_netlist(path: str, sim_path: str | None = None) -> None:
+    """Verilog for OpenSTA: constant assignments to output ports (padding bits) are dropped,
+    since this OpenSTA reads no ``assign`` and tie cells exist only in some libraries. The
+    unchanged text (same names) goes to ``sim_path`` for simulation."""
+    _run(f"write_verilog -noattr -noexpr -nohex -nodec {_q(path)}")
+    if sim_path:
+        Path(sim_path).write_text(Path(path).read_text())
+    text = Path(path).read_text().splitlines(keepends=True)
+    keep = [ln for ln in text if not re.match(r"\s*assign\s+.*=\s*[\d']+'b[01xz]+\s*;", ln)
+            and not re.match(r"\s*assign\s+.*=\s*\{\s*([\d]+'b[01xz]+\s*,?\s*)+\}\s*;", ln)]
+    rest = [ln for ln in keep if re.match(r"\s*assign\s", ln)]
+    if rest:
+        raise RuntimeError(f"netlist keeps {len(rest)} assign statement(s), e.g. {rest[0].strip()}")
+    Path(path).write_text("".join(keep))
 
 
 def _signame(sig) -> str | None:

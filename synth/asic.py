@@ -48,7 +48,9 @@ class AsicNetlist:
 
     Members
     -------
-    netlist, power_netlist : flat Verilog (the second with flip-flop inputs cut to ports).
+    netlist, power_netlist : flat Verilog for OpenSTA (the second with flip-flop inputs cut to
+        ports).
+    sim_netlist : the same netlist for simulation (constant output bits kept).
     top : module name.
     lib : the library.
     cells : cell name -> ``(type, group, {pin: net})``.
@@ -91,9 +93,11 @@ def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path
         "liberty": [str(p) for p in lib.liberty], "seq_liberty": [str(p) for p in lib.seq_liberty],
         "dff_dont_use": list(lib.dff_dont_use), "dont_use": list(lib.dont_use),
         "period_ps": period_ps, "tie": list(lib.tie) if lib.tie else None,
+        "buffer": list(lib.buffer),
         "cells_known": sorted(lib.cells), "ff_pins": _ff_pins(lib),
         "stat": str((workdir / "stat.json").resolve()),
         "netlist": str((workdir / "netlist.v").resolve()),
+        "sim_netlist": str((workdir / "netlist_sim.v").resolve()),
         "power_netlist": str((workdir / "power_netlist.v").resolve()),
         "cells": str((workdir / "cells.json").resolve()),
     }
@@ -116,8 +120,10 @@ def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path
                                                        "cells": 0})
         for k in g:
             g[k] += v[k]
-    cells = {n: (t, design.group_of(mod), conns) for n, (t, mod, conns) in cj["cells"].items()}
-    return AsicNetlist(netlist=workdir / "netlist.v", power_netlist=workdir / "power_netlist.v",
+    cells = {n: (t, design.group_of(mod) if mod else TOP_GROUP, conns)
+             for n, (t, mod, conns) in cj["cells"].items()}
+    return AsicNetlist(netlist=workdir / "netlist.v", sim_netlist=workdir / "netlist_sim.v",
+                       power_netlist=workdir / "power_netlist.v",
                        top=design.top, lib=lib, cells=cells, flops=cj["flops"], modules=modules,
                        groups=groups, seconds=res["seconds"])
 
@@ -496,7 +502,8 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
     if stimulus is not None:
         t = time.perf_counter()
         try:
-            sim = gate_sim(net.netlist, cell_models(lib), net.top, stimulus, workdir / "gatesim")
+            sim = gate_sim(net.sim_netlist, cell_models(lib), net.top, stimulus,
+                           workdir / "gatesim")
         except (SynthError, ToolMissing, ToolFailed) as e:
             unmeasured.append({"what": "activity", "why": "gate-level simulation failed, power is "
                                f"vectorless: {str(e).splitlines()[0]}"})
@@ -547,7 +554,8 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
         "opensta_propagated": power.get("opensta_propagated"),
         "simulation": ({"images": sim.images, "source": stimulus.source,
                         "window_cycles": sim.window_cycles, "latency_cycles": sim.latency_cycles,
-                        "seconds": sim.seconds, "outputs": sim.outputs}
+                        "seconds": sim.seconds, "outputs_match": sim.outputs_match,
+                        "output_words": len(sim.outputs)}
                        if sim else None),
         "latency_source": lat_src,
         "groups": groups, "openroad": orr, "unmeasured": unmeasured,

@@ -1,10 +1,10 @@
 """The design a flow synthesizes: Verilog files, the top module, and how to name its parts.
 
 Amaranth names each generated Verilog module after its place in the hierarchy
-(``top.conv1``, ``top.fifo_conv1_pool1_0``); a flow that keeps the hierarchy can therefore report
-every engine under the name of its submodule, which the hardware generator sets to the IR layer
-name. :func:`group_of` turns a module name into that label (``conv1``; the top's own glue logic
-is ``(top)``).
+(``top.conv1``, ``top.conv1.mvu``, ``top.fifo_conv1_pool1_0``); a flow that keeps the hierarchy
+can therefore report every engine under the name of its submodule of the top, which the
+hardware generator sets to the IR layer name. :func:`group_of` turns a module name into that
+label (``conv1`` for ``top.conv1.mvu``; the top's own glue logic is ``(top)``).
 
 A design comes from a ``BUILD/`` folder written by ``lcp compile`` (:func:`load_build`), from
 Verilog files (:func:`from_verilog`) or straight from an Amaranth component
@@ -52,13 +52,13 @@ class Design:
 
 
 def group_of(module: str, top: str) -> str:
-    """Label of the Verilog module ``module`` under ``top``: the dotted hierarchy path below the
-    top (``top.conv1`` -> ``conv1``), :data:`TOP_GROUP` for the top itself."""
+    """Label of the Verilog module ``module`` under ``top``: its submodule of the top, which
+    holds it (``top.conv1.mvu`` -> ``conv1``); :data:`TOP_GROUP` for the top itself."""
     m = module.lstrip("\\")
-    if m == top:
+    if m == top or not m:
         return TOP_GROUP
     if m.startswith(top + "."):
-        return m[len(top) + 1:]
+        return m[len(top) + 1:].split(".")[0]
     return m
 
 

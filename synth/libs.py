@@ -130,6 +130,7 @@ class CellLibrary:
     voltage : nominal supply (V).
     dff_dont_use, dont_use : cells the mapper must not pick (flip-flops / logic).
     tie : ``(hi_cell, hi_pin, lo_cell, lo_pin)`` or ``None`` (constants stay ``1'b0``/``1'b1``).
+    buffer : ``(cell, in_pin, out_pin)`` of the buffer that replaces wire-to-wire connections.
     lef : LEF files (for OpenROAD; informative otherwise).
     source : where the files were found (folder; shown in reports).
     """
@@ -143,6 +144,7 @@ class CellLibrary:
     dff_dont_use: tuple[str, ...] = ()
     dont_use: tuple[str, ...] = ()
     tie: tuple[str, str, str, str] | None = None
+    buffer: tuple[str, str, str] = ("BUFX2", "A", "Y")
     lef: tuple[Path, ...] = ()
     source: str = ""
     _cells: dict = field(default_factory=dict, compare=False, repr=False)
@@ -224,6 +226,7 @@ def _asap7(pdk_dir) -> CellLibrary:
         dff_dont_use=("DFFHQx4_ASAP7_75t_R", "DFFASRHQNx1_ASAP7_75t_R"),
         dont_use=("ICG*", "DHL*", "DLL*", "SDF*", "*x24*", "*x16*", "*x12*"),
         tie=("TIEHIx1_ASAP7_75t_R", "H", "TIELOx1_ASAP7_75t_R", "L"),
+        buffer=("BUFx2_ASAP7_75t_R", "A", "Y"),
         lef=lef, source=str(d))
 
 
