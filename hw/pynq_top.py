@@ -56,10 +56,12 @@ offset      name              access  reset       contents
 ==========  ================  ======  ==========  ==============================================
 
 Watchdog (when ``WATCHDOG`` > 0): while an image is in flight and no stream word moves for
-``WATCHDOG`` cycles, one flag is set: ``OUT_BLOCKED`` when a result word is offered and not
-taken (no S2MM transfer armed, or one too short), else ``IN_STARVED`` when an image is only
-partly received (the MM2S transfer ended mid-image or stopped), else ``STALL`` (the engine made
-no progress on its own). Unmapped addresses read 0; writes to read-only registers are ignored;
+``WATCHDOG`` cycles, one flag is set, by the state at that cycle: ``OUT_BLOCKED`` when a result
+word is offered and not taken (no S2MM transfer armed, or one too short), else ``IN_STARVED``
+when an image is only partly received and the engine waits for its next word (the MM2S
+transfer ended mid-image or stopped), else ``STALL`` (the engine neither takes nor offers a
+word). Set ``WATCHDOG`` well above the engine's latency: computing an image has quiet
+stretches. Unmapped addresses read 0; writes to read-only registers are ignored;
 every response is OKAY (a SLVERR would become a bus error on the Zynq's GP port).
 
 :func:`generate_pynq` writes the top (``lcp_pynq.v``), the engine build files of
@@ -757,9 +759,9 @@ class PynqTop(wiring.Component):
             m.d.sync += quiet.eq(quiet + 1)
             with m.If(quiet + 1 >= regs.watchdog):
                 m.d.sync += fired.eq(1)
-                with m.If(engine.m_axis_tvalid):
+                with m.If(engine.m_axis_tvalid & ~self.m_axis_tready):
                     m.d.comb += err.out_blocked.eq(1)
-                with m.Elif(in_word != 0):
+                with m.Elif((in_word != 0) & self.s_axis_tready & ~self.s_axis_tvalid):
                     m.d.comb += err.in_starved.eq(1)
                 with m.Else():
                     m.d.comb += err.stall.eq(1)
@@ -865,6 +867,10 @@ def generate_pynq(model: Model, out_dir: str | Path, *, folding: Folding | None 
     return PynqBuild(out, vpath, info, b.folding, rep)
 
 
+#: This module's source, in the cache key: an edited top never reuses a stale build.
+_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
 @contextmanager
 def _locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -878,11 +884,12 @@ def _locked(path: Path):
 
 def cached_pynq_build(model: Model, folding: Folding, *, scope: str = "core", index: int = 0,
                       root: Path | None = None) -> PynqBuild:
-    """:func:`generate_pynq` into ``root/KEY`` unless it exists (content-addressed; ``root``
-    defaults to ``cache_root()/pynq``)."""
+    """:func:`generate_pynq` into ``root/KEY`` unless it exists (``KEY``: the engine's cache key,
+    :data:`PYNQ_TOP_VERSION` and this module's source hash; ``root`` defaults to
+    ``cache_root()/pynq``)."""
     root = Path(root) if root is not None else cache_root() / "pynq"
-    h = hashlib.sha256(f"{cache_key(model, folding, scope, index, False)}/{PYNQ_TOP_VERSION}"
-                       .encode()).hexdigest()[:24]
+    h = hashlib.sha256(f"{cache_key(model, folding, scope, index, False)}/{PYNQ_TOP_VERSION}/"
+                       f"{_SOURCE_HASH}".encode()).hexdigest()[:24]
     d = root / h
     with _locked(root / f"{h}.lock"):
         doc = d / "lcp_engine.json"
