@@ -33,8 +33,11 @@ def _source_digest() -> str:
     import lcp
     import lcp.models
     h = hashlib.sha256()
-    for pkg in (lcp, lcp.models):
-        for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+    files = sorted(Path(lcp.__file__).parent.glob("*.py"))
+    files += [Path(lcp.models.__file__).parent / f
+              for f in ("common.py", "net.py", "zoo.py", "export.py")]
+    for f in files:
+        if f.is_file():
             h.update(f.name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -125,3 +125,32 @@ def test_parts_stay_loaded_between_sessions(cluster, zoo):
     arun(session())
     loads = arun(session())
     assert len(loads) == len(m.branches) and all(cached for _, _, cached in loads)
+
+
+@pytest.mark.slow
+def test_fpga_nodes_run_branches_on_the_accelerator_backend(zoo):
+    """Nodes with an ``fpga`` resource load their branches with the accelerator backend (here
+    ``sim``: the generated hardware in Verilator, checked against golden); results exact."""
+    import torch
+
+    import lcp
+    from distributed import LocalCluster
+    from tests.compiler.nets import Branches, randomize
+
+    m = lcp.compile_torch(randomize(Branches(2), 5), torch.rand(2, 1, 8, 8), name="branches2")
+    x = int_inputs(m, 3)
+
+    async def main(address):
+        async with connect(address) as client:
+            async with Dispatcher(client, m, "lcp", accel_backend="sim", timeout=900,
+                                  call_timeout=900) as d:
+                r = await d.infer(x)
+                return r, await d.node_stats(tcp=False)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit=0, resources={"fpga": 1}) as c:
+        r, stats = arun(main(c.scheduler_address), timeout=1800)
+    assert r.status == "exact"
+    np.testing.assert_array_equal(r.y, Golden(m).run_int(x))
+    backends = {p["backend"] for s in stats.values() for p in s["parts"].values()}
+    assert backends == {"sim"}

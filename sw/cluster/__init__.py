@@ -1,0 +1,19 @@
+"""Distributed LCP inference on Dask (``lcp.sw.cluster``).
+
+- :mod:`.wire`: how integer activations cross the network (the encodings).
+- :mod:`.parts`: partition the IR into parts (whole model, branches, pipeline stages).
+- :mod:`.node`: the worker plugin that keeps parts loaded and runs them.
+- :mod:`.dispatcher`: the strategies (single, lcp, data, pipeline, hidp), failures, timeouts.
+- :mod:`.netcount`: bytes on the wire from kernel counters.
+- :mod:`.emulate`: network namespaces with bandwidth-limited links.
+- :mod:`.security`: TLS certificates for mutual authentication.
+- :mod:`.bench`: the benchmark (latency, throughput, bytes, memory; table and plots).
+"""
+
+from .dispatcher import STRATEGIES, Dispatcher, Result, connect, run_batch
+from .node import NodePlugin
+from .parts import Part, branch_parts, stage_parts, whole_part
+from .wire import ENCODINGS
+
+__all__ = ["STRATEGIES", "ENCODINGS", "Dispatcher", "Result", "connect", "run_batch",
+           "NodePlugin", "Part", "branch_parts", "stage_parts", "whole_part"]
