@@ -41,7 +41,7 @@ from .graph import PlanGraph, Timing, lower_branch, lower_core
 from .plumbing import words_per_frame
 
 __all__ = ["GENERATOR_VERSION", "TOP_NAMES", "HwBuild", "lower", "generate", "cached_build",
-           "cache_root", "default_folding", "model_macs"]
+           "cache_root", "cache_key", "default_folding", "model_macs"]
 
 #: Bumped whenever the generated hardware changes for the same IR and folding.
 GENERATOR_VERSION = "1"
@@ -232,10 +232,20 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _generator_digest() -> str:
+    """Hash of the generator's source files: a changed generator never reuses a cached build."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("base", "plumbing", "window", "mvu", "pointwise", "graph", "folding", "build"):
+        h.update((here / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(model: Model, folding: Folding, scope: str, index: int, taps: bool) -> str:
+    """Content address of a build: model, folding, scope, taps and generator."""
     h = hashlib.sha256()
     for part in (model.digest(), folding.digest(), scope, str(index), str(taps),
-                 GENERATOR_VERSION):
+                 GENERATOR_VERSION, _generator_digest()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]

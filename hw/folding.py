@@ -1,14 +1,17 @@
 """Per-layer parallelism (folding) and the chooser that picks it for a cycle or resource target.
 
-A :class:`Folding` maps layer names to ``{"pe": P, "simd": S}`` (conv and dense layers; other
-engines take one beat per cycle and follow their producer's lanes) and fixes the AXI4-Stream
-widths of the boundary. Missing layers default to ``pe = simd = 1``.
+A :class:`Folding` maps layer names to ``{"pe": P, "simd": S, "dsp": D}`` (conv and dense
+layers; other engines take one beat per cycle and follow their producer's lanes; ``D`` of the
+``P*S`` multipliers of a folded layer are DSP48 slices, the others LUT logic; default: DSP when
+the operands together exceed 12 bits) and fixes the AXI4-Stream widths of the boundary. Missing
+layers default to ``pe = simd = 1``.
 
 :func:`choose` reads only the plans' cycle and resource models (:mod:`lcp.hw.graph`): starting
 from the smallest folding it repeatedly gives more parallelism to the layer whose step brings the
 largest latency reduction per unit of resource, until the latency target is met (``target``)
 or no step fits the device any more (``budget``). Layers at the same position of structurally
-identical branches share one folding.
+identical branches share one folding. With a budget, its DSP48 slices go to the folded layers'
+multipliers where they save the most LUTs (:func:`allocate_dsps`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from lcp.ir import IRError, Model
 
 from .base import DEVICES, Resources, divisors
 
-__all__ = ["Folding", "DEFAULT_AXIS_WIDTH", "choose", "candidates", "Choice"]
+__all__ = ["Folding", "DEFAULT_AXIS_WIDTH", "choose", "candidates", "Choice", "allocate_dsps"]
 
 #: Default ``tdata`` width of the input and output AXI4-Stream ports.
 DEFAULT_AXIS_WIDTH = 64
@@ -52,6 +57,31 @@ class Folding:
         layers = {k: dict(v) for k, v in self.layers.items()}
         layers[name] = {**layers.get(name, {}), **kw}
         return Folding(layers, self.in_width, self.out_width)
+
+    def check(self, model: Model) -> "Folding":
+        """:class:`~lcp.ir.IRError` naming the layer when an entry is for an unknown layer, a
+        layer without folding, or a ``pe``/``simd`` that does not divide it."""
+        layers = {l.name: l for l in model.layers()}
+        for name, f in self.layers.items():
+            if name not in layers:
+                raise IRError(f"folding: the model has no layer {name!r}")
+            l = layers[name]
+            if l.op not in ("conv", "dense"):
+                if set(f) - {"lanes"}:
+                    raise IRError(f"layer {name!r} ({l.op}) takes no pe/simd folding")
+                continue
+            O = l.weight.shape[0]
+            F = int(np.prod(l.weight.shape[1:]))
+            pe, simd = int(f.get("pe", 1)), int(f.get("simd", 1))
+            if pe < 1 or O % pe:
+                raise IRError(f"layer {name!r}: PE={pe} does not divide the {O} outputs")
+            if simd < 1 or F % simd:
+                raise IRError(f"layer {name!r}: SIMD={simd} does not divide the {F} inputs per "
+                              f"output")
+        for w in (self.in_width, self.out_width):
+            if w < 8 or w % 8:
+                raise IRError(f"AXI-Stream width {w} is not a positive multiple of 8")
+        return self
 
     def to_json(self) -> dict:
         return {"format": "lcp-folding", "version": 1, "in_width": self.in_width,
@@ -107,8 +137,9 @@ class Choice:
     note: str = ""
 
 
-def _groups(model: Model, scope: str, index: int) -> list[list]:
-    """Foldable layers grouped: same position in structurally identical branches -> one group."""
+def _groups(model: Model, scope: str, index: int, ops=("conv", "dense")) -> list[list]:
+    """Layers of kind ``ops`` grouped: the same position in structurally identical branches
+    forms one group (one folding); merge layers are groups of their own."""
     def sig(br):
         return [(l.op, tuple(model.tensors[l.output].shape)) for l in br.layers]
 
@@ -117,16 +148,23 @@ def _groups(model: Model, scope: str, index: int) -> list[list]:
         merge = []
     else:
         brs = model.branches
-        merge = [[l] for l in model.merge.layers if l.op in ("conv", "dense")]
+        merge = [[l] for l in model.merge.layers if l.op in ops]
     groups: list[list] = []
     if all(sig(b) == sig(brs[0]) for b in brs):
         for k, l in enumerate(brs[0].layers):
-            if l.op in ("conv", "dense"):
+            if l.op in ops:
                 groups.append([b.layers[k] for b in brs])
     else:
         for b in brs:
-            groups += [[l] for l in b.layers if l.op in ("conv", "dense")]
+            groups += [[l] for l in b.layers if l.op in ops]
     return groups + merge
+
+
+#: Smallest latency gain (fraction of the current latency) a parallelism step must bring when
+#: the chooser only has a budget (no target): below it, the resources are not worth spending.
+MIN_GAIN = 0.005
+#: Latency and interval a narrower requantizer may cost (fraction) to save its logic.
+NARROW_SLACK = 0.01
 
 
 def choose(model: Model, *, target: int | None = None, budget: str | Resources | None = None,
@@ -142,7 +180,8 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         met.
     budget : str or Resources, optional
         A device name of :data:`~lcp.hw.base.DEVICES` or a resource budget: never exceed it.
-        Without a target, the latency is minimized within the budget.
+        Without a target, the latency is minimized within the budget (steps that gain less
+        than :data:`MIN_GAIN` of the latency are not taken).
     scope : str
         ``"branch"`` (branch ``index`` alone, one device per branch) or ``"core"`` (the whole
         model on one chip).
@@ -156,6 +195,15 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     IRError
         when neither a target nor a budget is given, the device is unknown, or even the
         smallest folding exceeds the budget.
+
+    Notes
+    -----
+    Greedy: each round tries, for every group of conv/dense layers, the next candidate with at
+    least 1.25x the parallelism, and takes the one with the largest latency (and, at a quarter
+    weight, interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
+    that, each requantizer (threshold/ReLU) after a wide producer gets the fewest lanes that
+    cost at most :data:`NARROW_SLACK` of latency and interval, and the greedy resumes with the
+    freed resources.
     """
     from .graph import lower_branch, lower_core
 
@@ -178,61 +226,130 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
             cands.append(candidates("conv", O, C * kh * kw))
         else:
             cands.append(candidates("dense", *l.weight.shape))
-    pos = [0] * len(groups)
+    req = _groups(model, scope, index, ops=("threshold", "relu"))
+    state = {"pos": [0] * len(groups), "lanes": [None] * len(req)}
+    evals = 0
+    memo: dict = {}
 
-    def folding_of(pos_):
+    def folding_of(pos_, lanes_, dsp=None):
         layers = {}
         for grp, cs, p in zip(groups, cands, pos_):
             pe, simd = cs[p]
             for l in grp:
                 layers[l.name] = {"pe": pe, "simd": simd}
+        for grp, n in zip(req, lanes_):
+            if n is not None:
+                for l in grp:
+                    layers[l.name] = {"lanes": n}
+        for name, n in (dsp or {}).items():
+            layers[name]["dsp"] = n
         return Folding(layers, in_width, out_width)
 
-    evals = 0
-
-    def evaluate(pos_):
+    def evaluate(pos_, lanes_):
         nonlocal evals
-        evals += 1
-        g = lower(folding_of(pos_))
-        t = g.timing()
-        return t, g.resources()
+        key = (tuple(pos_), tuple(lanes_))
+        if key not in memo:
+            evals += 1
+            g = lower(folding_of(pos_, lanes_))
+            t = g.timing()
+            dsp = allocate_dsps(g, int(budget.dsp)) if budget is not None else {}
+            memo[key] = (t, g.resources(), dsp, g)
+        return memo[key]
 
-    t, r = evaluate(pos)
-    if budget is not None and not r.fits(budget):
+    def fits(r_):
+        return budget is None or r_.fits(budget)
+
+    t, r, _, _ = evaluate(state["pos"], state["lanes"])
+    if not fits(r):
         raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
                       f"the budget {budget.to_json()}")
 
-    def done(t_, r_):
+    def met(t_):
         return target is not None and t_.latency <= target
 
-    frozen = [False] * len(groups)
-    while not done(t, r) and evals < max_evals:
-        best = None
-        base_use = r.usage(budget) if budget is not None else r.lut / 50_000
-        for gi in range(len(groups)):
-            if frozen[gi] or pos[gi] + 1 >= len(cands[gi]):
-                continue
-            cur = cands[gi][pos[gi]]
-            cur_p = cur[0] * cur[1]
-            # next step: at least 1.25x the parallelism
-            nxt = pos[gi] + 1
-            while nxt + 1 < len(cands[gi]) and (cands[gi][nxt][0] * cands[gi][nxt][1]
-                                                < math.ceil(1.25 * cur_p)):
-                nxt += 1
-            trial = pos.copy()
-            trial[gi] = nxt
-            t2, r2 = evaluate(trial)
-            if budget is not None and not r2.fits(budget):
-                frozen[gi] = True
-                continue
-            gain = (t.latency - t2.latency) + 0.25 * (t.interval - t2.interval)
-            use = (r2.usage(budget) if budget is not None else r2.lut / 50_000) - base_use
-            score = gain / max(use, 1e-6)
-            if gain > 0 and (best is None or score > best[0]):
-                best = (score, trial, t2, r2)
-        if best is None:
-            break
-        _, pos, t, r = best
-    met = target is None or t.latency <= target
-    note = "" if met else f"latency target {target} not reached"
-    return Choice(folding_of(pos), t.latency, t.interval, r, evals, met, note)
+    def greedy(t, r):
+        frozen = [False] * len(groups)
+        while not met(t) and evals < max_evals:
+            best = None
+            base = _cost(r, budget)
+            for gi in range(len(groups)):
+                pos = state["pos"]
+                if frozen[gi] or pos[gi] + 1 >= len(cands[gi]):
+                    continue
+                cur = cands[gi][pos[gi]]
+                cur_p = cur[0] * cur[1]
+                nxt = pos[gi] + 1
+                while nxt + 1 < len(cands[gi]) and (cands[gi][nxt][0] * cands[gi][nxt][1]
+                                                    < math.ceil(1.25 * cur_p)):
+                    nxt += 1
+                trial = pos.copy()
+                trial[gi] = nxt
+                t2, r2, _, _ = evaluate(trial, state["lanes"])
+                if not fits(r2):
+                    frozen[gi] = True
+                    continue
+                gain = (t.latency - t2.latency) + 0.25 * (t.interval - t2.interval)
+                if target is None and gain < MIN_GAIN * t.latency:
+                    continue
+                score = gain / max(_cost(r2, budget) - base, 1e-6)
+                if gain > 0 and (best is None or score > best[0]):
+                    best = (score, trial, t2, r2)
+            if best is None:
+                break
+            _, state["pos"], t, r = best
+        return t, r
+
+    t, r = greedy(t, r)
+    # narrower requantizers where they cost (almost) nothing, then spend what they freed
+    g = evaluate(state["pos"], state["lanes"])[3]
+    by_layer = {n.layer: n for n in g.nodes if n.layer is not None}
+    changed = False
+    for k, grp in enumerate(req):
+        node = by_layer.get(grp[0].name)
+        if node is None:
+            continue
+        wide = node.plan.in_fmt.lanes
+        for d in divisors(wide)[:-1]:
+            trial = list(state["lanes"])
+            trial[k] = d
+            t2, r2, _, _ = evaluate(state["pos"], trial)
+            if (fits(r2) and t2.latency <= t.latency * (1 + NARROW_SLACK)
+                    and t2.interval <= t.interval * (1 + NARROW_SLACK)
+                    and _cost(r2, budget) < _cost(r, budget)):
+                state["lanes"], t, r, changed = trial, t2, r2, True
+                break
+    if changed:
+        t, r = greedy(t, r)
+    ok = target is None or t.latency <= target
+    note = "" if ok else f"latency target {target} not reached"
+    _, _, dsp, _ = evaluate(state["pos"], state["lanes"])
+    f = folding_of(state["pos"], state["lanes"], dsp)
+    return Choice(f, t.latency, t.interval, r, evals, ok, note)
+
+
+def _cost(r: Resources, budget: Resources | None) -> float:
+    """Scalar cost of a design for the chooser: LUT, FF and BRAM as fractions of the budget
+    (DSP slices are handed out separately, see :func:`allocate_dsps`)."""
+    b = budget or DEVICES["xc7z020"]
+    return r.lut / b.lut + r.ff / b.ff + (r.bram / b.bram if b.bram else 0.0)
+
+
+def allocate_dsps(graph, dsps: int) -> dict[str, int]:
+    """Give at most ``dsps`` DSP48 slices to the multipliers of folded (ROM-weight) layers,
+    where a LUT multiplier would cost the most LUTs; the rest stay LUT multipliers.
+
+    Changes the plans of ``graph`` in place; returns layer name -> DSP lanes (for every folded
+    layer, 0 included).
+    """
+    from .mvu import lut_mult_cost
+
+    mvus = [n.plan.mvu for n in graph.nodes if n.kind in ("conv", "dense")
+            and not n.plan.mvu.constant]
+    mvus.sort(key=lambda p: (-lut_mult_cost(p.wbits, p.xbits), -p.pe * p.simd, p.name))
+    left = int(dsps)
+    out = {}
+    for p in mvus:
+        p.dsp = min(p.pe * p.simd, left)
+        left -= p.dsp
+        out[p.name] = p.dsp
+    return out

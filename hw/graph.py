@@ -236,6 +236,11 @@ class PlanGraph:
         for li, l in enumerate(self.links):
             kind = self.nodes[l.src].kind
             off, acc = link_off[li], link_acc[li]
+            if self.nodes[l.dst].kind == "fork":
+                # a broadcast takes a beat when every output has taken it
+                outs = self.out_links(l.dst)
+                acc = np.max(np.stack([out_off[l.dst] if o.fifo
+                                       else link_acc[self.links.index(o)] for o in outs]), axis=0)
             if kind == "fork":
                 need = excess[li] or l.fifo
             elif kind in _ELASTIC:
@@ -415,53 +420,64 @@ class _Lowering:
         return None
 
     def lower(self, gr: Branch):
-        m, g = self.model, self.g
         for layer in gr.layers:
-            out_spec = m.tensors[layer.output]
-            op = layer.op
-            if op == "flatten":
-                node, port, fmt = self.take(layer.inputs[0])
-                flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm)
-                self.env[layer.output] = (node, port, flat)
-                continue
-            srcs = [self.take(t) for t in layer.inputs]
-            fold = self.fold(layer)
-            if op == "conv":
-                src = self.adapt(srcs[0], m.tensors[layer.inputs[0]].shape[0], layer.name)
-                plan = ConvPlan(layer, src[2], out_spec, pe=fold.get("pe", 1),
-                                simd=fold.get("simd", 1))
-                srcs = [src]
-            elif op == "dense":
-                src = self.adapt(srcs[0], fold.get("simd", 1), layer.name)
-                plan = DensePlan(layer, src[2], out_spec, pe=fold.get("pe", 1),
-                                 simd=fold.get("simd", 1))
-                srcs = [src]
-            elif op in ("maxpool", "avgpool"):
-                src = self.adapt(srcs[0], m.tensors[layer.inputs[0]].shape[0], layer.name)
-                plan = PoolPlan(layer, src[2], out_spec)
-                srcs = [src]
-            elif op == "threshold":
-                plan = ThresholdPlan(layer, srcs[0][2], out_spec)
-            elif op == "relu":
-                plan = ReluPlan(layer, srcs[0][2], out_spec)
-            elif op == "add":
-                b = self.adapt(srcs[1], srcs[0][2].lanes, layer.name)
-                plan = AddPlan(layer, srcs[0][2], b[2], out_spec)
-                srcs = [srcs[0], b]
-            elif op == "concat":
-                lanes = fold.get("lanes")
-                probe = ConcatPlan(layer, [s[2] for s in srcs], out_spec, lanes)
-                srcs = [self.adapt(s, probe.lanes, f"{layer.name}_{k}")
-                        for k, s in enumerate(srcs)]
-                plan = ConcatPlan(layer, [s[2] for s in srcs], out_spec, probe.lanes)
-            else:
-                raise IRError(f"layer {layer.name!r}: the hardware generator has no engine "
-                              f"for op {op!r}")
-            idx = g.add(Node(layer.name, plan, n_in=len(srcs), layer=layer.name,
-                             tensor=layer.output))
-            for k, (node, port, fmt) in enumerate(srcs):
-                g.connect(node, port, idx, k, fmt)
-            self.env[layer.output] = (idx, 0, plan.out_fmt)
+            try:
+                self._lower_layer(layer)
+            except IRError as e:
+                if str(e).startswith("layer "):
+                    raise
+                raise IRError(f"layer {layer.name!r} ({layer.op}): {e}") from None
+
+    def _lower_layer(self, layer):
+        m, g = self.model, self.g
+        out_spec = m.tensors[layer.output]
+        op = layer.op
+        if op == "flatten":
+            node, port, fmt = self.take(layer.inputs[0])
+            flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm)
+            self.env[layer.output] = (node, port, flat)
+            return
+        srcs = [self.take(t) for t in layer.inputs]
+        fold = self.fold(layer)
+        if op == "conv":
+            src = self.adapt(srcs[0], m.tensors[layer.inputs[0]].shape[0], layer.name)
+            plan = ConvPlan(layer, src[2], out_spec, pe=fold.get("pe", 1),
+                            simd=fold.get("simd", 1), dsp=fold.get("dsp"))
+            srcs = [src]
+        elif op == "dense":
+            src = self.adapt(srcs[0], fold.get("simd", 1), layer.name)
+            plan = DensePlan(layer, src[2], out_spec, pe=fold.get("pe", 1),
+                             simd=fold.get("simd", 1), dsp=fold.get("dsp"))
+            srcs = [src]
+        elif op in ("maxpool", "avgpool"):
+            src = self.adapt(srcs[0], m.tensors[layer.inputs[0]].shape[0], layer.name)
+            plan = PoolPlan(layer, src[2], out_spec)
+            srcs = [src]
+        elif op in ("threshold", "relu"):
+            src = srcs[0]
+            if fold.get("lanes") and fold["lanes"] != src[2].lanes:
+                src = self.adapt(src, int(fold["lanes"]), layer.name)
+            srcs = [src]
+            cls = ThresholdPlan if op == "threshold" else ReluPlan
+            plan = cls(layer, src[2], out_spec)
+        elif op == "add":
+            b = self.adapt(srcs[1], srcs[0][2].lanes, layer.name)
+            plan = AddPlan(layer, srcs[0][2], b[2], out_spec)
+            srcs = [srcs[0], b]
+        elif op == "concat":
+            lanes = fold.get("lanes")
+            probe = ConcatPlan(layer, [s[2] for s in srcs], out_spec, lanes)
+            srcs = [self.adapt(s, probe.lanes, f"{layer.name}_{k}")
+                    for k, s in enumerate(srcs)]
+            plan = ConcatPlan(layer, [s[2] for s in srcs], out_spec, probe.lanes)
+        else:
+            raise IRError(f"layer {layer.name!r}: the hardware generator has no engine "
+                          f"for op {op!r}")
+        idx = g.add(Node(layer.name, plan, n_in=len(srcs), layer=layer.name,
+                         tensor=layer.output))
+        for k, (node, port, fmt) in enumerate(srcs):
+            g.connect(node, port, idx, k, fmt)
+        self.env[layer.output] = (idx, 0, plan.out_fmt)
 
     def add_input(self, graphs: list[Branch], width: int):
         m = self.model
@@ -494,6 +510,7 @@ def lower_branch(model: Model, index: int, folding) -> PlanGraph:
         naming the layer when an engine cannot be built (op, bit width, folding).
     """
     br = model.branches[index]
+    folding.check(model)
     g = PlanGraph(f"{model.name}_{br.name}")
     low = _Lowering(model, folding, g)
     low.count_uses([br], [br.output])
@@ -506,6 +523,7 @@ def lower_branch(model: Model, index: int, folding) -> PlanGraph:
 def lower_core(model: Model, folding) -> PlanGraph:
     """Plan graph of the whole model on one chip: AXI input broadcast to every branch, the
     branches side by side, the merge, AXI output (the model output tensor)."""
+    folding.check(model)
     g = PlanGraph(f"{model.name}_core")
     low = _Lowering(model, folding, g)
     low.count_uses(model.graphs, [model.output])

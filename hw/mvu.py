@@ -5,9 +5,14 @@ Each step the MVU multiplies ``SIMD`` input elements by a ``PE x SIMD`` weight t
 ``fold = (O / PE) * (F / SIMD)`` steps (``F`` inputs per output). The accumulators are as wide as
 the IR output tensor: two's complement wrap-around is exact because the final value fits.
 
-Weights are constants when the layer is fully unrolled (``fold == 1``: the synthesizer builds
-constant-coefficient adder trees and drops zero weights), else one ROM word per step
-(``lib.memory.Memory`` with ``init``). Bias values are constants or a small ROM.
+Weights are constants when the layer is fully unrolled (``fold == 1``), else one ROM word per
+step (``lib.memory.Memory`` with ``init``). Bias values are constants or a small ROM.
+
+Multipliers are spelled out so that the synthesized design matches the resource model: a
+constant weight becomes its canonical-signed-digit shifts of the input (zero weights vanish), a
+ROM weight on a LUT lane becomes the partial products of a two's complement array multiplier,
+and only the ``dsp`` lanes (a per-layer count in the folding) use ``*``, which synthesis maps to
+DSP48 slices. All terms of a PE go into one balanced adder tree.
 
 Pipeline (both engines): step issue -> operands registered (ROM read) -> products and adder tree
 registered -> accumulate and output register; an output beat is offered 3 cycles after the issue
@@ -37,16 +42,47 @@ from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bi
 from .window import WindowEngine, WindowGeometry, _line_buffer_cost, window_scan
 
 __all__ = ["MvuParams", "MatrixVectorUnit", "ConvPlan", "ConvEngine", "DensePlan",
-           "DenseEngine", "PIPELINE_LATENCY", "mult_style"]
+           "DenseEngine", "PIPELINE_LATENCY", "mult_style", "lut_mult_cost"]
 
 #: Cycles from the issue of a step to the offer of the output beat it completes.
 PIPELINE_LATENCY = 3
 
 
 def mult_style(wbits: int, xbits: int) -> str:
-    """Multiplier mapping assumed by the resource model for a folded (ROM-weight) MVU:
-    ``"dsp"`` when the operands together exceed 12 bits, else ``"lut"``."""
+    """Default multiplier of a folded (ROM-weight) lane: ``"dsp"`` when the operands together
+    exceed 12 bits, else ``"lut"`` (a folding's ``dsp`` count overrides it)."""
     return "dsp" if wbits + xbits > 12 else "lut"
+
+
+def lut_mult_cost(wbits: int, xbits: int) -> float:
+    """LUT6 of one LUT array multiplier (FINN's estimate ``(2*ceil((W+A)/6)-1)*(W+A)``)."""
+    return (2 * math.ceil((wbits + xbits) / 6) - 1) * (wbits + xbits)
+
+
+def _csd(w: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``w``: (sign, shift) pairs."""
+    out, k = [], 0
+    while w:
+        if w & 1:
+            d = 2 - (w & 3)          # +1 or -1
+            out.append((d, k))
+            w -= d
+        w >>= 1
+        k += 1
+    return out
+
+
+def _const_terms(x, w: int) -> list:
+    """Adder-tree terms of ``x * w`` for a constant ``w`` (CSD shifts, none for 0)."""
+    return [(x << k) if d > 0 else -(x << k) for d, k in _csd(int(w))]
+
+
+def _lut_terms(x, w, wbits: int) -> list:
+    """Adder-tree terms of ``x * w`` for a signed ``wbits``-bit variable ``w`` (array
+    multiplier: one partial product per weight bit, the top one negative)."""
+    terms = [Mux(w[i], x << i, 0) for i in range(wbits - 1)]
+    terms.append(Mux(w[wbits - 1], -(x << (wbits - 1)), 0))
+    return terms
 
 
 class MvuParams:
@@ -60,7 +96,8 @@ class MvuParams:
     """
 
     def __init__(self, layer: Layer, wmat: np.ndarray, bias: np.ndarray | None,
-                 x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int):
+                 x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
+                 dsp: int | None = None):
         self.name = layer.name
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
@@ -82,6 +119,15 @@ class MvuParams:
         check_layer_bits(layer.name, "a weight", self.wbits)
         check_layer_bits(layer.name, "an input element", self.xbits)
         check_layer_bits(layer.name, "the accumulator", self.acc_shape.width, MAX_ACC_BITS)
+        lanes = self.pe * self.simd
+        if self.constant:
+            self.dsp = 0
+        elif dsp is None:
+            self.dsp = lanes if mult_style(self.wbits, self.xbits) == "dsp" else 0
+        else:
+            self.dsp = int(dsp)
+            if not 0 <= self.dsp <= lanes:
+                raise IRError(f"layer {layer.name!r}: dsp={dsp} lanes, the layer has {lanes}")
 
     @property
     def steps(self) -> int:
@@ -106,12 +152,8 @@ class MvuParams:
             width = xb + wb + np.log2(np.maximum(terms, 2)) / 2
             lut = float(np.sum(np.maximum(terms - 1, 0) * width)) + pe * acc
             return Resources(lut=lut + 20, ff=ff)
-        style = mult_style(wb, xb)
         lanes = pe * simd
-        if style == "dsp":
-            mult_lut, dsp = 0.0, float(lanes)
-        else:
-            mult_lut, dsp = lanes * (2 * math.ceil((wb + xb) / 6) - 1) * (wb + xb), 0.0
+        mult_lut, dsp = (lanes - self.dsp) * lut_mult_cost(wb, xb), float(self.dsp)
         tree = pe * max(simd - 1, 0) * (wb + xb + math.log2(max(simd, 2)) / 2)
         accl = 2 * pe * acc
         rom_w, rom_d = lanes * wb, self.steps
@@ -222,18 +264,14 @@ class MatrixVectorUnit(wiring.Component):
         og2 = Signal.like(og)
         sums = []
         for q in range(pe):
-            if p.constant:
-                terms = []
-                for s in range(simd):
-                    w = int(p.wmat[q, s])
-                    if w == 1:
-                        terms.append(x[s])
-                    elif w == -1:
-                        terms.append(-x[s])
-                    elif w != 0:
-                        terms.append(x[s] * w)
-            else:
-                terms = [x[s] * w_rom[q * simd + s] for s in range(simd)]
+            terms = []
+            for s in range(simd):
+                if p.constant:
+                    terms += _const_terms(x[s], p.wmat[q, s])
+                elif q * simd + s < p.dsp:
+                    terms.append(x[s] * w_rom[q * simd + s])
+                else:
+                    terms += _lut_terms(x[s], w_rom[q * simd + s], p.wbits)
             sums.append(tree_sum(terms))
         with m.If(en):
             m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), og2.eq(og1)]
@@ -269,18 +307,19 @@ class ConvPlan:
     kind = "conv"
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1):
+                 simd: int = 1, dsp: int | None = None):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
         w = layer.weight                       # O, C, KH, KW -> O, (ky, kx, c)
         wmat = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-        self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd)
+        self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
+                             dsp)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
     def folding(self) -> dict:
-        return {"pe": self.mvu.pe, "simd": self.mvu.simd}
+        return {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
 
     def timing(self, offers):
         g, p = self.geo, self.mvu
@@ -343,18 +382,19 @@ class DensePlan:
     kind = "dense"
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1):
+                 simd: int = 1, dsp: int | None = None):
         self.layer = layer
         if len(in_fmt.shape) != 1:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
-        self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd)
+        self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
+                             dsp)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
     def folding(self) -> dict:
-        return {"pe": self.mvu.pe, "simd": self.mvu.simd}
+        return {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
 
     def timing(self, offers):
         p = self.mvu

@@ -359,7 +359,9 @@ class AxisInPlan:
         self.out_fmt = fmt
         self.width = int(width)
         self.words = words_per_frame(fmt, width)
-        self.cap = self.width + fmt.beat_bits
+        # room for a word and two beats: after a stall the next beat is ready the cycle after
+        # the previous one is taken, so back-pressure never costs extra cycles
+        self.cap = self.width + 2 * fmt.beat_bits
 
     def timing(self, offers):
         """Cycle-exact model of :class:`AxisIn` (``offers``: the words, as offered)."""

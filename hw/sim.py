@@ -180,7 +180,7 @@ class VerilatorSim:
                                                                         "WARNING")}
         runner.test(test_module="lcp.hw.tb", hdl_toplevel=b.top, hdl_toplevel_lang="verilog",
                     build_dir=self.sim_dir,
-                    test_dir=d, extra_env=env, waves=self.waves, results_xml="results.xml",
+                    test_dir=d, extra_env=env, waves=self.waves, results_xml=str(d / "results.xml"),
                     log_file=d / "sim.log")
         if not (d / "stats.json").exists():
             log = (d / "sim.log").read_text()[-3000:] if (d / "sim.log").exists() else ""

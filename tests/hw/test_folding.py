@@ -1,0 +1,81 @@
+"""Folding: JSON round trip, checks, and the chooser against latency targets and budgets."""
+
+import pytest
+
+from lcp.hw.base import DEVICES, Resources
+from lcp.hw.folding import Folding, candidates, choose
+from lcp.hw.graph import lower_branch, lower_core
+from lcp.ir import IRError
+
+from tests.hw.irgen import Builder
+from tests.hw.test_verilator import core_model
+
+
+def _net():
+    b = Builder((2, 10, 10), seed=41)
+    x = b.conv("input", 6, 3, pad=1)
+    x = b.threshold(x, 4)
+    x = b.maxpool(x, 2)
+    x = b.conv(x, 6, 3, pad=1)
+    x = b.threshold(x, 4)
+    x = b.flatten(b.maxpool(x, 2))
+    x = b.threshold(b.dense(x, 16), 4)
+    b.dense(x, 5)
+    return b.model()
+
+
+def test_candidates_order():
+    c = candidates("dense", 4, 6)
+    assert c[0] == (1, 1) and c[-1] == (4, 6)
+    assert [p * s for p, s in c] == sorted(p * s for p, s in c)
+    assert c.index((2, 1)) < c.index((1, 2))          # dense: outputs first
+    c = candidates("conv", 4, 6)
+    assert c.index((1, 2)) < c.index((2, 1))          # conv: inputs first
+
+
+def test_json_roundtrip_and_check(tmp_path):
+    m = _net()
+    conv = m.branches[0].layers[0].name
+    f = Folding({conv: {"pe": 3, "simd": 9, "dsp": 0}}, 32, 16)
+    g = Folding.load(f.save(tmp_path / "f.json"))
+    assert g == f and g.digest() == f.digest()
+    g.check(m)
+    with pytest.raises(IRError, match="the model has no layer 'nope'"):
+        Folding({"nope": {"pe": 1}}).check(m)
+
+
+@pytest.mark.parametrize("target", [3000, 900])
+def test_target_is_met_with_the_model(target):
+    m = _net()
+    c = choose(m, target=target, scope="branch")
+    assert c.met and c.latency <= target
+    t = lower_branch(m, 0, c.folding).timing()
+    assert (t.latency, t.interval) == (c.latency, c.interval)
+    # a looser target never needs more parallelism
+    loose = choose(m, target=2 * target, scope="branch")
+    assert loose.resources.lut <= c.resources.lut
+
+
+def test_budget_is_respected_and_latency_minimized():
+    m = _net()
+    small = Resources(lut=4000, ff=8000, dsp=4, bram=2)
+    c = choose(m, budget=small, scope="branch")
+    assert c.resources.fits(small)
+    big = choose(m, budget="xc7z020", scope="branch")
+    assert big.resources.fits(DEVICES["xc7z020"])
+    assert big.latency < c.latency
+    assert choose(m, budget=small, scope="branch").folding == c.folding   # deterministic
+
+
+def test_unreachable_target_is_reported():
+    m = _net()
+    c = choose(m, target=10, budget="xc7z020", scope="branch")
+    assert not c.met and "not reached" in c.note
+
+
+def test_core_groups_identical_branches():
+    m = core_model()
+    c = choose(m, target=400, scope="core")
+    folds = [c.folding.layer(br.layers[0].name) for br in m.branches]
+    assert all(f == folds[0] for f in folds)
+    assert lower_core(m, c.folding).timing().latency == c.latency
