@@ -144,7 +144,8 @@ def pack_frames(x: np.ndarray, port: Port) -> np.ndarray:
     s = (s & ((1 << b) - 1)).astype(np.uint64)
     out = np.zeros((n, port.frame_bytes), dtype=np.uint8)
     if b in (8, 16, 32):
-        raw = s.astype({8: np.uint8, 16: "<u2", 32: "<u4"}[b]).view(np.uint8).reshape(n, -1)
+        raw = np.ascontiguousarray(s.astype({8: np.uint8, 16: "<u2", 32: "<u4"}[b]))
+        raw = raw.view(np.uint8).reshape(n, -1)
     else:
         bits = ((s[:, :, None] >> np.arange(b, dtype=np.uint64)) & 1).astype(np.uint8)
         raw = np.packbits(bits.reshape(n, -1), axis=1, bitorder="little")

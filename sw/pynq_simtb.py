@@ -179,13 +179,19 @@ class DmaModel:
         self._done(self.s2mm)
 
     def _abort(self, ch: _Channel) -> None:
+        """Stop a channel: drop the transfer and the stream state (queued and partly sent or
+        received packets), as the IP's channel halt does."""
         if ch.task is not None and not ch.task.done():
             ch.task.cancel()
         ch.task = None
+        end = self.src if ch is self.mm2s else self.sink
+        end.clear()
+        # cocotbext-axi's reset hook kills the bus coroutine (and its packet in flight) and
+        # drives tvalid/tready low; de-asserting it starts a fresh one
+        end._handle_reset(True)
+        end._handle_reset(False)
         if ch.busy:
             ch.busy = False
-            if ch is self.mm2s:
-                self.src.clear()
             self.changed.set()
 
 
@@ -345,7 +351,7 @@ def run(config_path: str | Path) -> int:
            "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
     runner.test(test_module="lcp.sw.pynq_simtb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                 build_dir=sim_dir(Path(cfg["build_dir"]), waves), test_dir=cfg_path.parent,
-                extra_env=env, waves=waves, results_xml="results.xml",
+                extra_env=env, waves=waves, results_xml=str(cfg_path.parent / "results.xml"),
                 log_file=cfg_path.parent / "sim.log")
     return 0
 
