@@ -19,7 +19,7 @@ def _usage(e: Exception):
 def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
               clock_mhz: float | None = None, pdk_dir: Path | None = None, images: int = 2,
               sim: bool = True, out: Path | None = None, top: str | None = None,
-              plots: bool = True, seed: int = 0) -> tuple[dict, Path]:
+              plots: bool = True, seed: int = 0, effort: str = "normal") -> tuple[dict, Path]:
     """Run one flow on a build folder (or a Verilog file) and save its report.
 
     Returns ``(report, json_path)``. The report goes to ``OUT/synth_<target>.json`` and
@@ -70,7 +70,7 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
             from .stimulus import build_stimulus
             stim = build_stimulus(design, images=images, seed=seed) if design.build_dir else None
         rep = asic_flow(design, asic, clock_mhz=clock_mhz or 100.0, pdk_dir=pdk_dir,
-                        workdir=work, stimulus=stim, latency_cycles=lat)
+                        workdir=work, stimulus=stim, latency_cycles=lat, effort=effort)
         if lat is not None:
             rep["totals"]["latency_cycles_model"] = lat
     rep = rp.finish(rep, build=str(build))
@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
                                                   help="report folder (default BUILD/synth)"),
             top: Optional[str] = typer.Option(None, "--top", help="top module (default: from "
                                                                   "the build)"),
-            no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots")):
+            no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots"),
+            effort: str = typer.Option("normal", help="ASIC mapping effort: normal or fast")):
         """Synthesize a build: FPGA resources and Fmax, or ASIC area, timing, power, energy."""
         from rich.console import Console
 
@@ -109,7 +110,7 @@ def register(app: typer.Typer) -> None:
         try:
             rep, j = run_synth(build, fpga=fpga, asic=asic, clock_mhz=clock_mhz,
                                pdk_dir=pdk_dir, images=images, sim=not no_sim, out=output,
-                               top=top, plots=not no_plots)
+                               top=top, plots=not no_plots, effort=effort)
         except (SynthError, LibraryError) as e:
             raise _usage(e) from None
         con = Console(width=max(120, Console().width))

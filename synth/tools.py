@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -142,17 +143,26 @@ def run_tool(cmd: list[str], log: Path, *, cwd: Path | None = None, timeout: flo
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
+        # own process group: a timeout or an interrupt also ends the tool's children (yosys-abc)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                start_new_session=True)
         try:
-            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, timeout=timeout,
-                               env=env)
-        except subprocess.TimeoutExpired:
-            raise ToolFailed(f"{Path(cmd[0]).name} did not finish within {timeout:.0f} s "
-                             f"(log: {log})") from None
+            code = proc.wait(timeout=timeout)
+        except BaseException as e:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise ToolFailed(f"{Path(cmd[0]).name} did not finish within {timeout:.0f} s "
+                                 f"(log: {log})") from None
+            raise
     dt = time.perf_counter() - t0
-    if check and r.returncode != 0:
-        raise ToolFailed(f"{Path(cmd[0]).name} failed with exit code {r.returncode} (log: {log}):\n"
+    if check and code != 0:
+        raise ToolFailed(f"{Path(cmd[0]).name} failed with exit code {code} (log: {log}):\n"
                          f"{_tail(log)}")
-    return r.returncode, dt
+    return code, dt
 
 
 def run_yosys_job(kind: str, params: dict, workdir: Path, *, timeout: float | None = None) -> dict:
