@@ -1,0 +1,174 @@
+"""Synthesis benchmarks (``make bench``) and the tables of README/REPRODUCTION.md.
+
+Cases (:data:`CASES`):
+
+``cifarnet_split8_branch0``
+    The anchor target of ANCHORS.md: one CifarNet-split8 branch (4-bit weights and activations,
+    random weights, folded for the XC7Z020 budget) on ASAP7 at 800 MHz, against the LCP paper's
+    ASIC (0.107 mm2, 16.1 mW at 800 MHz, commercial tools, place and route included); the same
+    build on the XC7Z020 (220 DSP48 / 53,200 LUT / 140 BRAM36) and its ECP5 post-route Fmax.
+``lenet5_split4_core``
+    The demo model (LeNet-5 split4 w4a4, trained run when ``RUNS/lenet5_split4_w4a4/model.onnx``
+    exists, else random weights) as one LCP core: the wall time of ``lcp synth`` next to its
+    figures.
+
+Every report lands in ``RUNS/synth/<case>/synth_<target>.json``; :func:`tables` renders all of
+them as Markdown with the anchor ratios, so REPRODUCTION.md is regenerated from the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ANCHOR", "SynthCase", "CASES", "QUICK", "bench_case", "bench", "tables"]
+
+#: The LCP paper's ASIC (ANCHORS.md) and the XC7Z020 budget of the FPGA anchor.
+ANCHOR = {"area_mm2": 0.107, "power_mw": 16.1, "clock_mhz": 800.0, "dsp": 220, "lut": 53_200,
+          "bram36": 140}
+
+
+@dataclass(frozen=True)
+class SynthCase:
+    """A model, the part of it that is built, and the flows run on the build.
+
+    ``flows`` entries: ``asic:<library>@<MHz>``, ``fpga:xc7z020``, ``fpga:ecp5``.
+    """
+
+    name: str
+    arch: str
+    split: int
+    scope: str
+    flows: tuple[str, ...]
+    bits: int = 4
+    images: int = 1
+
+
+CASES = [
+    SynthCase("cifarnet_split8_branch0", "cifarnet", 8, "branch",
+              ("asic:asap7@800", "fpga:xc7z020", "fpga:ecp5")),
+    SynthCase("lenet5_split4_core", "lenet5", 4, "core",
+              ("asic:osu018@100", "asic:asap7@800", "fpga:xc7z020"), images=2),
+]
+#: ``--quick``: the demo core on OSU 0.18 um only.
+QUICK = [SynthCase("lenet5_split4_core", "lenet5", 4, "core", ("asic:osu018@100",), images=2)]
+
+
+def _model(case: SynthCase, runs: Path):
+    trained = runs / f"{case.arch}_split{case.split}_w{case.bits}a{case.bits}" / "model.onnx"
+    if trained.exists():
+        from lcp import compile_onnx
+        return compile_onnx(trained), "trained"
+    from lcp.hw.bench import zoo_model
+    return zoo_model(case.arch, case.split, case.bits), "random"
+
+
+def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
+               effort: str = "normal") -> list[dict]:
+    """Build ``case`` (folded for the XC7Z020 budget) and run its flows; one row per flow."""
+    from lcp.hw.build import generate
+
+    from .cli import run_synth
+
+    root = Path(runs) / "synth" / case.name
+    model, weights = _model(case, Path(runs))
+    t0 = time.perf_counter()
+    b = generate(model, root / "build", budget="xc7z020", scope=case.scope)
+    build_s = time.perf_counter() - t0
+    out(f"{case.name}: {weights} weights, build {build_s:.0f} s, model latency "
+        f"{b.timing.latency} cycles, interval {b.timing.interval}")
+    rows = []
+    for flow in case.flows:
+        kind, _, rest = flow.partition(":")
+        target, _, mhz = rest.partition("@")
+        t0 = time.perf_counter()
+        if kind == "asic":
+            rep, j = run_synth(root / "build", asic=target, clock_mhz=float(mhz),
+                               images=case.images, out=root, effort=effort)
+        else:
+            rep, j = run_synth(root / "build", fpga=target, out=root,
+                               clock_mhz=float(mhz) if mhz else None)
+        wall = time.perf_counter() - t0
+        row = _row(case, rep, weights, wall)
+        row["report"] = str(j)
+        rows.append(row)
+        out(_fmt_row(row))
+    (root / "bench.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def _row(case: SynthCase, rep: dict, weights: str, wall: float) -> dict:
+    t = rep["totals"]
+    row = {"case": case.name, "target": rep["target"], "weights": weights,
+           "wall_time_s": round(wall, 1)}
+    if rep["kind"] == "asic":
+        mw = None if t["total_w"] is None else t["total_w"] * 1e3
+        row.update(clock_mhz=rep["clock_mhz"], area_mm2=t["area_mm2"], fmax_mhz=t["fmax_mhz"],
+                   power_mw=mw, latency_us=t["latency_us"], energy_nj=t["energy_nj"],
+                   timing_met=t["timing_met"],
+                   gate_level_exact=(rep.get("simulation") or {}).get("outputs_match"))
+        if case.name.startswith("cifarnet") and rep["target"] == "asap7":
+            row["area_vs_paper"] = t["area_mm2"] / ANCHOR["area_mm2"]
+            row["power_vs_paper"] = None if mw is None else mw / ANCHOR["power_mw"]
+    elif rep["target"] == "xc7z020":
+        row.update(lut=t["lut"], ff=t["ff"], dsp=t["dsp"], bram36=t["bram36"], fits=t["fits"])
+    else:
+        row.update(device=t["device"], fmax_mhz=t["fmax_mhz"])
+    return row
+
+
+def _fmt_row(r: dict) -> str:
+    if "area_mm2" in r:
+        s = (f"  {r['target']:<7} {r['clock_mhz']:g} MHz: {r['area_mm2']:.4f} mm2, "
+             f"Fmax {r['fmax_mhz'] or float('nan'):.0f} MHz, "
+             f"{(r['power_mw'] if r['power_mw'] is not None else float('nan')):.2f} mW, "
+             f"latency {r['latency_us'] or float('nan'):.2f} us, "
+             f"{r['energy_nj'] or float('nan'):.1f} nJ/inference")
+        if "area_vs_paper" in r:
+            s += (f" (paper's ASIC: area x{r['area_vs_paper']:.2f}, power "
+                  f"x{(r['power_vs_paper'] or float('nan')):.2f})")
+    elif "lut" in r:
+        s = (f"  xc7z020: {r['lut']:,} LUT, {r['ff']:,} FF, {r['dsp']} DSP48, {r['bram36']} BRAM36"
+             f", fits {r['fits']}")
+    else:
+        s = f"  ecp5:    {r['device']}, post-route Fmax {r['fmax_mhz'] or float('nan'):.1f} MHz"
+    return s + f"  [{r['wall_time_s']:.0f} s]"
+
+
+def bench(runs: str | Path = Path("runs"), out=print, quick: bool = False,
+          cases: list[SynthCase] | None = None, effort: str = "normal") -> list[dict]:
+    """Run the synthesis benchmark cases (:data:`CASES`, or :data:`QUICK`); rows of figures."""
+    rows = []
+    for c in cases or (QUICK if quick else CASES):
+        rows += bench_case(c, Path(runs), out, effort)
+    return rows
+
+
+def tables(runs: str | Path = Path("runs")) -> str:
+    """Markdown tables of every synthesis report under ``RUNS/synth/`` (for README and
+    REPRODUCTION.md), with the anchor comparison for the CifarNet-split8 branch."""
+    from .report import load, markdown_table
+
+    paths = sorted(Path(runs).glob("synth/*/synth_*.json"))
+    if not paths:
+        return "No synthesis reports yet: run `make bench` (or `lcp synth BUILD ...`).\n"
+    reports = [load(p) for p in paths]
+    for r, p in zip(reports, paths):
+        r["design"] = p.parent.name
+    text = markdown_table(reports)
+    anchor = [r for r in reports if r["design"].startswith("cifarnet") and r["kind"] == "asic"
+              and r["target"] == "asap7"]
+    if anchor:
+        t = anchor[0]["totals"]
+        mw = None if t["total_w"] is None else t["total_w"] * 1e3
+        text += (
+            "\nAgainst the LCP paper's ASIC (ASAP7, 800 MHz, commercial synthesis and place and "
+            "route, die 0.107 mm2, 16.1 mW): cell area "
+            f"{t['area_mm2']:.4f} mm2 ({t['area_mm2'] / ANCHOR['area_mm2']:.2f}x), power "
+            + (f"{mw:.2f} mW ({mw / ANCHOR['power_mw']:.2f}x)" if mw is not None else "n/a")
+            + f" at {anchor[0]['clock_mhz']:g} MHz; latency {t['latency_us']} us and "
+            f"{t['energy_nj']} nJ per inference (the paper reports neither). Ours is cell area "
+            "without placement, wires or a clock tree; the paper's is a die.\n")
+    return text
