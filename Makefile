@@ -56,3 +56,11 @@ reproduce: install
 
 clean:
 	rm -rf build sim_build .pytest_cache
+
+# --- PYNQ overlay (issue 5) --------------------------------------------------------------------
+# Writes the Vivado project into build/bitstream/<model>_$(BOARD)/ and builds overlay/*.bit,*.hwh
+# when `vivado` is on PATH; without Vivado it exits with code 3 (project written, NOT built) and
+# names the command to run where Vivado is installed.
+BOARD ?= pynq-z2
+bitstream: install
+	$(LCP) bitstream $(MODEL) --board $(BOARD)

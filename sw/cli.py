@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lcp.sw.cluster.cli",
     "lcp.hw.cli",
     "lcp.synth.cli",
+    "lcp.sw.pynq_cli",
 ]
 
 

@@ -1,0 +1,81 @@
+"""``lcp`` commands of the PYNQ part: ``bitstream`` (Vivado project, built where Vivado is) and
+``pynq-bench`` (the driver on the simulated board)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bitstream")
+    def bitstream_cmd(
+            model: Path = typer.Argument(..., help="QONNX model (.onnx) or IR (.json)"),
+            board: str = typer.Option("pynq-z2", help="pynq-z2 or pynq-z1"),
+            output: Optional[Path] = typer.Option(
+                None, "-o", "--output", help="project folder (default build/bitstream/"
+                                             "MODEL_BOARD)"),
+            branch: Optional[int] = typer.Option(
+                None, "--branch", help="build branch K alone (default: the whole model as one "
+                                       "LCP core)"),
+            folding: Optional[Path] = typer.Option(None, "--folding",
+                                                   help="use this folding.json"),
+            budget: str = typer.Option("xc7z020", help="device budget for the folding"),
+            target_cycles: Optional[int] = typer.Option(
+                None, "--target-cycles", help="latency target in cycles instead of a budget"),
+            width: int = typer.Option(64, "--width", help="DMA stream width, 32 or 64"),
+            jobs: int = typer.Option(2, help="Vivado jobs"),
+            project_only: bool = typer.Option(False, "--project-only",
+                                              help="write the project, do not run Vivado"),
+            timeout: Optional[float] = typer.Option(None, help="seconds for Vivado")):
+        """PYNQ overlay: write the Vivado project (PS7 + AXI DMA + the engine as IP) and build
+        the .bit/.hwh when `vivado` is on PATH. Without Vivado the project is written and the
+        command exits with code 3 (not built), naming the command to run elsewhere."""
+        from lcp.hw.folding import Folding
+        from lcp.synth.bitstream import EXIT_NOT_BUILT, make_bitstream
+        from lcp.synth.tools import SynthError
+
+        from .cli import UsageError
+        from .commands import load_model
+
+        m = load_model(model)
+        if width not in (32, 64):
+            raise UsageError(f"--width {width}: the DMA stream is 32 or 64 bits")
+        fold = None
+        if folding is not None:
+            f = Folding.load(folding)
+            fold = Folding(f.layers, width, width)
+        out = output or Path("build") / "bitstream" / f"{m.name}_{board}"
+        try:
+            r = make_bitstream(m, out, board=board, run=not project_only, timeout=timeout,
+                               folding=fold, budget=None if target_cycles else budget,
+                               target=target_cycles,
+                               scope="core" if branch is None else "branch",
+                               index=branch or 0, in_width=width, out_width=width, jobs=jobs)
+        except SynthError as e:
+            typer.echo(f"lcp: error: {e}", err=True)
+            raise SystemExit(1)
+        lint = r.project.lint
+        typer.echo(f"{m.name} on {board}: lcp_pynq.v passes `{lint['command']}` (waived: "
+                   f"{', '.join(f'{k} x{v}' for k, v in sorted(lint['waived'].items())) or 'none'})")
+        typer.echo(r.message)
+        if r.status != "built" and not project_only:
+            # SystemExit, not typer.Exit: `lcp` runs click with standalone_mode=False, where
+            # typer.Exit's code is returned, not raised, and would be lost
+            raise SystemExit(EXIT_NOT_BUILT)
+
+    @app.command("pynq-bench")
+    def pynq_bench_cmd(
+            runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
+            results: Path = typer.Option(Path("results"), help="where pynq_sim.json goes"),
+            images: int = typer.Option(64, help="images per batch size")):
+        """The PYNQ driver on the simulated board: images/s through the driver, the driver's
+        own overhead per call (time outside the simulator), hardware cycles per image."""
+        from .pynq_bench import run_bench
+        r = run_bench(results, runs, images=images, out=typer.echo)
+        if not r["bit_exact"]:
+            raise SystemExit(1)
