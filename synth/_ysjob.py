@@ -40,6 +40,9 @@ def _q(s: str) -> str:
 def xilinx(p: dict) -> dict:
     """Hierarchical ``synth_xilinx`` (no I/O buffers: the engine sits inside the PL)."""
     _read(p["files"], p["top"])
+    # Yosys 0.70's ABC9 reintegration asserts (count_id(wire->name) == 0) on some Amaranth
+    # modules of an LCP core; private wire names avoid the clash (ports keep their names)
+    _run("rename -hide w:*")
     _run(f"synth_xilinx -family {p.get('family', 'xc7')} -top {_q(p['top'])} -noiopad -noclkbuf")
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
     return {"stat": p["stat"]}

@@ -42,7 +42,7 @@ def rollup(report: dict, by: str = "branch") -> dict[str, dict]:
     member is ``None``."""
     keys = _SUM_KEYS_ASIC if report["kind"] == "asic" else _SUM_KEYS_FPGA
     out: dict[str, dict] = {}
-    for g, v in report["groups"].items():
+    for g, v in report.get("groups", {}).items():
         if by == "branch":
             k = branch_of(g)
         else:
