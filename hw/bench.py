@@ -77,11 +77,15 @@ def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path |
 
 
 def _trained(runs: Path, arch: str, split: int, bits: int):
-    p = runs / f"{arch}_split{split}_w{bits}a{bits}" / "model.onnx"
-    if p.exists():
-        from lcp import compile_onnx
-        return compile_onnx(p), True
-    return None, False
+    from lcp.ir import IRError
+
+    from .demo import find_model
+    try:
+        p = find_model(runs / f"{arch}_split{split}_w{bits}a{bits}" / "model.onnx")
+    except IRError:
+        return None, False
+    from lcp import compile_onnx
+    return compile_onnx(p), True
 
 
 def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:

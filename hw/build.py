@@ -83,14 +83,35 @@ def model_macs(model: Model, scope: str = "core", index: int = 0) -> int:
 def default_folding(model: Model, scope: str = "core", index: int = 0,
                     in_width: int = 64, out_width: int = 64) -> Choice:
     """Folding used when none is asked for: the XC7Z020 budget when the design fits it, else a
-    latency target of one cycle per 1,000 MACs (simulation-friendly)."""
+    latency target of one cycle per 1,000 MACs (simulation-friendly). Cached by content."""
+    h = hashlib.sha256()
+    for part in (model.digest(), scope, str(index), str(in_width), str(out_width),
+                 _generator_digest()):
+        h.update(part.encode())
+    path = cache_root() / "foldings" / f"{h.hexdigest()[:24]}.json"
+    if path.exists():
+        try:
+            d = json.loads(path.read_text())
+            r = d["resources"]
+            return Choice(Folding.from_json(d["folding"]), d["latency"], d["interval"],
+                          Resources(r["lut"], r["ff"], r["dsp"], r["bram36"]), 0, d["met"],
+                          d.get("note", ""))
+        except (OSError, ValueError, KeyError, IRError):
+            pass
     try:
-        return choose(model, budget="xc7z020", scope=scope, index=index, in_width=in_width,
-                      out_width=out_width)
+        c = choose(model, budget="xc7z020", scope=scope, index=index, in_width=in_width,
+                   out_width=out_width)
     except IRError:
         target = max(2_000, model_macs(model, scope, index) // 1_000)
-        return choose(model, target=target, scope=scope, index=index, in_width=in_width,
-                      out_width=out_width)
+        c = choose(model, target=target, scope=scope, index=index, in_width=in_width,
+                   out_width=out_width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"folding": c.folding.to_json(), "latency": c.latency,
+                               "interval": c.interval, "resources": c.resources.to_json(),
+                               "met": c.met, "note": c.note}))
+    tmp.replace(path)
+    return c
 
 
 @dataclass

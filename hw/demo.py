@@ -16,10 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_demo", "main", "DEFAULT_MODEL"]
+__all__ = ["run_demo", "find_model", "main", "DEFAULT_MODEL"]
 
 #: Where ``make demo`` leaves the trained LeNet-5 split4 w4a4.
 DEFAULT_MODEL = "runs/lenet5_split4_w4a4/model.onnx"
+
+
+def find_model(path: str | Path = DEFAULT_MODEL) -> Path:
+    """``path`` if it exists, else the newest ``RUNS/NAME*/model.onnx`` next to it (training run
+    folders carry a config hash: ``runs/lenet5_split4_w4a4-mnist-<hash>/``).
+
+    Raises
+    ------
+    IRError
+        when neither exists.
+    """
+    from lcp.ir import IRError
+    p = Path(path)
+    if p.exists():
+        return p
+    found = sorted(p.parent.parent.glob(f"{p.parent.name}*/{p.name}"),
+                   key=lambda q: q.stat().st_mtime)
+    if found:
+        return found[-1]
+    raise IRError(f"{p}: no such model (train it with `make demo`, or pass a path)")
 
 
 def run_demo(model_path: str | Path = DEFAULT_MODEL, *, images: int = 200,
@@ -51,9 +71,7 @@ def run_demo(model_path: str | Path = DEFAULT_MODEL, *, images: int = 200,
     from .folding import choose
     from .sim import SimMismatch, VerilatorSim, first_difference
 
-    path = Path(model_path)
-    if not path.exists():
-        raise IRError(f"{path}: no such model (train it with `make demo`, or pass a path)")
+    path = find_model(model_path)
     model = compile_onnx(path) if path.suffix == ".onnx" else load(path)
     data = load_dataset(dataset)
     x, y = data.x_test, data.y_test

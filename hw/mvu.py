@@ -324,17 +324,9 @@ class ConvPlan:
     def timing(self, offers):
         g, p = self.geo, self.mvu
         frames = offers[0].size // (g.H * g.W)
-        outs = []
-        state = {"acc": -(1 << 60)}
-
-        def consumer(offer):
-            start = max(offer, state["acc"] + 1)
-            state["acc"] = start + p.steps - 1
-            outs.extend(start + og * p.fi + p.fi - 1 + PIPELINE_LATENCY for og in range(p.fo))
-            return state["acc"]
-
-        acc, _ = window_scan(g, offers[0], frames, consumer)
-        return [acc], np.asarray(outs, dtype=np.int64)
+        acc, _, starts = window_scan(g, offers[0], frames, p.steps)
+        og = np.arange(p.fo, dtype=np.int64) * p.fi + p.fi - 1 + PIPELINE_LATENCY
+        return [acc], (starts[:, None] + og[None, :]).reshape(-1)
 
     def busy(self) -> int:
         """Cycles per image when the input is never late: positions or MVU steps."""

@@ -91,42 +91,55 @@ class WindowGeometry:
         return (self.kh - 1) * self.C * bits, self.cols
 
 
-def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, consumer):
-    """Cycle model of the window unit.
+def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, steps: int = 1):
+    """Cycle model of the window unit feeding a consumer that spends ``steps`` cycles on each
+    window (an MVU: it takes window ``n`` at its last step; ``steps == 1``: at once).
 
     Parameters
     ----------
     pixel_offers : numpy.ndarray
         Offer cycle of every input pixel (all frames, raster order).
-    consumer : callable
-        ``consumer(offer) -> accept``: the cycle at which the consumer takes a window offered at
-        ``offer`` (called in window order).
 
     Returns
     -------
-    (pixel_accepts, window_offers)
+    (pixel_accepts, window_offers, window_starts)
+        ``window_starts``: the cycle of the consumer's first step on each window.
     """
     real, emit = geo.positions_table()
+    pixel_offers = np.asarray(pixel_offers, dtype=np.int64)
+    real_all, emit_all = np.tile(real, frames), np.tile(emit, frames)
+    if steps == 1:
+        # a position advances one cycle after the previous one, and not before its pixel
+        low = np.full(real_all.size, -(1 << 60), dtype=np.int64)
+        low[real_all] = pixel_offers
+        j = np.arange(low.size, dtype=np.int64)
+        adv = j + np.maximum.accumulate(low - j)
+        offers = adv[emit_all] + 1
+        return adv[real_all], offers, offers
     pix_acc = np.empty(pixel_offers.size, dtype=np.int64)
-    offers = []
+    offers, starts = [], []
     t = -(1 << 60)
-    free_at = -(1 << 60)
+    free_at = -(1 << 60)       # the output register is free from this cycle on
+    done = -(1 << 60)          # last step of the previous window
     p = 0
-    for _ in range(frames):
-        for q in range(real.size):
-            a = t + 1
-            if real[q]:
-                a = max(a, int(pixel_offers[p]))
-            if emit[q]:
-                a = max(a, free_at)
-            t = a
-            if real[q]:
-                pix_acc[p] = a
-                p += 1
-            if emit[q]:
-                offers.append(a + 1)
-                free_at = consumer(a + 1)
-    return pix_acc, np.asarray(offers, dtype=np.int64)
+    po = pixel_offers.tolist()
+    for r, e in zip(real_all.tolist(), emit_all.tolist()):
+        a = t + 1
+        if r:
+            a = max(a, po[p])
+        if e:
+            a = max(a, free_at)
+        t = a
+        if r:
+            pix_acc[p] = a
+            p += 1
+        if e:
+            start = max(a + 1, done + 1)
+            done = start + steps - 1
+            offers.append(a + 1)
+            starts.append(start)
+            free_at = done
+    return pix_acc, np.asarray(offers, dtype=np.int64), np.asarray(starts, dtype=np.int64)
 
 
 class WindowEngine(wiring.Component):
@@ -311,7 +324,7 @@ class PoolPlan:
 
     def timing(self, offers):
         frames = offers[0].size // self.geo.H // self.geo.W
-        acc, out = window_scan(self.geo, offers[0], frames, lambda t: t)
+        acc, out, _ = window_scan(self.geo, offers[0], frames)
         return [acc], out
 
     def resources(self) -> Resources:
