@@ -17,9 +17,11 @@ from pyosys import libyosys as ys
 _D = None
 
 #: ABC mapping scripts by effort (Yosys "+" syntax: ";" between commands, "," for spaces).
+#: After mapping, buffering and gate sizing against the clock period: without them a
+#: minimum-size gate drives nets of thousands of loads (ready/stall), 10x over the period.
 _ABC_SCRIPTS = {
-    "fast": "+strash;dc2;&get,-n;&nf,{D};&put",
-    "normal": "+strash;dc2;&get,-n;&dch,-f;&nf,{D};&put",
+    "fast": "+strash;dc2;&get,-n;&nf,{D};&put;buffer,-p;upsize,{D};dnsize,{D}",
+    "normal": "+strash;dc2;&get,-n;&dch,-f;&nf,{D};&put;buffer,-p;upsize,{D};dnsize,{D}",
 }
 
 

@@ -458,6 +458,22 @@ exit
             "log": str(workdir / "openroad.log")}, None
 
 
+def _at_fmax(power: dict, timing: dict, clock_mhz: float, lat, per_inf) -> dict | None:
+    """Power, latency and energy at the measured Fmax when the target clock is not met:
+    internal and switching power scale with the clock at the same activity per cycle,
+    leakage does not."""
+    f = timing.get("fmax_mhz")
+    if timing.get("met") is not False or not f:
+        return None
+    k = f / clock_mhz
+    dyn = power["internal_w"] + power["switching_w"]
+    total = dyn * k + power["leakage_w"]
+    return {"clock_mhz": f, "internal_w": power["internal_w"] * k,
+            "switching_w": power["switching_w"] * k, "leakage_w": power["leakage_w"],
+            "total_w": total, "latency_us": lat / f if lat else None,
+            "energy_nj": total * per_inf / (f * 1e6) * 1e9 if per_inf else None}
+
+
 def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
               pdk_dir=None, workdir: Path, stimulus: Stimulus | None = None,
               latency_cycles: int | None = None, effort: str = "normal") -> dict:
@@ -557,6 +573,7 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
             "cycles_per_inference": per_inf_cycles,
             "energy_nj": energy_nj,
         },
+        "at_fmax": _at_fmax(power, timing, clock_mhz, lat, per_inf_cycles),
         "timing": timing, "activity": power["activity"],
         "opensta_propagated": power.get("opensta_propagated"),
         "simulation": ({"images": sim.images, "source": stimulus.source,

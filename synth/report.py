@@ -158,6 +158,11 @@ def summary(report: dict) -> list[str]:
         lines.append(
             f"latency {_fmt(t['latency_cycles'])} cycles = {_fmt(t['latency_us'])} us, "
             f"energy {_fmt(t['energy_nj'])} nJ per inference")
+        f = report.get("at_fmax")
+        if f:
+            lines.append(
+                f"at Fmax {_fmt(f['clock_mhz'])} MHz: {_fmt(f['total_w'] * 1e3)} mW, latency "
+                f"{_fmt(f['latency_us'])} us, energy {_fmt(f['energy_nj'])} nJ per inference")
     elif report["target"] == "xc7z020":
         u = t["utilization"]
         lines.append(
