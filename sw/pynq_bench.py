@@ -25,19 +25,31 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_bench", "bench_model", "BATCHES", "main"]
+__all__ = ["run_bench", "bench_model", "find_demo_model", "BATCHES", "main"]
 
 #: Batch sizes (images per driver call).
 BATCHES = (1, 8, 64)
 
 
+def find_demo_model(runs: str | Path = "runs") -> Path | None:
+    """The trained demo model, LeNet-5 split4 w4a4: ``RUNS/lenet5_split4_w4a4/model.onnx``,
+    else the newest ``RUNS/lenet5_split4_w4a4-*/model.onnx`` (a :mod:`lcp.models.train` run
+    folder), else None."""
+    runs = Path(runs)
+    p = runs / "lenet5_split4_w4a4" / "model.onnx"
+    if p.is_file():
+        return p
+    found = sorted(runs.glob("lenet5_split4_w4a4-*/model.onnx"), key=lambda q: q.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def bench_model(runs: Path):
     """The demo model (trained LeNet-5 split4 w4a4 when ``runs`` has it, else random weights),
-    ``"trained"``/``"random"``, and its held-out images (or random ones)."""
+    ``"trained"``/``"random"``, and the held-out MNIST images."""
     from lcp.hw.bench import zoo_model
 
-    p = Path(runs) / "lenet5_split4_w4a4" / "model.onnx"
-    if p.exists():
+    p = find_demo_model(runs)
+    if p is not None:
         from lcp import compile_onnx
         model, weights = compile_onnx(p), "trained"
     else:

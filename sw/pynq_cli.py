@@ -22,6 +22,10 @@ def register(app: typer.Typer) -> None:
             branch: Optional[int] = typer.Option(
                 None, "--branch", help="build branch K alone (default: the whole model as one "
                                        "LCP core)"),
+            part: Optional[int] = typer.Option(
+                None, "--part", help="build branch K as the standalone part model the cluster "
+                                     "runtime ships to a node (lcp.sw.cluster.parts): a node's "
+                                     "pynq backend finds its overlay by that part's hash"),
             folding: Optional[Path] = typer.Option(None, "--folding",
                                                    help="use this folding.json"),
             budget: str = typer.Option("xc7z020", help="device budget for the folding"),
@@ -43,6 +47,14 @@ def register(app: typer.Typer) -> None:
         from .commands import load_model
 
         m = load_model(model)
+        if part is not None:
+            if branch is not None:
+                raise UsageError("--part and --branch exclude each other")
+            from .cluster.parts import branch_parts
+            parts = branch_parts(m)
+            if not 0 <= part < len(parts):
+                raise UsageError(f"--part {part}: {m.name} has {len(parts)} branch(es)")
+            m = parts[part].model
         if width not in (32, 64):
             raise UsageError(f"--width {width}: the DMA stream is 32 or 64 bits")
         fold = None

@@ -565,12 +565,26 @@ def board_available() -> str | None:
     return None
 
 
-def _find_overlay(path: str | Path | None) -> Path:
+def _find_overlay(path: str | Path | None, model: Model | None = None) -> Path:
+    """The overlay's ``.bit``: ``path`` (or ``$LCP_PYNQ_OVERLAY``) is the ``.bit``, its folder,
+    or a library of overlay folders, searched for the one built for ``model`` (by hash; how a
+    cluster node holding the overlays of several branch parts finds the one it is asked for)."""
     p = path or os.environ.get(OVERLAY_ENV)
     if not p:
         raise BoardUnavailable(f"no overlay given: pass overlay=PATH or set {OVERLAY_ENV} to the "
                                f"{_OVERLAY_BIT} built by `lcp bitstream`")
     p = Path(p)
+    if p.is_dir() and not (p / _OVERLAY_BIT).is_file() and model is not None:
+        digest = model.digest()
+        for cand in sorted(p.glob(f"*/{_OVERLAY_BIT}")):
+            try:
+                doc = json.loads((cand.parent / _ENGINE_JSON).read_text())
+            except (OSError, ValueError):
+                continue
+            if doc.get("engine", {}).get("digest") == digest:
+                return cand
+        raise BoardUnavailable(f"{p}: no overlay folder built for model {model.name!r} (hash "
+                               f"{digest[:16]}...); build it with `lcp bitstream`")
     if p.is_dir():
         p = p / _OVERLAY_BIT
     if not p.is_file():
@@ -657,7 +671,8 @@ def open_driver(model: Model | None = None, *, backend: str = "sim", overlay=Non
             raise BoardUnavailable(f"backend 'board' needs a PYNQ board: {why}; use "
                                    f"backend='sim' for the simulated hardware")
         drv_opts = {k: options.pop(k) for k in ("batch", "timeout") if k in options}
-        return LcpOverlay(_find_overlay(overlay), model=model, **drv_opts, **options).driver
+        return LcpOverlay(_find_overlay(overlay, model), model=model, **drv_opts,
+                          **options).driver
     if backend in ("sim", "pynq-sim"):
         if model is None:
             raise PynqError("the simulated board builds its hardware from the model: pass it")
@@ -667,7 +682,8 @@ def open_driver(model: Model | None = None, *, backend: str = "sim", overlay=Non
 
 class PynqExecutor(Executor):
     """``--backend pynq``: the overlay on this PYNQ board (``overlay=`` or
-    ``$LCP_PYNQ_OVERLAY``), checked against the model; construction fails at once, with
+    ``$LCP_PYNQ_OVERLAY``: the ``.bit``, its folder, or a folder of overlay folders searched by
+    model hash), checked against the model; construction fails at once, with
     :class:`BoardUnavailable`, anywhere else."""
 
     name = "pynq"
@@ -680,7 +696,7 @@ class PynqExecutor(Executor):
             raise BoardUnavailable(f"--backend pynq needs a PYNQ board with the overlay built "
                                    f"by `lcp bitstream`: {why}. Run the same driver on the "
                                    f"simulated hardware with --backend pynq-sim")
-        self.overlay = LcpOverlay(_find_overlay(overlay), model=model, batch=batch,
+        self.overlay = LcpOverlay(_find_overlay(overlay, model), model=model, batch=batch,
                                   timeout=timeout)
         self.driver = self.overlay.driver
 
