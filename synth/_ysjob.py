@@ -110,6 +110,10 @@ def asic(p: dict) -> dict:
     _run("opt_clean -purge")
     if p.get("tie"):
         _run(f"hilomap -singleton -hicell {hi} {hp} -locell {lo} {lp}")
+    nbuf = _buffer_fanout(_D.top_module(), p["cell_inputs"], p["fanout_buffer"],
+                          p.get("max_fanout", 16), skip={p.get("clock", "clk")},
+                          ties={p["tie"][0], p["tie"][2]} if p.get("tie") else set())
+    print(f"LCP: {nbuf} fanout buffers inserted", flush=True)
     buf, bin_, bout = p["buffer"]
     _run(f"insbuf -buf {buf} {bin_} {bout}")     # OpenSTA reads no wire-to-wire assigns
     _run("opt_clean -purge")
@@ -146,6 +150,56 @@ def asic(p: dict) -> dict:
     Path(p["cells"]).write_text(json.dumps({"cells": cells, "flops": flops}))
     return {"cells": len(cells), "flops": len(flops), "netlist": p["netlist"],
             "power_netlist": p["power_netlist"], "stat": p["stat"]}
+
+
+def _buffer_fanout(top, cell_inputs: dict, buffer: list, max_fanout: int, skip: set,
+                   ties: set) -> int:
+    """Buffer trees on nets with more than ``max_fanout`` cell inputs (not the clock, not tie
+    cells): ABC sizes and buffers inside each module, but not the nets that leave a flip-flop
+    or cross a module boundary, which reach thousands of loads (stall, enables, broadcast
+    operands). Each buffer joins the module of the net's driver. Returns the buffers added."""
+    btype, bin_, bout = buffer
+    loads: dict[tuple, list] = {}
+    driver_mod: dict[tuple, str] = {}
+    for cell in list(top.cells_.values()):
+        t = cell.type.str().lstrip("\\")
+        ins = cell_inputs.get(t)
+        if ins is None:
+            continue
+        mod = cell.get_string_attribute(ys.IdString("\\lcp_module"))
+        for port, sig in cell.connections_.items():
+            if sig.size() != 1 or sig.is_fully_const():
+                continue
+            bit = sig.as_bit()
+            key = (bit.wire.name.str(), bit.offset)
+            if port.str().lstrip("\\") in ins:
+                loads.setdefault(key, []).append((cell, port))
+            else:
+                driver_mod[key] = None if t in ties else mod     # None: a constant
+    added = 0
+    for key, ls in loads.items():
+        if len(ls) <= max_fanout or key[0].lstrip("\\") in skip or driver_mod.get(key, "") is None:
+            continue
+        mod = driver_mod.get(key, "")
+        level = ls
+        while len(level) > max_fanout:
+            nxt = []
+            for k in range(0, len(level), max_fanout):
+                group = level[k:k + max_fanout]
+                added += 1
+                w = top.addWire(ys.IdString(f"$lcp_fo{added}"), 1)
+                b = top.addCell(ys.IdString(f"$lcp_fob{added}"), ys.IdString("\\" + btype))
+                b.setPort(ys.IdString("\\" + bout), ys.SigSpec(w))
+                b.set_string_attribute(ys.IdString("\\lcp_module"), mod or "")
+                for cell, port in group:
+                    cell.setPort(port, ys.SigSpec(w))
+                nxt.append((b, ys.IdString("\\" + bin_)))
+            level = nxt
+        wire = top.wire(ys.IdString(key[0]))
+        src = ys.SigSpec(wire, key[1], 1)
+        for cell, port in level:
+            cell.setPort(port, src)
+    return added
 
 
 def _write_netlist(path: str, sim_path: str | None = None) -> None:

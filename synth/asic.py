@@ -32,6 +32,7 @@ import json
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .design import TOP_GROUP, Design
@@ -43,6 +44,7 @@ from .tools import (SynthError, ToolFailed, ToolMissing, find_tool, have_tool, r
 __all__ = ["AsicNetlist", "synth_asic", "sta_timing", "sta_power", "asic_flow"]
 
 
+@dataclass
 class AsicNetlist:
     """A design mapped to a library (result of :func:`synth_asic`).
 
@@ -54,15 +56,23 @@ class AsicNetlist:
     top : module name.
     lib : the library.
     cells : cell name -> ``(type, group, {pin: net})``.
-    flops : flip-flop records (``cell``, ``type``, ``d`` and ``out`` nets, ``out_pin``,
-        ``inverted``).
-    modules : module name -> own area (um2), own cell count (submodules excluded).
-    groups : group label -> area (um2), cells, sequential area.
+    flops : flip-flop records (``cell``, ``type``, ``d_pin``, ``d`` and ``out`` nets,
+        ``out_pin``, ``inverted``).
+    modules : module name -> own area (um2), sequential area, cell count (submodules excluded).
+    groups : group label -> area (um2), sequential area, cells.
     seconds : synthesis time.
     """
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    netlist: Path
+    sim_netlist: Path
+    power_netlist: Path
+    top: str
+    lib: CellLibrary
+    cells: dict
+    flops: list
+    modules: dict
+    groups: dict
+    seconds: float
 
     @property
     def area_um2(self) -> float:
@@ -100,6 +110,8 @@ def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path
         "dff_dont_use": list(lib.dff_dont_use), "dont_use": list(lib.dont_use),
         "period_ps": period_ps, "tie": list(lib.tie) if lib.tie else None,
         "buffer": list(lib.buffer), "effort": effort,
+        "fanout_buffer": list(lib.fanout_buffer), "max_fanout": 16,
+        "cell_inputs": {n: sorted(c.inputs) for n, c in lib.cells.items()},
         "cells_known": sorted(lib.cells), "ff_pins": _ff_pins(lib),
         "stat": str((workdir / "stat.json").resolve()),
         "netlist": str((workdir / "netlist.v").resolve()),
@@ -149,6 +161,7 @@ if {{[llength [all_outputs]] > 0}} {{ set_output_delay 0 -clock clk [all_outputs
 
 def _run_sta(script: str, workdir: Path, name: str, timeout: float | None = None) -> str:
     sta = find_tool("sta")
+    workdir = Path(workdir).resolve()
     (workdir / f"{name}.tcl").write_text(script + "\nexit\n")
     run_tool([sta, "-no_splash", "-exit", str(workdir / f"{name}.tcl")], workdir / f"{name}.log",
              cwd=workdir, timeout=timeout)
@@ -176,7 +189,9 @@ report_checks -path_delay max -digits 4
     text = _run_sta(script, Path(workdir), "timing")
     m = re.search(r"LCP_WNS\s+(\S+)", text)
     if not m:
-        raise ToolFailed(f"OpenSTA gave no worst slack (log: {Path(workdir) / 'timing.log'})")
+        tail = "\n".join(text.strip().splitlines()[-5:])
+        raise ToolFailed(f"OpenSTA gave no worst slack (log: {Path(workdir).resolve()}/"
+                         f"timing.log):\n{tail}")
     unit_ns = lib.time_unit_ps / 1000.0
     wns = float(m.group(1)) * unit_ns
     period_ns = 1e3 / clock_mhz
@@ -206,7 +221,8 @@ def _sta_power_run(net: AsicNetlist, clock_mhz: float, workdir: Path, name: str,
                    settings: list[str], debug: bool) -> Path:
     """One OpenSTA power run: per-instance power to ``<name>_instances.txt`` (and the
     ``power`` debug trace of every pin to ``<name>.log`` when ``debug``)."""
-    script = _sta_header(net.lib, netlist.resolve(), net.top, clock_mhz) + "\n".join(settings) + f"""
+    head = _sta_header(net.lib, netlist.resolve(), net.top, clock_mhz)
+    script = head + "\n".join(settings) + f"""
 set lcp_fd [open {name}_instances.txt w]
 set lcp_corner [sta::cmd_corner]
 foreach lcp_inst [get_cells *] {{
@@ -422,7 +438,8 @@ def sta_power(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSim | 
 def _openroad(net: AsicNetlist, clock_mhz: float, workdir: Path) -> tuple[dict | None, str | None]:
     """Floorplan, placement and power with OpenROAD when it is installed."""
     if not have_tool("openroad"):
-        return None, "openroad is not on PATH: floorplan, placement and post-placement power skipped"
+        return None, ("openroad is not on PATH: floorplan, placement and post-placement power "
+                      "skipped")
     lib = net.lib
     if not lib.lef:
         return None, f"no LEF files for {lib.name}: OpenROAD skipped"
@@ -436,10 +453,15 @@ def _openroad(net: AsicNetlist, clock_mhz: float, workdir: Path) -> tuple[dict |
         else:
             lefs.append(p)
     tech = [p for p in lefs if "tech" in p.name] + [p for p in lefs if "tech" not in p.name]
+    sites = re.findall(r"^\s*SITE\s+(\S+)", "\n".join(p.read_text(errors="replace")
+                                                       for p in lefs), re.M)
+    if not sites:
+        return None, f"no SITE in the LEF files of {lib.name}: OpenROAD skipped"
+    # Not exercised on the project's machines (no OpenROAD package): failures are reported.
     script = "\n".join(f"read_lef {{{p}}}" for p in tech) + "\n" + \
-        _sta_header(lib, net.netlist.resolve(), net.top, clock_mhz) + """
-initialize_floorplan -utilization 50 -aspect_ratio 1 -core_space 2 -site [lindex [[ord::get_db] getLibs] 0 getSites] 0 getName]
-global_placement
+        _sta_header(lib, net.netlist.resolve(), net.top, clock_mhz) + f"""
+initialize_floorplan -utilization 50 -aspect_ratio 1 -core_space 2 -site {sites[0]}
+global_placement -skip_io -density 0.6
 detailed_placement
 report_design_area
 report_power

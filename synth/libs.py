@@ -131,6 +131,7 @@ class CellLibrary:
     dff_dont_use, dont_use : cells the mapper must not pick (flip-flops / logic).
     tie : ``(hi_cell, hi_pin, lo_cell, lo_pin)`` or ``None`` (constants stay ``1'b0``/``1'b1``).
     buffer : ``(cell, in_pin, out_pin)`` of the buffer that replaces wire-to-wire connections.
+    fanout_buffer : the buffer of the fanout trees on high-fanout nets.
     lef : LEF files (for OpenROAD; informative otherwise).
     source : where the files were found (folder; shown in reports).
     """
@@ -145,6 +146,7 @@ class CellLibrary:
     dont_use: tuple[str, ...] = ()
     tie: tuple[str, str, str, str] | None = None
     buffer: tuple[str, str, str] = ("BUFX2", "A", "Y")
+    fanout_buffer: tuple[str, str, str] = ("BUFX4", "A", "Y")
     lef: tuple[Path, ...] = ()
     source: str = ""
     _cells: dict = field(default_factory=dict, compare=False, repr=False)
@@ -210,8 +212,8 @@ def _asap7(pdk_dir) -> CellLibrary:
     given = pdk_dir or os.environ.get("LCP_ASAP7_DIR")
     d = Path(given) if given else _asap7_default()
     if d is None:
-        raise LibraryError("ASAP7 library folder not given: pass --pdk-dir DIR or set LCP_ASAP7_DIR "
-                           "to the folder with the asap7sc7p5t_*.lib.gz files")
+        raise LibraryError("ASAP7 library folder not given: pass --pdk-dir DIR or set "
+                           "LCP_ASAP7_DIR to the folder with the asap7sc7p5t_*.lib.gz files")
     if not d.is_dir():
         raise LibraryError(f"ASAP7 library folder {d} does not exist (pass --pdk-dir DIR or set "
                            f"LCP_ASAP7_DIR)")
@@ -226,7 +228,7 @@ def _asap7(pdk_dir) -> CellLibrary:
         dff_dont_use=("DFFHQx4_ASAP7_75t_R", "DFFASRHQNx1_ASAP7_75t_R"),
         dont_use=("ICG*", "DHL*", "DLL*", "SDF*", "*x24*", "*x16*", "*x12*"),
         tie=("TIEHIx1_ASAP7_75t_R", "H", "TIELOx1_ASAP7_75t_R", "L"),
-        buffer=("BUFx2_ASAP7_75t_R", "A", "Y"),
+        buffer=("BUFx2_ASAP7_75t_R", "A", "Y"), fanout_buffer=("BUFx4_ASAP7_75t_R", "A", "Y"),
         lef=lef, source=str(d))
 
 
