@@ -27,13 +27,14 @@ _SUM_KEYS_ASIC = ("area_um2", "seq_area_um2", "cells", "internal_w", "switching_
 _SUM_KEYS_FPGA = ("lut", "lut_logic", "lut_memory", "ff", "dsp", "bram36", "carry4")
 
 
-def branch_of(group: str) -> str:
+def branch_of(group: str, layer: str | None = None) -> str:
     """The branch a group belongs to, from the IR's ``b<i>_`` layer prefix (``branch<i>``);
-    ``merge`` for other layers, ``(shared)`` for the top's glue."""
+    ``merge`` for the other IR layers, ``(shared)`` for plumbing outside the branches (AXI
+    adapters, the input broadcast, the top's glue)."""
     m = re.search(r"(?:^|_)b(\d+)_", group)
     if m:
         return f"branch{m.group(1)}"
-    return "(shared)" if group.startswith("(") or group.startswith("axis") else "merge"
+    return "merge" if layer else "(shared)"
 
 
 def rollup(report: dict, by: str = "branch") -> dict[str, dict]:
@@ -44,7 +45,7 @@ def rollup(report: dict, by: str = "branch") -> dict[str, dict]:
     out: dict[str, dict] = {}
     for g, v in report.get("groups", {}).items():
         if by == "branch":
-            k = branch_of(g)
+            k = branch_of(g, v.get("layer"))
         else:
             k = v.get("layer") or ("(plumbing)" if not g.startswith("(") else g)
         acc = out.setdefault(k, {})
@@ -244,7 +245,8 @@ def markdown_table(reports: list[dict]) -> str:
                        f"{_fmt(r.get('wall_time_s'))} |")
     if ecp:
         out.append("")
-        out.append("| design | ECP5 device | post-route Fmax MHz | LUT4 | FF | MULT18 | EBR | wall s |")
+        out.append("| design | ECP5 device | post-route Fmax MHz | LUT4 | FF | MULT18 | EBR | "
+                   "wall s |")
         out.append("|---|---|---|---|---|---|---|---|")
         for r in ecp:
             t = r["totals"]
