@@ -45,7 +45,9 @@ def xilinx(p: dict) -> dict:
     # Yosys 0.70's ABC9 reintegration asserts (count_id(wire->name) == 0) on some Amaranth
     # modules of an LCP core; private wire names avoid the clash (ports keep their names)
     _run("rename -hide w:*")
-    _run(f"synth_xilinx -family {p.get('family', 'xc7')} -top {_q(p['top'])} -noiopad -noclkbuf")
+    nodsp = "" if p.get("dsp", True) else " -nodsp"
+    _run(f"synth_xilinx -family {p.get('family', 'xc7')} -top {_q(p['top'])} -noiopad "
+         f"-noclkbuf{nodsp}")
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
     return {"stat": p["stat"]}
 
@@ -53,7 +55,9 @@ def xilinx(p: dict) -> dict:
 def ecp5(p: dict) -> dict:
     """Flat ``synth_ecp5`` to a nextpnr JSON netlist."""
     _read(p["files"], p["top"])
-    _run(f"synth_ecp5 -top {_q(p['top'])} -json {_q(p['json'])}")
+    _run("rename -hide w:*")
+    nodsp = "" if p.get("dsp", True) else " -nodsp"
+    _run(f"synth_ecp5 -top {_q(p['top'])} -json {_q(p['json'])}{nodsp}")
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
     return {"json": p["json"], "stat": p["stat"]}
 

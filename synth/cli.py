@@ -19,7 +19,8 @@ def _usage(e: Exception):
 def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
               clock_mhz: float | None = None, pdk_dir: Path | None = None, images: int = 2,
               sim: bool = True, out: Path | None = None, top: str | None = None,
-              plots: bool = True, seed: int = 0, effort: str = "normal") -> tuple[dict, Path]:
+              plots: bool = True, seed: int = 0, effort: str = "normal",
+              dsp: str = "auto") -> tuple[dict, Path]:
     """Run one flow on a build folder (or a Verilog file) and save its report.
 
     Returns ``(report, json_path)``. The report goes to ``OUT/synth_<target>.json`` and
@@ -45,7 +46,7 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
     work = out / "work" / (fpga or asic)
     if fpga == "xc7z020":
         from .fpga import xilinx_flow
-        rep = xilinx_flow(design, workdir=work)
+        rep = xilinx_flow(design, workdir=work, dsp=dsp)
         est = (design.hw_report or {}).get("resources_per_layer") or {}
         for g, v in rep["groups"].items():
             if g in est:
@@ -54,7 +55,7 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
             rep["estimate"] = design.hw_report["resources_estimate"]
     elif fpga == "ecp5":
         from .fpga import ecp5_flow
-        rep = ecp5_flow(design, workdir=work, freq_mhz=clock_mhz or 100.0)
+        rep = ecp5_flow(design, workdir=work, freq_mhz=clock_mhz or 100.0, dsp=dsp)
     elif fpga is not None:
         raise SynthError(f"unknown FPGA target {fpga!r} (known: xc7z020, ecp5)")
     else:
@@ -100,7 +101,9 @@ def register(app: typer.Typer) -> None:
             top: Optional[str] = typer.Option(None, "--top", help="top module (default: from "
                                                                   "the build)"),
             no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots"),
-            effort: str = typer.Option("normal", help="ASIC mapping effort: normal or fast")):
+            effort: str = typer.Option("normal", help="ASIC mapping effort: normal or fast"),
+            dsp: str = typer.Option("auto", help="XC7Z020 multipliers: auto (LUTs when the "
+                                                 "generator's estimate uses no DSP), yes, no")):
         """Synthesize a build: FPGA resources and Fmax, or ASIC area, timing, power, energy."""
         from rich.console import Console
 
@@ -110,7 +113,7 @@ def register(app: typer.Typer) -> None:
         try:
             rep, j = run_synth(build, fpga=fpga, asic=asic, clock_mhz=clock_mhz,
                                pdk_dir=pdk_dir, images=images, sim=not no_sim, out=output,
-                               top=top, plots=not no_plots, effort=effort)
+                               top=top, plots=not no_plots, effort=effort, dsp=dsp)
         except (SynthError, LibraryError) as e:
             raise _usage(e) from None
         con = Console(width=max(120, Console().width))

