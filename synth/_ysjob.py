@@ -87,7 +87,7 @@ def asic(p: dict) -> dict:
     # Yosys' default liberty script adds &fraig -x, scorr and retiming, which ran for tens of
     # minutes on one CifarNet MVU for a few % of area; &dch -f keeps most of the gain
     script = _ABC_SCRIPTS[p.get("effort", "normal")]
-    _run(f"abc -D {p['period_ps']:.0f} -script {script} {lib_args} {dont}")
+    _run(f"abc -D {p['delay_target_ps']:.0f} -script {script} {lib_args} {dont}")
     _run("opt_clean -purge")
     if p.get("tie"):
         hi, hp, lo, lp = p["tie"]
