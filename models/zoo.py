@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.nn as nn
 
@@ -135,8 +135,8 @@ ARCHS: dict[str, ArchSpec] = {a.name: a for a in [
               Conv(512, 3, pad=1), Conv(512, 3, pad=1), Conv(512, 3, pad=1), MaxPool(2),
               Dense(1024), Dense(1024)),
              "cifar10", (),
-             "VGG-S (Chatfield 2014) widths 96-256-512-512-512 sized for 32x32: conv1 3x3 stride 1, "
-             "no LRN, FCs 1024 instead of 4096"),
+             "VGG-S (Chatfield 2014) widths 96-256-512-512-512 sized for 32x32: conv1 3x3 "
+             "stride 1, no LRN, FCs 1024 instead of 4096"),
     ArchSpec("alexnet", (3, 32, 32),
              (Conv(64, 5, pad=2), MaxPool(3, 2), Conv(192, 5, pad=2), MaxPool(3, 2),
               Conv(384, 3, pad=1), Conv(256, 3, pad=1), Conv(256, 3, pad=1), MaxPool(3, 2),

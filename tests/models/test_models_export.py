@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import brevitas.nn as qnn
 
-from lcp.models import ARCHS, LCPNet, build, calibrate, check_export_contract, example_input
+from lcp.models import LCPNet, build, calibrate, check_export_contract, example_input
 from lcp.models import export_qonnx
 from lcp.models.common import input_quant, quant_conv2d, quant_linear, quant_relu
 
