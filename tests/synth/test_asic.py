@@ -162,3 +162,13 @@ def test_asap7_flow_with_qn_flops(tmp_path):
     assert "DFFHQNx1_ASAP7_75t_R" in cells and "DFFHQx4" not in cells
     assert 1 < r["totals"]["area_um2"] < 1000          # 7 nm: tens of um2
     assert r["totals"]["total_w"] > 0 and r["clock_mhz"] == 800.0
+
+
+def test_no_net_drives_more_than_16_loads_but_the_clock(osu_nets):
+    from collections import Counter
+    net = osu_nets[4][1]
+    ins = {n: set(c.inputs) for n, c in net.lib.cells.items()}
+    fan = Counter(n for t, _, conns in net.cells.values() for p, n in conns.items()
+                  if p in ins[t] and n and not n.startswith("1'b"))
+    assert max(v for k, v in fan.items() if k != "clk") <= 16
+    assert fan["clk"] == len(net.flops)                      # ideal clock: no tree
