@@ -101,3 +101,15 @@ def test_lenet5_split4_w4a4_reaches_97_percent_in_10_minutes(tmp_path):
               progress=False)
     assert time.perf_counter() - t0 < 600
     assert r.accuracy >= 0.97, r.accuracy
+
+
+def test_command_line_trains_and_prints_json(tmp_path, capsys):
+    from lcp.models.train import main
+
+    argv = ["--arch", "lenet_fc", "--dataset", "digits", "--split", "2", "--epochs", "1",
+            "--out-dir", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cached"] is False and 0.2 < out["accuracy"] <= 1
+    assert (tmp_path / "model.onnx").is_file()
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["cached"] is True
