@@ -86,7 +86,7 @@ def default_folding(model: Model, scope: str = "core", index: int = 0,
     latency target of one cycle per 1,000 MACs (simulation-friendly). Cached by content."""
     h = hashlib.sha256()
     for part in (model.digest(), scope, str(index), str(in_width), str(out_width),
-                 _generator_digest()):
+                 _generator_digest(chooser=True)):
         h.update(part.encode())
     path = cache_root() / "foldings" / f"{h.hexdigest()[:24]}.json"
     if path.exists():
@@ -253,11 +253,16 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _generator_digest() -> str:
-    """Hash of the generator's source files: a changed generator never reuses a cached build."""
+#: Modules whose source decides the RTL of a given IR and folding.
+_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "graph", "build")
+
+
+def _generator_digest(chooser: bool = False) -> str:
+    """Hash of the generator's source files: a changed generator never reuses a cached build
+    (``chooser``: also the folding chooser, for cached default foldings)."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in ("base", "plumbing", "window", "mvu", "pointwise", "graph", "folding", "build"):
+    for name in _RTL_MODULES + (("folding",) if chooser else ()):
         h.update((here / f"{name}.py").read_bytes())
     return h.hexdigest()
 

@@ -198,7 +198,9 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
 
     Notes
     -----
-    Greedy: each round tries, for every group of conv/dense layers, the next candidate with at
+    With a target, every layer starts at the parallelism it would need alone to meet it
+    (``MACs / target``). Greedy: each round tries, for every group of conv/dense layers, the
+    next candidate with at
     least 1.25x the parallelism, and takes the one with the largest latency (and, at a quarter
     weight, interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
     that, each requantizer (threshold/ReLU) after a wide producer gets the fewest lanes that
@@ -228,6 +230,14 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
             cands.append(candidates("dense", *l.weight.shape))
     req = _groups(model, scope, index, ops=("threshold", "relu"))
     state = {"pos": [0] * len(groups), "lanes": [None] * len(req)}
+    if target is not None:
+        # start every layer at the parallelism it needs alone to meet the target
+        for gi, grp in enumerate(groups):
+            l = grp[0]
+            macs = int(np.prod(model.tensors[l.output].shape)) * int(np.prod(l.weight.shape[1:]))
+            need = macs / max(target, 1)
+            state["pos"][gi] = next((k for k, (pe, simd) in enumerate(cands[gi])
+                                     if pe * simd >= need), len(cands[gi]) - 1)
     evals = 0
     memo: dict = {}
 
@@ -260,6 +270,12 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         return budget is None or r_.fits(budget)
 
     t, r, _, _ = evaluate(state["pos"], state["lanes"])
+    while not fits(r) and any(state["pos"]):
+        # the target's starting point is too large for the budget: back off the biggest layer
+        gi = max(range(len(groups)), key=lambda k: cands[k][state["pos"][k]][0]
+                 * cands[k][state["pos"][k]][1])
+        state["pos"][gi] = max(0, state["pos"][gi] - 1)
+        t, r, _, _ = evaluate(state["pos"], state["lanes"])
     if not fits(r):
         raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
                       f"the budget {budget.to_json()}")

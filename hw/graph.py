@@ -119,10 +119,31 @@ class PlanGraph:
         self.links.append(Link(src, src_port, dst, dst_port, fmt))
 
     def in_links(self, idx: int) -> list[Link]:
-        return sorted((l for l in self.links if l.dst == idx), key=lambda l: l.dst_port)
+        return [self.links[k] for k in self._in_ids(idx)]
 
     def out_links(self, idx: int) -> list[Link]:
-        return sorted((l for l in self.links if l.src == idx), key=lambda l: l.src_port)
+        return [self.links[k] for k in self._out_ids(idx)]
+
+    def _adjacency(self):
+        key = (len(self.nodes), len(self.links))
+        if getattr(self, "_adj_key", None) != key:
+            ins = [[] for _ in self.nodes]
+            outs = [[] for _ in self.nodes]
+            for k, l in enumerate(self.links):
+                ins[l.dst].append(k)
+                outs[l.src].append(k)
+            for lst, port in ((ins, "dst_port"), (outs, "src_port")):
+                for ids in lst:
+                    ids.sort(key=lambda k: getattr(self.links[k], port))
+            self._adj, self._adj_key = (ins, outs), key
+        return self._adj
+
+    def _in_ids(self, idx: int) -> list[int]:
+        """Indices (into ``links``) of the links into node ``idx``, by input port."""
+        return self._adjacency()[0][idx]
+
+    def _out_ids(self, idx: int) -> list[int]:
+        return self._adjacency()[1][idx]
 
     @property
     def in_fmt(self) -> StreamFormat:
@@ -151,21 +172,21 @@ class PlanGraph:
         link_off: dict[int, np.ndarray] = {}
         link_acc: dict[int, np.ndarray] = {}
         for idx, node in enumerate(self.nodes):
-            ins = self.in_links(idx)
+            ins = self._in_ids(idx)
             if node.kind == "axis_in":
                 offers = [np.zeros(frames * words, dtype=np.int64)]
             else:
                 offers = []
-                for l in ins:
-                    li = self.links.index(l)
+                for li in ins:
+                    l = self.links[li]
                     o = out_off[l.src]
                     if l.fifo:
                         o = _run_max(o + FifoPlan.LATENCY)
                     link_off[li] = o
                     offers.append(o)
             accs, out = node.plan.timing(offers)
-            for l, a in zip(ins, accs):
-                link_acc[self.links.index(l)] = np.asarray(a, dtype=np.int64)
+            for li, a in zip(ins, accs):
+                link_acc[li] = np.asarray(a, dtype=np.int64)
             out = np.asarray(out, dtype=np.int64)
             if idx in floors:
                 out = np.maximum(out, floors[idx])
@@ -197,8 +218,8 @@ class PlanGraph:
                 if node.kind != "fork":
                     continue
                 # a link with a FIFO takes every beat when offered
-                accs = [out_off[idx] if l.fifo else link_acc[self.links.index(l)]
-                        for l in self.out_links(idx)]
+                accs = [out_off[idx] if self.links[k].fifo else link_acc[k]
+                        for k in self._out_ids(idx)]
                 top = np.max(np.stack(accs), axis=0)
                 floor = np.full(top.size, -(1 << 60), dtype=np.int64)
                 floor[1:] = top[:-1] + 1
@@ -228,19 +249,17 @@ class PlanGraph:
         excess: dict[int, bool] = {}
         for idx, node in enumerate(self.nodes):
             if node.kind == "fork":
-                outs = self.out_links(idx)
-                waits = [int(np.max(link_acc[self.links.index(l)] - link_off[self.links.index(l)]))
-                         for l in outs]
-                for l, w in zip(outs, waits):
-                    excess[self.links.index(l)] = w > min(waits)
+                outs = self._out_ids(idx)
+                waits = [int(np.max(link_acc[k] - link_off[k])) for k in outs]
+                for k, w in zip(outs, waits):
+                    excess[k] = w > min(waits)
         for li, l in enumerate(self.links):
             kind = self.nodes[l.src].kind
             off, acc = link_off[li], link_acc[li]
             if self.nodes[l.dst].kind == "fork":
                 # a broadcast takes a beat when every output has taken it
-                outs = self.out_links(l.dst)
-                acc = np.max(np.stack([out_off[l.dst] if o.fifo
-                                       else link_acc[self.links.index(o)] for o in outs]), axis=0)
+                acc = np.max(np.stack([out_off[l.dst] if self.links[k].fifo else link_acc[k]
+                                       for k in self._out_ids(l.dst)]), axis=0)
             if kind == "fork":
                 need = excess[li] or l.fifo
             elif kind in _ELASTIC:

@@ -21,17 +21,13 @@ from amaranth.lib.wiring import In, Out
 from lcp.ir import IRError, Layer, TensorSpec
 
 from .base import Resources, StreamFormat, bram36, element_shape, stream_signature, tree_sum
+from .plumbing import _run_max
 
 __all__ = ["MAX_THRESHOLDS", "ThresholdPlan", "ThresholdEngine", "ReluPlan", "ReluEngine",
            "AddPlan", "AddEngine", "ConcatPlan", "ConcatEngine"]
 
 #: Most thresholds per channel (an 8-bit output) the threshold engine is generated for.
 MAX_THRESHOLDS = 255
-
-
-def _run_max(off):
-    from .plumbing import _run_max as rm
-    return rm(off)
 
 
 # -- threshold -------------------------------------------------------------------------------

@@ -80,6 +80,11 @@ class WindowGeometry:
 
     def positions_table(self):
         """Per position of one image: (is real pixel, emits a window)."""
+        if getattr(self, "_table", None) is None:
+            self._table = self._positions_table()
+        return self._table
+
+    def _positions_table(self):
         re, ce = np.array(self.row_emits()), np.array(self.col_emits())
         r, c = np.meshgrid(np.arange(self.rows), np.arange(self.cols), indexing="ij")
         real = (r < self.H) & (c < self.W)
@@ -108,38 +113,24 @@ def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, step
     real, emit = geo.positions_table()
     pixel_offers = np.asarray(pixel_offers, dtype=np.int64)
     real_all, emit_all = np.tile(real, frames), np.tile(emit, frames)
-    if steps == 1:
-        # a position advances one cycle after the previous one, and not before its pixel
-        low = np.full(real_all.size, -(1 << 60), dtype=np.int64)
-        low[real_all] = pixel_offers
-        j = np.arange(low.size, dtype=np.int64)
-        adv = j + np.maximum.accumulate(low - j)
-        offers = adv[emit_all] + 1
-        return adv[real_all], offers, offers
-    pix_acc = np.empty(pixel_offers.size, dtype=np.int64)
-    offers, starts = [], []
-    t = -(1 << 60)
-    free_at = -(1 << 60)       # the output register is free from this cycle on
-    done = -(1 << 60)          # last step of the previous window
-    p = 0
-    po = pixel_offers.tolist()
-    for r, e in zip(real_all.tolist(), emit_all.tolist()):
-        a = t + 1
-        if r:
-            a = max(a, po[p])
-        if e:
-            a = max(a, free_at)
-        t = a
-        if r:
-            pix_acc[p] = a
-            p += 1
-        if e:
-            start = max(a + 1, done + 1)
-            done = start + steps - 1
-            offers.append(a + 1)
-            starts.append(start)
-            free_at = done
-    return pix_acc, np.asarray(offers, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+    # Position q advances at a[q] = max(a[q-1] + 1, its pixel's offer); an emitting position
+    # also waits for the consumer to take the previous window (at its last step). With A[n] the
+    # advance of the n-th emitting position e[n]: A[n] = max(A[n-1] + max(e[n]-e[n-1], steps),
+    # B[n]), B[n] the bound from the pixels since e[n-1]; the consumer starts window n at
+    # A[n] + 1. Both recurrences are running maxima, computed with cumulative maxima.
+    q = np.arange(real_all.size, dtype=np.int64)
+    c = np.full(real_all.size, -(1 << 60), dtype=np.int64)
+    c[real_all] = pixel_offers - q[real_all]
+    e = np.flatnonzero(emit_all)
+    seg = np.concatenate([[0], e[:-1] + 1])
+    B = e + np.maximum.reduceat(c[:e[-1] + 1], seg)
+    g = np.concatenate([[0], np.maximum(np.diff(e), steps)])
+    G = np.cumsum(g)
+    A = G + np.maximum.accumulate(B - G)
+    v = c.copy()
+    v[e] = A - e
+    adv = q + np.maximum.accumulate(v)
+    return adv[real_all], A + 1, A + 1
 
 
 class WindowEngine(wiring.Component):
