@@ -171,3 +171,39 @@ def test_cli_pynq_sim_equals_golden(tmp_path, capsys):
         assert code == 0, capsys.readouterr().err
         outs[be] = np.load(tmp_path / f"{be}.npy")
     assert np.array_equal(outs["golden"], outs["pynq-sim"])
+
+
+def test_overlay_library_is_searched_by_model_hash(tmp_path, monkeypatch):
+    """A node holding the overlays of several parts finds the one built for its model."""
+    import json
+
+    from lcp.sw.pynq_driver import OVERLAY_ENV, _find_overlay
+
+    m, other = tiny_model(), other_model()
+    for name, model in (("a", other), ("b", m)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "lcp_overlay.bit").write_bytes(b"")
+        (tmp_path / name / "lcp_engine.json").write_text(json.dumps(
+            {"engine": {"digest": model.digest()}}))
+    assert _find_overlay(tmp_path, m) == tmp_path / "b" / "lcp_overlay.bit"
+    monkeypatch.setenv(OVERLAY_ENV, str(tmp_path / "a"))
+    assert _find_overlay(None, m) == tmp_path / "a" / "lcp_overlay.bit"
+    with pytest.raises(BoardUnavailable, match="no overlay folder built for model 't8'"):
+        _find_overlay(tmp_path, tiny_model(name="t8", in_shape=(1, 8, 8)))
+
+
+def test_markdown_renders_the_bench(tmp_path):
+    import json
+
+    from lcp.sw.pynq_driver import BENCH_FILE, markdown
+
+    assert "Not measured yet" in markdown(tmp_path)
+    row = {"batch": 8, "calls": 2, "images": 16, "images_per_second": 9.5,
+           "seconds_per_call": 0.8, "overhead_per_call": 0.004, "overhead_per_image": 0.0005,
+           "sim_wait_per_call": 0.796, "hw_cycles_per_image": 930.0,
+           "hw_images_per_second": 107526.9}
+    (tmp_path / BENCH_FILE).write_text(json.dumps(
+        {"command": "lcp pynq-bench", "model": "m", "weights": "trained", "in_width": 64,
+         "out_width": 64, "clock_mhz": 100.0, "bit_exact": True, "machine": "x", "rows": [row]}))
+    md = markdown(tmp_path)
+    assert "| 8 | 2 | 9.5 | 800.0 | 4.00 | 500.0 | 930 | 107,527 |" in md and "**yes**" in md
