@@ -7,7 +7,9 @@ weights calibrated on random images, folded for the XC7Z020 budget), LeNet-5 spl
 LCP core (the trained run if ``RUNS/lenet5_split4_w4a4/model.onnx`` exists, else random
 weights), and without ``--quick`` more zoo models. Random-weight models have no accuracy figure.
 
-``python -m lcp.hw.bench [--quick] [--runs runs] [-o bench.json]`` or ``lcp hw-bench``.
+``python -m lcp.hw.bench [--quick] [--runs runs] [--results results]`` or ``lcp hw-bench``:
+prints one line per model and writes ``RESULTS/hw_bench.json``, which :func:`markdown` renders
+for REPRODUCTION.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BenchCase", "zoo_model", "bench_case", "run_bench", "main", "CASES", "QUICK"]
+__all__ = ["BenchCase", "zoo_model", "bench_case", "run_bench", "markdown", "main", "CASES",
+           "QUICK", "BENCH_FILE"]
+
+#: File the benchmark writes into the results folder.
+BENCH_FILE = "hw_bench.json"
+#: Published figures for the CifarNet-split8 branch (../shared/ANCHORS.md).
+ANCHOR = {"finn_latency_cycles": 26_912, "finn_interval_cycles": 3_200,
+          "lcp_paper_latency_cycles": 20_000, "target_latency_cycles": 2_000}
 
 
 @dataclass(frozen=True)
@@ -151,17 +160,66 @@ def run_bench(cases=None, runs: Path = Path("runs"), out=print) -> list[dict]:
     return rows
 
 
+def markdown(results_dir, runs=None) -> str:
+    """``RESULTS/hw_bench.json`` as markdown for REPRODUCTION.md (a note naming the command
+    when the benchmark has not been run)."""
+    path = Path(results_dir) / BENCH_FILE
+    if not path.exists():
+        return (f"_Not measured yet: run `make bench` (or `lcp hw-bench`), which writes "
+                f"`{BENCH_FILE}`._")
+    r = json.loads(path.read_text())
+    lines = [
+        f"Produced by `{r.get('command', 'lcp hw-bench')}`. Cycles are simulated in Verilator "
+        "(cocotb, AXI4-Stream source always valid, sink always ready): latency from the first "
+        "input word to the last output word of one image, interval between the last output "
+        "words of consecutive images sent back to back; 'model' is the analytical cycle model "
+        "the folding chooser uses. Time figures assume a 100 MHz clock. Resources are the "
+        "generator's estimate for a 7-series part (not synthesized). Random-weight models "
+        "have no accuracy.",
+        "",
+        "| model | weights | folding goal | latency (cycles) | model | interval (cycles) | "
+        "model | at 100 MHz | est. LUT / FF / DSP / BRAM36 | bit-exact | sim images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        res = row["resources_estimate"]
+        lat, ivl = row["latency_cycles_sim"], row["interval_cycles_sim"]
+        lines.append(
+            f"| {row['model']} | {row['weights']} | {row['folding_goal']} | {lat:,} | "
+            f"{row['latency_cycles_model']:,} | {ivl:,} | {row['interval_cycles_model']:,} | "
+            f"{lat / 100:.2f} us, {100e6 / ivl:,.0f} img/s | {res['lut']:,} / {res['ff']:,} / "
+            f"{res['dsp']} / {res['bram36']} | {'yes' if row['bit_exact'] else 'NO'} | "
+            f"{row['sim_images_per_second']:.1f} |")
+    t = next((row for row in r["rows"] if row["model"].startswith("cifarnet_split8")
+              and "branch" in row["model"]), None)
+    if t is not None:
+        lines += ["", f"Target (ANCHORS.md): one CifarNet-split8 branch at the XC7Z020 budget "
+                      f"in {t['latency_cycles_sim']:,} cycles (goal <= "
+                      f"{ANCHOR['target_latency_cycles']:,}; FINN estimate "
+                      f"{ANCHOR['finn_latency_cycles']:,}, LCP paper's HLS design about "
+                      f"{ANCHOR['lcp_paper_latency_cycles']:,}), interval "
+                      f"{t['interval_cycles_sim']:,} cycles (FINN "
+                      f"{ANCHOR['finn_interval_cycles']:,})."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lcp.hw.bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the target and the demo model only")
     p.add_argument("--runs", type=Path, default=Path("runs"))
-    p.add_argument("-o", "--output", type=Path, default=None)
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help=f"folder for {BENCH_FILE}")
+    p.add_argument("-o", "--output", type=Path, default=None, help="also write the rows here")
     a = p.parse_args(argv)
     print("hardware benchmark (100 MHz clock assumed for time figures; cycles are simulated "
           "in Verilator, 'model' is the analytical cycle model)")
     rows = run_bench(QUICK if a.quick else CASES, a.runs)
+    doc = {"format": "lcp-hw-bench", "command": "lcp hw-bench" + (" --quick" if a.quick else ""),
+           "rows": rows}
+    a.results.mkdir(parents=True, exist_ok=True)
+    (a.results / BENCH_FILE).write_text(json.dumps(doc, indent=1))
     if a.output is not None:
-        a.output.write_text(json.dumps(rows, indent=1))
+        a.output.write_text(json.dumps(doc, indent=1))
     ok = all(r["bit_exact"] for r in rows)
     return 0 if ok else 1
 

@@ -30,8 +30,7 @@ def register(app: typer.Typer) -> None:
             out_width: Optional[int] = typer.Option(None, "--out-width",
                                                     help="m_axis tdata bits (default 64)"),
             taps: bool = typer.Option(False, "--taps", help="add tap ports for diagnosis")):
-        """Generate Verilog for a model (or one branch): BUILD/ gets the design, folding.json
-        and report.json (ports, cycle model, resource estimate)."""
+        """Generate Verilog for a model or one branch (BUILD/: design, folding, report)."""
         from lcp.sw.commands import load_model
         from lcp.sw.cli import UsageError
 
@@ -63,8 +62,7 @@ def register(app: typer.Typer) -> None:
             images: int = typer.Option(200, help="held-out MNIST images (0 = all 1000)"),
             budget: str = typer.Option("xc7z020", help="device budget for the folding"),
             waves: bool = typer.Option(False, "--waves", help="write a VCD of the first batch")):
-        """Held-out MNIST images through the RTL simulation of the LCP core, checked against
-        the golden reference: accuracy, latency and interval in cycles."""
+        """Held-out MNIST images through the simulated LCP core, checked against golden."""
         from .demo import run_demo
         run_demo(model, images=images, budget=budget, waves=waves, out=typer.echo)
 
@@ -72,12 +70,12 @@ def register(app: typer.Typer) -> None:
     def hw_bench_cmd(
             quick: bool = typer.Option(False, "--quick", help="fewer models and images"),
             runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
+            results: Path = typer.Option(Path("results"), help="folder for hw_bench.json"),
             output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                   help="also write the rows as JSON")):
-        """Hardware benchmarks: simulated latency and interval vs the cycle model, simulator
-        speed, resource estimates (the CifarNet-split8 branch target among them)."""
+        """Hardware benchmarks: simulated vs modelled cycles, simulator speed, resources."""
         from .bench import main as bench_main
-        args = ["--runs", str(runs)] + (["--quick"] if quick else [])
+        args = ["--runs", str(runs), "--results", str(results)] + (["--quick"] if quick else [])
         if output is not None:
             args += ["-o", str(output)]
         code = bench_main(args)

@@ -55,3 +55,18 @@ def test_mismatch_names_image_and_layer(tmp_path, monkeypatch):
     assert d["layer"] == bad_layer
     assert f"first layer {bad_layer!r}" in str(e.value)
     assert d["image"] == d["images"][0]
+
+
+def test_sim_demo_flow(tmp_path):
+    """`make sim` flow on a small random MNIST-shaped model: figures printed, RTL == golden."""
+    from lcp.hw.demo import run_demo
+    b = Builder((1, 28, 28), in_bits=8, seed=33)
+    x = b.threshold(b.conv("input", 2, 4, stride=4), 2)
+    b.dense(b.flatten(x), 10)
+    save(b.model(), tmp_path / "mnist_tiny")
+    lines = []
+    figs = run_demo(tmp_path / "mnist_tiny.json", images=20, out=lines.append)
+    assert figs["bit_exact"] and figs["images"] == 20
+    assert figs["latency_cycles"] == figs["latency_cycles_model"]
+    assert figs["interval_cycles"] == figs["interval_cycles_model"]
+    assert any("RTL == golden bit for bit" in l for l in lines)
