@@ -163,6 +163,9 @@ def _groups(model: Model, scope: str, index: int, ops=("conv", "dense")) -> list
 #: Smallest latency gain (fraction of the current latency) a parallelism step must bring when
 #: the chooser only has a budget (no target): below it, the resources are not worth spending.
 MIN_GAIN = 0.005
+#: Deepest weight ROM the chooser starts from when it has a latency target (deeper ROMs make
+#: huge Verilog initializers and slow simulation builds for the large zoo models).
+MAX_ROM_DEPTH = 4096
 #: Latency and interval a narrower requantizer may cost (fraction) to save its logic.
 NARROW_SLACK = 0.01
 
@@ -199,7 +202,7 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     Notes
     -----
     With a target, every layer starts at the parallelism it would need alone to meet it
-    (``MACs / target``). Greedy: each round tries, for every group of conv/dense layers, the
+    (``MACs / target``), and at least ``weights / MAX_ROM_DEPTH``. Greedy: each round tries, for every group of conv/dense layers, the
     next candidate with at
     least 1.25x the parallelism, and takes the one with the largest latency (and, at a quarter
     weight, interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
@@ -231,11 +234,12 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     req = _groups(model, scope, index, ops=("threshold", "relu"))
     state = {"pos": [0] * len(groups), "lanes": [None] * len(req)}
     if target is not None:
-        # start every layer at the parallelism it needs alone to meet the target
+        # start every layer at the parallelism it needs alone to meet the target, and at
+        # least at the one that keeps its weight ROM within MAX_ROM_DEPTH words
         for gi, grp in enumerate(groups):
             l = grp[0]
             macs = int(np.prod(model.tensors[l.output].shape)) * int(np.prod(l.weight.shape[1:]))
-            need = macs / max(target, 1)
+            need = max(macs / max(target, 1), l.weight.size / MAX_ROM_DEPTH)
             state["pos"][gi] = next((k for k, (pe, simd) in enumerate(cands[gi])
                                      if pe * simd >= need), len(cands[gi]) - 1)
     evals = 0
