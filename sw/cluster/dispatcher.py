@@ -37,6 +37,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -184,6 +185,8 @@ class Dispatcher:
         self._lock = asyncio.Lock()
         self._pending: dict[int, asyncio.Future] = {}
         self._server = None
+        self._route = None
+        self._route_lock = asyncio.Lock()
         self.plan: dict = {}
         #: ``(part name, node name, already loaded there)`` of every load, in order.
         self.loads: list[tuple[str, str, bool]] = []
@@ -611,20 +614,20 @@ class Dispatcher:
             if remaining <= 0:
                 req.error = req.error or "request deadline"
                 return None
-            chain = [[s.addr, s.part.key] for s in self._slots]
             fut = loop.create_future()
             self._pending[(req.rid, attempt)] = fut
             try:
                 try:
-                    await self._rpc(chain[0][0], "lcp_forward", min(self.call_timeout,
-                                                                     remaining),
-                                    reply=False, req=req.rid, attempt=attempt, chain=chain,
-                                    pos=0, reply_to=self._sink, x=xmsg, enc=self.encoding)
-                    wait = min(self.call_timeout * len(chain), remaining)
+                    route, first = await self._ensure_route()
+                    await self._rpc(first, "lcp_forward", min(self.call_timeout, remaining),
+                                    reply=False, req=req.rid, attempt=attempt, route=route,
+                                    pos=0, x=xmsg)
+                    wait = min(self.call_timeout * len(self._slots), remaining)
                     got = await asyncio.wait_for(fut, wait)
                 except _NET_ERRORS as e:
                     req.retries += 1
                     req.error = f"{type(e).__name__}: {e}"
+                    self._route = None                 # send the routes again
                     await self._heal_chain(None)
                     continue
             finally:
@@ -640,6 +643,21 @@ class Dispatcher:
             else:
                 await self._heal_chain(got["pos"], got["error"])
         return None
+
+    async def _ensure_route(self) -> tuple[str, str]:
+        """Send the current chain to its nodes once (``lcp_route``), as DEFER configures each
+        node's next hop at setup; a new route id whenever a stage moved. Returns
+        ``(route id, address of stage 0)``."""
+        chain = [[s.addr, s.part.key] for s in self._slots]
+        async with self._route_lock:
+            if self._route is None or self._route[1] != chain:
+                rid = uuid.uuid4().hex[:8]
+                await asyncio.gather(*[
+                    self._rpc(a, "lcp_route", route=rid, chain=chain, reply_to=self._sink,
+                              enc=self.encoding)
+                    for a in sorted({c[0] for c in chain})])
+                self._route = (rid, chain)
+            return self._route[0], chain[0][0]
 
     async def _heal_chain(self, pos: int | None, error: str | None = None) -> None:
         """After a lost or failed pipeline request: reload an unknown part, or re-place the

@@ -13,11 +13,16 @@ as :mod:`~lcp.sw.cluster.wire` messages, parts as IR JSON + npz bytes, nothing i
     side by side on the node's threads, one part with a batch is split over the threads (the
     local split). Replies ``{"status": "OK", "y": [...], "t": seconds}``, or ``"busy"`` when
     ``max_queue`` requests are already in the node, or ``"unknown-part"`` after a restart.
-``lcp_forward(req, attempt, chain, pos, reply_to, x, enc)``
-    One-way (``reply=False``) pipeline hop: run stage ``chain[pos]``, send the result to
-    ``chain[pos + 1]`` or, at the end, ``lcp_deliver`` it to the dispatcher at ``reply_to``.
-    Errors are delivered to the dispatcher too, so that it never waits for a lost hop longer
-    than its timeout.
+``lcp_route(route, chain, reply_to, enc)``
+    Set up a pipeline route once (as DEFER tells each node its next node at setup):
+    ``chain`` is ``[[address, part key], ...]`` of the stages, ``reply_to`` the dispatcher's
+    delivery address. Kept per node (the last ``max_parts`` routes).
+``lcp_forward(req, attempt, route, pos, x)``
+    One-way (``reply=False``) pipeline hop carrying only the request ids, the route id and the
+    tensor: run stage ``chain[pos]``, send the result to ``chain[pos + 1]`` or, at the end,
+    ``lcp_deliver`` it to the dispatcher. Errors are delivered to the dispatcher too, so that
+    it never waits for a lost hop longer than its timeout (an unknown route cannot be answered:
+    the dispatcher times out, sends its routes again and retries).
 ``lcp_stats(reset)``, ``lcp_probe(data)``, ``lcp_unload(keys)``
     Memory (RSS), loaded parts, counters and kernel TCP byte counters; a bandwidth probe.
 
@@ -41,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from lcp.ir import IRError, Model
+from lcp.ir import Model
 
 from . import wire
 from .parts import part_from_wire
@@ -50,7 +55,8 @@ __all__ = ["NodePlugin", "PLUGIN_NAME", "HANDLERS"]
 
 PLUGIN_NAME = "lcp-node"
 #: Handler names a node adds to its Dask worker.
-HANDLERS = ("lcp_load", "lcp_run", "lcp_forward", "lcp_stats", "lcp_probe", "lcp_unload")
+HANDLERS = ("lcp_load", "lcp_run", "lcp_route", "lcp_forward", "lcp_stats", "lcp_probe",
+            "lcp_unload")
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +100,7 @@ class _Node:
         self.inflight = 0
         self.counters = {"requests": 0, "busy": 0, "errors": 0, "compute_s": 0.0}
         self.tasks: set[asyncio.Task] = set()
+        self.routes: OrderedDict[str, tuple] = OrderedDict()
         self._threading = threading
 
     # -- handlers ---------------------------------------------------------------------------
@@ -188,8 +195,19 @@ class _Node:
             time.sleep((time.perf_counter() - t0) * (self.slowdown - 1.0))
         return np.asarray(y, dtype=np.int64)
 
-    async def lcp_forward(self, req: int, attempt: int, chain: list, pos: int, reply_to: str,
-                          x: dict, enc: str = "packed") -> None:
+    async def lcp_route(self, route: str, chain: list, reply_to: str,
+                        enc: str = "packed") -> dict:
+        self.routes[route] = ([list(c) for c in chain], reply_to, enc)
+        self.routes.move_to_end(route)
+        while len(self.routes) > self.max_parts:
+            self.routes.popitem(last=False)
+        return {"status": "OK"}
+
+    async def lcp_forward(self, req: int, attempt: int, route: str, pos: int, x: dict) -> None:
+        if route not in self.routes:
+            logger.info("lcp: request %s on unknown route %s dropped", req, route)
+            return
+        chain, reply_to, enc = self.routes[route]
         key = chain[pos][1]
         if key not in self.parts:
             await self._deliver(reply_to, req, attempt, error="unknown-part", pos=pos)
@@ -199,11 +217,12 @@ class _Node:
             await self._deliver(reply_to, req, attempt, error="busy", pos=pos)
             return
         self.inflight += 1
-        task = asyncio.ensure_future(self._stage(req, attempt, chain, pos, reply_to, x, enc))
+        task = asyncio.ensure_future(self._stage(req, attempt, route, chain, pos, reply_to, x,
+                                                 enc))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _stage(self, req, attempt, chain, pos, reply_to, x, enc):
+    async def _stage(self, req, attempt, route, chain, pos, reply_to, x, enc):
         self.counters["requests"] += 1
         try:
             if self.delay:
@@ -226,8 +245,7 @@ class _Node:
         try:
             await asyncio.wait_for(
                 self.worker.rpc(nxt).lcp_forward(reply=False, req=req, attempt=attempt,
-                                                 chain=chain, pos=pos + 1, reply_to=reply_to,
-                                                 x=y, enc=enc),
+                                                 route=route, pos=pos + 1, x=y),
                 timeout=10.0)
         except Exception as e:
             await self._deliver(reply_to, req, attempt, error=f"forward failed: {e!r}",

@@ -164,3 +164,24 @@ def test_1000_requests_with_a_worker_killed_and_restarted(fresh_cluster, zoo):
           f"max latency {max(r.latency for r in rs):.3f} s")
     assert counts["exact"] + counts["degraded"] == 1000
     assert len(pids) == 4 and pid not in pids.values(), "the killed worker was restarted"
+
+
+def test_pipeline_recovers_when_nodes_forget_their_routes(fresh_cluster, zoo):
+    """A node restarted at the same address has lost its routes: the lost request times out,
+    the dispatcher sends the routes again and the retry is exact."""
+    m = zoo["lenet5_s1"]
+    x = int_inputs(m, 1)
+
+    async def main():
+        async with connect(fresh_cluster) as client:
+            async with Dispatcher(client, m, "pipeline", timeout=20, call_timeout=0.5) as d:
+                first = await d.infer(x)
+
+                def forget(dask_worker):
+                    dask_worker._lcp_node.routes.clear()
+                await client.run(forget)
+                return first, await d.infer(x)
+
+    first, second = arun(main())
+    assert first.status == second.status == "exact" and second.retries >= 1
+    np.testing.assert_array_equal(second.y, Golden(m).run_int(x))
