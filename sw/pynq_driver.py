@@ -423,11 +423,17 @@ class LcpDriver:
         return time.monotonic() + t
 
     def _wait(self, ch, what: str, deadline: float, n: int) -> None:
-        while not ch.idle:
-            if ch.error:
-                sr = self.dma.mmio.read(0x04 if ch is self.dma.sendchannel else 0x34)
+        """Poll the channel's status register (one read per poll: idle and error bits, as
+        PYNQ's ``idle``/``error`` decode them) until idle, an error or the deadline; then
+        ``ch.wait()`` (returns at once: invalidates the buffer, reads ``transferred``)."""
+        off = 0x04 if ch is self.dma.sendchannel else 0x34
+        while True:
+            sr = self.dma.mmio.read(off)
+            if sr & 0x70:
                 self._fail(DmaError, f"the DMA's {what} channel reports an error: status "
                                      f"{_sr_text(sr)}", n)
+            if sr & 0x02:
+                break
             if time.monotonic() > deadline:
                 self._fail(DriverTimeout, f"timeout waiting for the DMA's {what} channel", n)
         ch.wait()

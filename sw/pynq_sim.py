@@ -231,7 +231,9 @@ class SimBoard:
     ddr_bytes : int
         Size of the simulated DDR (a sparse file).
     chunk : int
-        Cycles the simulation runs between looks at the socket while a DMA transfer is busy.
+        Cycles the simulation runs between looks at the socket while a DMA transfer is busy
+        (a chunk ends early when a transfer completes, so this bounds the polling rate without
+        wasting simulated time).
     waves : bool
         Record a VCD in the run folder (``run_dir``).
     start_timeout : float
@@ -244,7 +246,7 @@ class SimBoard:
     """
 
     def __init__(self, build_dir: str | Path, *, src_pause=None, sink_pause=None,
-                 ddr_bytes: int = 64 << 20, chunk: int = 512, waves: bool = False,
+                 ddr_bytes: int = 64 << 20, chunk: int = 4096, waves: bool = False,
                  start_timeout: float = 300.0):
         from .pynq_simtb import compile_top
 

@@ -204,7 +204,7 @@ async def serve(dut):
     """Answer the stand-in's requests until it quits or disconnects (see the module doc)."""
     cfg = json.loads(Path(os.environ[ENV_CONFIG]).read_text())
     period = float(cfg.get("period_ns", 10))
-    chunk = int(cfg.get("chunk", 512))
+    chunk = int(cfg.get("chunk", 4096))
     cocotb.start_soon(Clock(dut.aclk, period, unit="ns").start())
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.aclk, dut.aresetn,
                          reset_active_level=False)

@@ -133,6 +133,7 @@ def test_timeout_reports_and_recovers(sim):
     """A sink that never takes a word: the S2MM wait times out with the engine's state in the
     message; the driver resets the DMA and the engine and works again."""
     drv = sim.driver
+    drv.engine.write("WATCHDOG", 2000)      # flags within the timeout however slow the machine
     sim.board.set_pause([], [1])
     old = drv.timeout
     drv.timeout = 3.0
