@@ -624,10 +624,12 @@ def summary_lines(result: dict) -> list[str]:
                     extra = f" (IR payload alone: {exp['pipeline-int']} B)"
                 vr = (f", veth frames net of idle {c['veth_total_net_ratio']:.2f}x"
                       if "veth_total_net_ratio" in c else "")
+                t = c["total_ratio"]
+                how = (f"{t:.2f}x fewer" if t >= 1 else f"{1 / t:.2f}x MORE")
                 lines.append(
                     f"  {lab}: {r['tcp_bytes_per_inference']['total']:.0f} B{extra} -> "
-                    f"lcp-split8 sends {c['total_ratio']:.2f}x fewer bytes in total{vr}; "
-                    f"busiest link {c['max_link_ratio']:.2f}x; target >= 8x in total: "
+                    f"lcp-split8 sends {how} bytes in total (ratio {t:.2f}{vr}); busiest "
+                    f"link ratio {c['max_link_ratio']:.2f}; target >= 8x fewer in total: "
                     f"{'MET' if c['meets_8x_total'] else 'NOT MET'}")
             lines.append(f"  pipeline stages: {', '.join(exp['pipeline_stages'])}")
         if "latency / original@1" in comp:
