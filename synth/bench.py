@@ -8,9 +8,9 @@ Cases (:data:`CASES`):
     ASIC (0.107 mm2, 16.1 mW at 800 MHz, commercial tools, place and route included); the same
     build on the XC7Z020 (220 DSP48 / 53,200 LUT / 140 BRAM36) and its ECP5 post-route Fmax.
 ``lenet5_split4_core``
-    The demo model (LeNet-5 split4 w4a4, trained run when ``RUNS/lenet5_split4_w4a4/model.onnx``
-    exists, else random weights) as one LCP core: the wall time of ``lcp synth`` next to its
-    figures.
+    The demo model (LeNet-5 split4 w4a4: the trained run ``RUNS/lenet5_split4_w4a4/model.onnx``
+    or the newest ``RUNS/lenet5_split4_w4a4-*/model.onnx``, else random weights) as one LCP
+    core: the wall time of ``lcp synth`` next to its figures.
 
 Every report lands in ``RUNS/synth/<case>/synth_<target>.json``; :func:`tables` renders all of
 them as Markdown with the anchor ratios, so REPRODUCTION.md is regenerated from the JSON.
@@ -57,7 +57,11 @@ QUICK = [SynthCase("lenet5_split4_core", "lenet5", 4, "core", ("asic:osu018@100"
 
 
 def _model(case: SynthCase, runs: Path):
-    trained = runs / f"{case.arch}_split{case.split}_w{case.bits}a{case.bits}" / "model.onnx"
+    name = f"{case.arch}_split{case.split}_w{case.bits}a{case.bits}"
+    trained = runs / name / "model.onnx"
+    if not trained.exists():         # training runs are also kept as NAME-<data>-<hash>/
+        found = sorted(runs.glob(f"{name}-*/model.onnx"), key=lambda p: p.stat().st_mtime)
+        trained = found[-1] if found else trained
     if trained.exists():
         from lcp import compile_onnx
         return compile_onnx(trained), "trained"

@@ -232,8 +232,12 @@ module lcp_tb(input clk);
           i <= i + 1;
         end else in_valid <= 0;
       end
-      if ({done} >= {out_target}) begin $fwrite(fd, "done %0d %0t\\n", cyc, $time); $fclose(fd); $finish; end
-      if (cyc > {max_cycles}) begin $fwrite(fd, "timeout %0d %0t\\n", cyc, $time); $fclose(fd); $finish; end
+      if ({done} >= {out_target}) begin
+        $fwrite(fd, "done %0d %0t\\n", cyc, $time); $fclose(fd); $finish;
+      end
+      if (cyc > {max_cycles}) begin
+        $fwrite(fd, "timeout %0d %0t\\n", cyc, $time); $fclose(fd); $finish;
+      end
     end
   end
 endmodule
