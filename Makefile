@@ -16,7 +16,10 @@ help:
 	@echo "make test       the default test suite (about 20 min on 2 cores at most)"
 	@echo "make test-slow  the long suites (marked slow)"
 	@echo "make bench      benchmarks with ratios against baselines measured in the same run"
-	@echo "make reproduce  regenerate REPRODUCTION.md"
+	@echo "make sim        the demo model's held-out images through the RTL simulation (IMAGES=, WAVES=1)"
+	@echo "make asic       ASIC synthesis of the demo core (PDK=osu018|asap7, CLOCK_MHZ=)"
+	@echo "make bitstream  Vivado project and overlay for a PYNQ board (BOARD=pynq-z2|pynq-z1)"
+	@echo "make reproduce  regenerate REPRODUCTION.md and the README figures"
 
 install: $(STAMP)
 
@@ -51,6 +54,20 @@ test-slow: install
 bench: install
 	$(LCP) bench --runs $(RUNS)
 
+# the demo model (cached run folder; trains it in about 2 minutes when missing)
+$(RUNS)/lenet5_split4_w4a4/model.onnx: | install
+	$(LCP) train --arch lenet5 --split 4 --weight-bits 4 --act-bits 4 -o $(RUNS)/lenet5_split4_w4a4
+
+IMAGES ?= 1000
+sim: install $(MODEL)
+	$(LCP) sim-demo $(MODEL) --images $(IMAGES) $(if $(WAVES),--waves,)
+
+PDK ?= osu018
+CLOCK_MHZ ?= 100
+asic: install $(MODEL)
+	$(LCP) compile $(MODEL) -o build/asic_core --budget xc7z020
+	$(LCP) synth build/asic_core --asic $(PDK) --clock-mhz $(CLOCK_MHZ) $(if $(PDK_DIR),--pdk-dir $(PDK_DIR),)
+
 reproduce: install
 	$(LCP) reproduce --runs $(RUNS) -o REPRODUCTION.md
 
@@ -62,5 +79,5 @@ clean:
 # when `vivado` is on PATH; without Vivado it exits with code 3 (project written, NOT built) and
 # names the command to run where Vivado is installed.
 BOARD ?= pynq-z2
-bitstream: install
+bitstream: install $(MODEL)
 	$(LCP) bitstream $(MODEL) --board $(BOARD)

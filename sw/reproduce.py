@@ -1,0 +1,255 @@
+"""REPRODUCTION.md: our measured figures next to the published ones (../shared/ANCHORS.md).
+
+Every figure of ours in the file is computed by this module from the repository on the same
+commit: counters from the IR of each zoo model, accuracies from the training runs (trained, or
+reused from the run cache), and the benchmark sections from the JSON results that
+``make bench`` writes (each section says which command produced it). The published figures are
+the reference values transcribed from the papers, marked as such.
+
+Parts of the project add sections by listing a ``markdown(results_dir, runs) -> str`` function
+in :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+__all__ = ["zoo_counts", "counters_markdown", "SECTIONS", "write_reproduction",
+           "update_readme_figures", "readme_block"]
+
+#: Published reference figures (LCP paper, Hadidi et al.), for the comparison columns.
+PAPER = {
+    "resnet50_imagenet": {"params": 22.8e6, "macs": 4.87e9, "split8_f40_params": 8.6e6,
+                          "split8_f40_macs": 1.18e9},
+    "vgg16_imagenet": {"params": 138e6, "macs": 15.5e9, "split8_f40_params": 33.8e6,
+                       "split8_f40_macs": 3.87e9},
+    "resnet18_imagenet": {"params": 11.69e6, "split8_params": 1.93e6},
+    # "f30/f40 models: on average 4.61-3.81x fewer parameters, 2.95-2.5x fewer MACs"
+    "f40_avg_param_reduction": 3.81, "f40_avg_mac_reduction": 2.5,
+}
+
+ZOO_ARCHS = ("lenet5", "lenet_fc", "cifarnet", "vgg_s", "alexnet", "resnet18")
+VARIANTS = ((1, 0), (2, 0), (4, 0), (8, 0), (8, 40))
+
+
+def zoo_counts(archs=ZOO_ARCHS, variants=VARIANTS, bits=(4, 4), cache: Path | None = None,
+               progress=None) -> list[dict]:
+    """Counters of every zoo ``arch`` at every ``(split, widen)``, from the compiled IR.
+
+    Models get deterministic random weights (seed 0); counters do not depend on weight
+    values except the accumulator widths. IRs are cached in ``cache`` by name.
+    """
+    import torch
+
+    from lcp import compile_onnx, ir
+    from lcp.counters import count
+    from lcp.models import build, export_qonnx, model_name
+
+    rows = []
+    for arch in archs:
+        for split, widen in variants:
+            name = model_name(arch, split, widen, *bits)
+            path = cache / f"{name}.json" if cache else None
+            if path is not None and path.exists():
+                model = ir.load(path)
+            else:
+                torch.manual_seed(0)
+                net = build(arch, split=split, widen=widen, weight_bits=bits[0],
+                            act_bits=bits[1])
+                with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model = compile_onnx(export_qonnx(net, Path(d) / f"{name}.onnx"), name=name)
+                if path is not None:
+                    ir.save(model, path)
+            c = count(model)
+            rows.append({"arch": arch, "split": split, "widen": widen, "name": name,
+                         "params": c.params, "macs": c.macs, "param_bytes": c.param_bytes,
+                         "traffic_bytes": c.traffic_bytes,
+                         "peak_activation_bytes": c.peak_activation_bytes,
+                         "peak_activation_bytes_single": c.peak_activation_bytes_single,
+                         "branch_macs": max(g.macs for g in c.graphs[:-1]) if c.graphs[:-1]
+                         else 0})
+            if progress:
+                progress(name)
+    return rows
+
+
+def _h(n: float) -> str:
+    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= k:
+            return f"{n / k:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def counters_markdown(rows: list[dict]) -> str:
+    by = {(r["arch"], r["split"], r["widen"]): r for r in rows}
+    out = ["| model | variant | params | MACs | params vs split1 | MACs vs split1 | "
+           "largest branch MACs | traffic / inference (bytes) | peak act. bytes / device |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    reductions = []
+    for r in rows:
+        base = by.get((r["arch"], 1, 0))
+        var = f"split{r['split']}" + (f"-f{r['widen']}" if r["widen"] else "")
+        pr = base["params"] / r["params"] if base else float("nan")
+        mr = base["macs"] / r["macs"] if base else float("nan")
+        if r["split"] == 8 and r["widen"] == 40:
+            reductions.append((r["arch"], pr, mr))
+        out.append(f"| {r['arch']} | {var} | {_h(r['params'])} | {_h(r['macs'])} | "
+                   f"{pr:.2f}x | {mr:.2f}x | {_h(r['branch_macs'])} | {r['traffic_bytes']:,} | "
+                   f"{r['peak_activation_bytes']:,} |")
+    text = "\n".join(out)
+    if reductions:
+        import math
+        gp = math.exp(sum(math.log(p) for _, p, _ in reductions) / len(reductions))
+        gm = math.exp(sum(math.log(m) for _, _, m in reductions) / len(reductions))
+        text += (f"\n\nsplit8-f40 vs the original, geometric mean over {len(reductions)} "
+                 f"architectures: **{gp:.2f}x fewer parameters, {gm:.2f}x fewer MACs** "
+                 f"(paper, f40 average over its models: {PAPER['f40_avg_param_reduction']}x "
+                 f"and {PAPER['f40_avg_mac_reduction']}x).")
+    return text
+
+
+#: (title, "module:function") of the sections after the counters, in order.
+SECTIONS = [
+    ("Accuracy (MNIST, held-out 1,000 images)", "lcp.models.report:markdown"),
+    ("Golden reference speed", "lcp.sw.bench:markdown"),
+    ("Branch engine (cycles, cocotb + Verilator)", "lcp.hw.bench:markdown"),
+    ("Synthesis (FPGA and ASIC)", "lcp.synth.bench:markdown"),
+    ("PYNQ driver on the simulated hardware", "lcp.sw.pynq_driver:markdown"),
+    ("Distributed inference", "lcp.sw.cluster.bench:markdown"),
+]
+
+
+def _section(target: str, results: Path, runs: Path) -> str:
+    module, _, fn = target.partition(":")
+    try:
+        func = getattr(importlib.import_module(module), fn)
+    except (ImportError, AttributeError):
+        return "_Not available in this build._"
+    return func(results, runs)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_reproduction(out: Path, results: Path, runs: Path, cache: Path | None = None,
+                       progress=None) -> str:
+    """Write REPRODUCTION.md to ``out`` and return its text."""
+    rows = zoo_counts(cache=cache, progress=progress)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "counters.json").write_text(json.dumps(rows, indent=1))
+    parts = [
+        "# Reproduction: our figures next to the published ones",
+        "",
+        f"Generated by `lcp reproduce` (`make reproduce`) on commit `{_commit()}`, "
+        f"{datetime.date.today().isoformat()}. Published figures come from "
+        "../shared/ANCHORS.md (LCP: Hadidi et al., arXiv 2003.06464; FINN; DEFER); every other "
+        "figure is computed by the command named in its section.",
+        "",
+        "## Parameters, MACs and traffic (from the integer IR, `lcp.counters`)",
+        "",
+        "Our zoo at 4-bit weights and activations, every variant compiled from its QONNX export "
+        "(`lcp.sw.reproduce.zoo_counts`). CIFAR-sized architectures (CifarNet, VGG-S-like, "
+        "AlexNet-like, ResNet-18) have no data here: random weights, counts only, never an "
+        "accuracy. Traffic = the 8-bit input sent to every branch + every branch's low-bit "
+        "output sent to the merge. The paper's VGG16/ResNet-50/ResNet-18 are ImageNet models "
+        "(224x224, 1000 classes); ours are sized for 32x32 inputs and 10 classes (VGG-S and "
+        "AlexNet with 1024-wide FCs), so compare the reduction ratios, not absolute counts.",
+        "",
+        counters_markdown(rows),
+        "",
+        "Published (ImageNet): ResNet-50 22.8M params / 4.87G MACs -> split8-f40 8.6M / 1.18G "
+        "(2.65x / 4.13x fewer); VGG16 138M / 15.5G -> 33.8M / 3.87G (4.08x / 4.01x); "
+        "ResNet-18 11.69M -> split8 1.93M (6.06x).",
+    ]
+    for title, target in SECTIONS:
+        parts += ["", f"## {title}", "", _section(target, results, runs)]
+    text = "\n".join(parts) + "\n"
+    out.write_text(text)
+    return text
+
+
+def update_readme_figures(readme: Path, block: str) -> None:
+    """Replace the text between the README's figure markers with ``block``."""
+    begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{block.strip()}\n{end}{tail}")
+
+
+def _json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def readme_block(results: Path, runs: Path) -> str:
+    """Headline figures for the README (from the same JSON files as REPRODUCTION.md); a line
+    per figure that has been measured, the command that measures it otherwise."""
+    results, runs = Path(results), Path(runs)
+    lines = [f"Headline figures (commit `{_commit()}`, regenerated by `make reproduce`; details "
+             "and the published figures in REPRODUCTION.md):", ""]
+    acc = _json(results / "accuracy.json")
+    if acc:
+        cells = {(r["arch"], r["split"]): r["accuracy"] for r in acc}
+        for arch in sorted({r["arch"] for r in acc}):
+            row = ", ".join(f"{'original' if s == 1 else f'split{s}'} {100 * a:.1f} %"
+                            for (a_, s), a in sorted(cells.items()) if a_ == arch)
+            lines.append(f"- {arch} w4a4, MNIST held-out accuracy: {row}")
+    g = _json(results / "golden_bench.json")
+    if g:
+        lines.append(f"- golden reference, LeNet-5 split4 batch {g['batch']}: "
+                     f"{g['golden_images_per_second']:,.0f} images/s vs Brevitas "
+                     f"{g['brevitas_images_per_second']:,.0f} (ratio {g['ratio']:.2f})")
+    hw = _json(results / "hw_bench.json")
+    if hw:
+        for r in hw["rows"]:
+            if r["model"].startswith(("cifarnet_split8", "lenet5_split4")):
+                lines.append(f"- {r['model']} ({r['folding_goal']}): latency "
+                             f"{r['latency_cycles_sim']:,} cycles, interval "
+                             f"{r['interval_cycles_sim']:,} cycles (simulated; model "
+                             f"{r['latency_cycles_model']:,} / {r['interval_cycles_model']:,}), "
+                             f"bit-exact {'yes' if r['bit_exact'] else 'NO'}")
+    sb = _json(runs / "synth" / "bench.json")
+    for r in sb or []:
+        if r.get("case", "").startswith("cifarnet") and "area_mm2" in r:
+            pw = "n/a" if r.get("power_mw") is None else f"{r['power_mw']:.2f} mW"
+            lines.append(f"- {r['case']} on {r['target']} at {r['clock_mhz']:g} MHz: "
+                         f"{r['area_mm2']:.4f} mm2 cell area, {pw}, Fmax "
+                         f"{r['fmax_mhz'] or float('nan'):.0f} MHz, "
+                         f"{r['energy_nj'] or float('nan'):.1f} nJ per inference")
+    py = _json(results / "pynq_sim.json")
+    if py and py.get("rows"):
+        r = max(py["rows"], key=lambda r: r["batch"])
+        lines.append(f"- PYNQ driver on the simulated board, batch {r['batch']}: "
+                     f"{r['images_per_second']:.1f} images/s (simulation), driver overhead "
+                     f"{1e3 * r['overhead_per_call']:.2f} ms per call")
+    cl = None
+    for p in (results / "cluster" / "bench.json", runs / "cluster-emulate" / "bench.json"):
+        cl = _json(p)
+        if cl:
+            break
+    if cl:
+        for fam, e in cl["families"].items():
+            c = e["comparisons"].get("bytes pipeline-defer / lcp-split8")
+            if c:
+                lines.append(f"- cluster, {fam}: LCP split8 sends {c['total_ratio']:.1f}x fewer "
+                             "bytes per inference than the DEFER-style layer pipeline")
+    if len(lines) == 2:
+        lines.append("- nothing measured yet: run `make bench`, then `make reproduce`")
+    return "\n".join(lines)
