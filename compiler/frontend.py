@@ -681,7 +681,7 @@ class _Lowering:
                                               lambda t: self.specs[t].shape[0])
         self.layers = layers
         self.reinfer()
-        branches, merge = _split_branches(layers, out.tensor)
+        branches, merge = _split_branches(layers, out.tensor, self.specs)
         model = _rename(self.name, self.input_spec, self.specs, branches, merge, dequant)
         return model.validate()
 
@@ -738,7 +738,16 @@ def _push_thresholds_into_concat(layers: list[Layer], channels) -> list[Layer]:
     return out
 
 
-def _split_branches(layers: list[Layer], output: str) -> tuple[list[list[Layer]], list[Layer]]:
+#: Ops the branches of an LCP model may share before they part (pure data movement, no
+#: weights): each branch gets its own copy, e.g. the Flatten in front of an MLP's branches.
+SHAREABLE = ("flatten",)
+
+
+def _split_branches(layers: list[Layer], output: str,
+                    specs: dict | None = None) -> tuple[list[list[Layer]], list[Layer]]:
+    """Branches (the disjoint ancestries of a concat that only the merge reads after) and the
+    merge. A shared prefix of :data:`SHAREABLE` layers is copied into every branch (new tensor
+    names, their specs added to ``specs``)."""
     producer = {l.output: l for l in layers}
 
     def ancestors(tensor: str) -> set[str]:
@@ -780,9 +789,30 @@ def _split_branches(layers: list[Layer], output: str) -> tuple[list[list[Layer]]
         if merge is None:
             continue
         anc = [ancestors(t) for t in l.inputs]
-        if any(anc[i] & anc[j] for i in range(len(anc)) for j in range(i + 1, len(anc))):
+        shared = set().union(*(anc[i] & anc[j] for i in range(len(anc))
+                               for j in range(i + 1, len(anc))))
+        by_name = {x.name: x for x in layers}
+        if any(by_name[n].op not in SHAREABLE for n in shared):
             continue
-        branches = [[x for x in layers if x.name in a] for a in anc]
+        if shared and specs is None:
+            continue
+        branches = []
+        for i, a in enumerate(anc):
+            alias: dict[str, str] = {}
+            br = []
+            for x in layers:
+                if x.name not in a:
+                    continue
+                inputs = [alias.get(t, t) for t in x.inputs]
+                if x.name in shared:
+                    out_name = f"{x.output}_b{i}"
+                    alias[x.output] = out_name
+                    specs[out_name] = specs[x.output]
+                    br.append(Layer(f"{x.name}_b{i}", x.op, inputs, out_name, dict(x.attrs),
+                                    {k: v.copy() for k, v in x.params.items()}))
+                else:
+                    br.append(Layer(x.name, x.op, inputs, x.output, x.attrs, x.params))
+            branches.append(br)
         return branches, merge
     # no branch point: one branch, the merge is the last weighted layer onwards
     for l in reversed(layers):
