@@ -76,14 +76,50 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def _cleanup(model: onnx.ModelProto):
+def prefold_constants(mw, keep=("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear")):
+    """Fold every node computed from constants only, in one topological pass, with qonnx's own
+    ``execute_node`` (the same numerics as its ``FoldConstants``).
+
+    qonnx's ``FoldConstants`` folds one node per round and re-infers shapes and re-sorts the
+    graph after each, minutes on a ResNet-18 export (24 constant nodes, 1,173 nodes); after
+    this pass its rounds find nothing to do. Quantizers (``keep``, the types ``cleanup_model``
+    preserves) are never folded.
+    """
+    import qonnx.core.onnx_exec as oxe
+
+    opset = mw.model.opset_import[0].version
+    ctx = mw.make_empty_exec_context()
+    folded = []
+    for n in mw.graph.node:
+        if n.op_type in keep or any(mw.get_initializer(i) is None for i in n.input if i):
+            continue
+        for i in n.input:
+            if i:
+                mw.get_tensor_shape(i, fix_missing_init_shape=True)
+                ctx[i] = mw.get_initializer(i)
+        oxe.execute_node(n, ctx, mw.graph, opset_version=opset)
+        for o in n.output:
+            mw.set_initializer(o, ctx[o])
+        folded.append(n)
+    for n in folded:
+        mw.graph.node.remove(n)
+    return mw
+
+
+def cleaned(model: onnx.ModelProto):
+    """qonnx's ``cleanup_model`` (shape inference, constant folding, unique names) after
+    :func:`prefold_constants`; returns a ``ModelWrapper``."""
     from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
     from qonnx.util.cleanup import cleanup_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mw = cleanup_model(ModelWrapper(model))
-    return mw
+        mw = ModelWrapper(model).transform(InferShapes())
+        return cleanup_model(prefold_constants(mw))
+
+
+_cleanup = cleaned
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -610,8 +646,8 @@ class _Lowering:
         if abs(s_sum / scale - 1) > 1e-6:
             raise _node_err(node, f"input scale {scale:g} is not the pool's sum scale {s_sum:g}")
         shift = math.log2(out_scale / scale)
-        if abs(shift - round(shift)) > 1e-6 or round(shift) < 0:
-            raise _node_err(node, f"rescale {out_scale / scale:g} is not a power of two >= 1")
+        if abs(shift - round(shift)) > 1e-6:     # qonnx rounds it; we only accept exact ones
+            raise _node_err(node, f"rescale {out_scale / scale:g} is not a power of two")
         self._check_bits(node, int(out_bits.reshape(-1)[0]), "activation")
         lo, hi = int_range(int(out_bits.reshape(-1)[0]), signed, narrow)
         layer = a.avgpool

@@ -41,9 +41,10 @@ def _windows(x: np.ndarray, layer: Layer, pad_value: int) -> np.ndarray:
 
 
 def _round_shift(s: np.ndarray, shift: int, rounding: str) -> np.ndarray:
-    """Exact ``rnd(s / 2**shift)`` on int64 (``round`` is half to even)."""
-    if shift == 0:
-        return s
+    """Exact ``rnd(s / 2**shift)`` on int64 (``round`` is half to even); a negative ``shift``
+    multiplies exactly."""
+    if shift <= 0:
+        return s << -shift
     q = s >> shift                                  # floor
     if rounding == "floor":
         return q

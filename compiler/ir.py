@@ -23,7 +23,8 @@ Integer semantics of each op (``x`` the input, per image, channels first):
 ``maxpool``
     Window maximum; padding never wins (ONNX ``-inf`` padding).
 ``avgpool``
-    ``y = clip(rnd(sum_window(x) / 2**shift), out_lo, out_hi)`` with ``rounding`` in
+    ``y = clip(rnd(sum_window(x) / 2**shift), out_lo, out_hi)`` (``shift`` may be negative: an
+    exact product) with ``rounding`` in
     ``floor | round | ceil`` (``round`` = half to even), zero padding counted in the sum.
 ``add``
     ``y = a + b`` elementwise (both operands share one scale).

@@ -36,13 +36,10 @@ PRECISIONS = ("float64", "float32")
 
 
 def _cleaned(source):
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
+    from .frontend import cleaned
 
     proto = onnx.load(str(source)) if isinstance(source, (str, Path)) else source
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cleanup_model(ModelWrapper(proto))
+    return cleaned(proto)
 
 
 def _run_float32(mw, x: np.ndarray) -> np.ndarray:

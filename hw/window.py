@@ -282,6 +282,10 @@ def _avg(m, vals, shift, rounding, lo, hi):
     from .base import tree_sum
     s = Signal(signed(max(v.shape().width for v in vals) + math.ceil(math.log2(len(vals))) + 2))
     m.d.comb += s.eq(tree_sum(vals))
+    if shift < 0:           # a Trunc whose output scale is finer than the sum's: exact product
+        q = Signal(signed(s.shape().width - shift))
+        m.d.comb += q.eq(s << -shift)
+        return Mux(q < lo, lo, Mux(q > hi, hi, q))
     q = Signal(signed(s.shape().width))
     m.d.comb += q.eq(s >> shift)
     if shift and rounding != "floor":

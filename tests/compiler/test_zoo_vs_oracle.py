@@ -47,8 +47,11 @@ def test_zoo_golden_equals_oracle(tmp_path, arch, split):
     step = np.abs(model.dequant.scale).reshape((1, -1) + (1,) * (y.ndim - 2))
     assert np.all(np.abs(y - o) <= 1e-6 * step)
 
-    # Brevitas' own float32 forward agrees on most outputs; not all, since a float32 rounding
-    # at a requantization boundary can move one activation a step (the reason for the oracle)
+    # Brevitas' own float32 forward agrees on most outputs of the shallow nets; not all, since a
+    # float32 rounding at a requantization boundary moves an activation a step (the reason for
+    # the float64 oracle); in the deep ones such steps spread through many layers
+    if arch not in FAST:
+        return
     with torch.no_grad():
         t = net.eval()(torch.from_numpy(x)).numpy()
     assert np.mean(np.abs(t - y) <= 0.5 * step) >= 0.75

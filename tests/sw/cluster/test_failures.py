@@ -150,7 +150,6 @@ def test_all_branches_lost_is_failed_not_hung(fresh_cluster, zoo):
     assert r.status == "failed" and r.y is None and r.latency < 3
 
 
-@pytest.mark.slow
 def test_1000_requests_with_a_worker_killed_and_restarted(fresh_cluster, zoo):
     """Acceptance: 1,000 requests, one worker killed mid-stream and restarted by its nanny:
     every request answered once, each marked exact or degraded."""
