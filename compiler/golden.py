@@ -57,6 +57,23 @@ def _round_shift(s: np.ndarray, shift: int, rounding: str) -> np.ndarray:
     raise IRError(f"unknown avgpool rounding {rounding!r}")
 
 
+def _pool(x: np.ndarray, layer: Layer, pad_value: int, combine) -> np.ndarray:
+    """Window reduction by ``combine`` (``np.maximum`` or ``np.add``) over the kernel offsets:
+    one strided slice per offset, no window copy."""
+    kh, kw = layer.attrs["kernel"]
+    sh, sw = layer.attrs["stride"]
+    pt, pl, pb, pr = layer.attrs["pads"]
+    if any((pt, pl, pb, pr)):
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            v = x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            y = v.copy() if y is None else combine(y, v, out=y)
+    return y
+
+
 def run_layer(layer: Layer, xs: list[np.ndarray], specs: list[TensorSpec]) -> np.ndarray:
     """Run one layer on batch-first int64 arrays ``xs`` whose ranges are ``specs``."""
     op, x = layer.op, xs[0]
@@ -86,9 +103,9 @@ def run_layer(layer: Layer, xs: list[np.ndarray], specs: list[TensorSpec]) -> np
             y[:, c] = np.searchsorted(t[c], x[:, c], side="right")
         return y + lo
     if op == "maxpool":
-        return _windows(x, layer, specs[0].lo).max(axis=(4, 5))
+        return _pool(x, layer, specs[0].lo, np.maximum)
     if op == "avgpool":
-        s = _windows(x, layer, 0).sum(axis=(4, 5))
+        s = _pool(x, layer, 0, np.add)
         s = _round_shift(s, layer.attrs["shift"], layer.attrs["rounding"])
         return np.clip(s, layer.attrs["out_lo"], layer.attrs["out_hi"])
     if op == "add":
