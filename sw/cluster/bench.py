@@ -474,7 +474,14 @@ def _expected_bytes(fam: Family, nodes: int) -> dict:
 async def _bench_async(cfg: BenchConfig, log) -> dict:
     fams = [prepare_family(f, cfg.cache, train=cfg.train, epochs=cfg.epochs, log=log)
             for f in cfg.families]
-    result = {"config": {k: (str(v) if isinstance(v, Path) else v)
+    def portable(v):          # never record this machine's absolute paths
+        if not isinstance(v, (str, Path)) or not os.path.isabs(v):
+            return str(v) if isinstance(v, Path) else v
+        try:
+            return str(Path(v).resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return Path(v).name
+    result = {"config": {k: portable(v) if isinstance(v, (str, Path)) else v
                          for k, v in asdict(cfg).items() if k != "security"},
               "families": {}}
     async with connect(cfg.scheduler, n_workers=cfg.nodes, security=cfg.security,
