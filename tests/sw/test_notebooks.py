@@ -1,13 +1,13 @@
 """The PYNQ notebooks run headless (nbclient) against the simulated board
 (``LCP_PYNQ_BACKEND=sim``), from the repository root, and assert their own results (hardware ==
-golden); the cluster notebook is in the slow suite (one simulated board per branch)."""
+golden); the cluster notebook runs one simulated board per branch (about 100 s from a cold
+build cache)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,6 @@ def test_latency_notebook(monkeypatch):
     assert "in the cycle model" in out and "hw cycles" in out
 
 
-@pytest.mark.slow
 def test_cluster_notebook(monkeypatch):
     out = _run("03_cluster_branches.ipynb", monkeypatch, images=8)
     assert "equals golden bit for bit: True" in out and "pynq-sim" in out
