@@ -119,8 +119,6 @@ def cleaned(model: onnx.ModelProto):
         return cleanup_model(prefold_constants(mw))
 
 
-_cleanup = cleaned
-
 
 # -- values ----------------------------------------------------------------------------------
 
@@ -908,7 +906,7 @@ def compile_onnx(source, name: str | None = None) -> Model:
         proto, src = source, None
         name = name or (proto.graph.name or "model")
     try:
-        mw = _cleanup(proto)
+        mw = cleaned(proto)
     except FrontendError:
         raise
     except Exception as e:
