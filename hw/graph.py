@@ -166,7 +166,7 @@ class PlanGraph:
         return list(enumerate(n for n in self.nodes if n.tensor is not None))
 
     # -- cycle model -----------------------------------------------------------------------
-    def _run(self, frames: int, floors: dict[int, np.ndarray]):
+    def _run(self, frames: int, floors: dict[int, np.ndarray], ready: np.ndarray | None = None):
         words = self.nodes[self.input_node].plan.words
         out_off: dict[int, np.ndarray] = {}
         link_off: dict[int, np.ndarray] = {}
@@ -184,7 +184,10 @@ class PlanGraph:
                         o = _run_max(o + FifoPlan.LATENCY)
                     link_off[li] = o
                     offers.append(o)
-            accs, out = node.plan.timing(offers)
+            if node.kind == "axis_in":
+                accs, out = node.plan.timing(offers, ready=ready)
+            else:
+                accs, out = node.plan.timing(offers)
             for li, a in zip(ins, accs):
                 link_acc[li] = np.asarray(a, dtype=np.int64)
             out = np.asarray(out, dtype=np.int64)
@@ -208,12 +211,19 @@ class PlanGraph:
             images.
         """
         floors: dict[int, np.ndarray] = {}
-        for _ in range(24):
-            out_off, link_off, link_acc = self._run(frames, floors)
+        ready = None
+        for _ in range(48):
+            out_off, link_off, link_acc = self._run(frames, floors, ready)
             changed = place_fifos and self._place_fifos(out_off, link_off, link_acc)
             if changed:
-                floors = {}
+                floors, ready = {}, None
                 continue
+            # back-pressure on the input adapter: its beats move when the consumer takes them
+            (k_in,) = self._out_ids(self.input_node)
+            taken = self._taken(k_in, out_off, link_acc)
+            if ready is None or np.any(taken > ready):
+                ready = taken if ready is None else np.maximum(ready, taken)
+                changed = True
             for idx, node in enumerate(self.nodes):
                 if node.kind != "fork":
                     continue
@@ -242,6 +252,17 @@ class PlanGraph:
                 done[node.layer] = int(o[o.size // frames - 1]) - first_in
         return Timing(latency=last[0] - first_in, interval=interval, frames=frames,
                       first_in=first_in, last_out=last, layer_done=done)
+
+    def _taken(self, li: int, out_off, link_acc) -> np.ndarray:
+        """Cycles at which the beats on link ``li`` are taken (a broadcast takes a beat when
+        every output has; an output with a FIFO takes it when offered)."""
+        l = self.links[li]
+        if l.fifo:
+            return out_off[l.src]
+        if self.nodes[l.dst].kind == "fork":
+            return np.max(np.stack([out_off[l.dst] if self.links[k].fifo else link_acc[k]
+                                    for k in self._out_ids(l.dst)]), axis=0)
+        return link_acc[li]
 
     def _place_fifos(self, out_off, link_off, link_acc) -> bool:
         """Add or deepen FIFOs where a producer would wait; True when something changed."""

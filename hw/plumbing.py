@@ -363,23 +363,35 @@ class AxisInPlan:
         # the previous one is taken, so back-pressure never costs extra cycles
         self.cap = self.width + 2 * fmt.beat_bits
 
-    def timing(self, offers):
-        """Cycle-exact model of :class:`AxisIn` (``offers``: the words, as offered)."""
+    def timing(self, offers, ready=None):
+        """Cycle-exact model of :class:`AxisIn` (``offers``: the words, as offered).
+
+        ``ready`` (optional, per output beat): the first cycle the consumer takes that beat;
+        a beat moves at ``max(offer, ready)`` and the words behind it wait for room (the
+        graph's cycle model passes it to carry back-pressure to the input).
+        """
         off = np.asarray(offers[0], dtype=np.int64)
         W, B, cap = self.width, self.out_fmt.beat_bits, self.cap
         beats = self.out_fmt.beats
         frames = off.size // self.words
         acc = np.empty(off.size, dtype=np.int64)
         out = np.empty(frames * beats, dtype=np.int64)
+        rdy = (np.full(out.size, -(1 << 60), dtype=np.int64) if ready is None
+               else np.asarray(ready, dtype=np.int64))
         t = int(off[0]) if off.size else 0
         cnt, wl, bl, wi, bi = 0, self.words, beats, 0, 0
+        offered = False
         while bi < out.size:
-            fire = cnt >= B
+            valid = cnt >= B
+            if valid and not offered:
+                out[bi], offered = t, True
+            fire = valid and t >= rdy[bi]
             cnt1 = cnt - B if fire else cnt
             if fire:
-                out[bi] = t
                 bi += 1
-            take = wl > 0 and cnt1 + W <= cap and wi < off.size and off[wi] <= t
+                offered = False
+            room = wl > 0 and cnt1 + W <= cap and wi < off.size
+            take = room and off[wi] <= t
             if fire and bl == 1:
                 cnt, wl, bl = 0, self.words, beats
             else:
@@ -392,8 +404,12 @@ class AxisInPlan:
                 cnt += W
                 wl -= 1
             t += 1
-            if not fire and not take and wi < off.size and off[wi] > t and cnt < B:
-                t = int(off[wi])      # idle until the next word
+            if not fire and not take:          # idle until the next event
+                events = [int(rdy[bi])] if valid else []
+                if room:
+                    events.append(int(off[wi]))
+                if events:
+                    t = max(t, min(events))
         return [acc], out
 
     def resources(self) -> Resources:

@@ -84,3 +84,33 @@ def test_core_exact_and_timed():
     _check_timing(build, res)
     res = simulate(m, xq, folding=fold, expected=want, **PAUSES)[1]
     np.testing.assert_array_equal(res.outputs, want)
+
+
+def mlp_core_model():
+    """Branches of fully connected layers reading the whole image, several output passes each:
+    the input adapter (two pixels per 16-bit word) is slower than the engines' first pass, so
+    back-pressure reaches the AXI input (the LeNet-FC shape)."""
+    b = Builder((1, 8, 8), in_bits=8, seed=23)
+    outs = []
+    for k in range(3):
+        br = f"b{k}"
+        x = b.flatten("input", br=br)
+        x = b.dense(x, 8, br=br)
+        outs.append(b.threshold(x, 4, br=br))
+    b.dense(b.concat(outs), 5, br="merge")
+    return b.model()
+
+
+def test_input_bound_core_timed():
+    m = mlp_core_model()
+    dense = [l.name for br in m.branches for l in br.layers if l.op == "dense"]
+    (merge,) = [l.name for l in m.merge.layers if l.op == "dense"]
+    # 8 input beats of 8 pixels, 4 passes of 8 steps per image; the 16-bit input needs 32
+    # cycles for the 8 beats, so each first pass waits for the input (48 cycles per image)
+    fold = Folding({**{name: {"pe": 2, "simd": 8} for name in dense},
+                    merge: {"pe": 5, "simd": 24}}, 16, 16)
+    xq = _x(m, 4, seed=2)
+    want = Golden(m).run_int(xq)
+    build, res = simulate(m, xq, folding=fold, expected=want)
+    np.testing.assert_array_equal(res.outputs, want)
+    _check_timing(build, res)
