@@ -81,6 +81,8 @@ def asic(p: dict) -> dict:
     lib_args = " ".join(f"-liberty {_q(x)}" for x in libs)
     _read(p["files"], p["top"])
     _run(f"synth -top {_q(p['top'])} -noabc")
+    if p.get("clock_gate"):
+        _clock_gate(p["clock_gate"], int(p.get("clock_gate_min", 4)))
     dff = " ".join(f"-dont_use {x}" for x in p.get("dff_dont_use", []))
     _run(f"dfflibmap {dff} " + " ".join(f"-liberty {_q(x)}" for x in p["seq_liberty"]))
     dont = " ".join(f"-dont_use {x}" for x in p.get("dont_use", []))
@@ -154,6 +156,40 @@ def asic(p: dict) -> dict:
     Path(p["cells"]).write_text(json.dumps({"cells": cells, "flops": flops}))
     return {"cells": len(cells), "flops": len(flops), "netlist": p["netlist"],
             "power_netlist": p["power_netlist"], "stat": p["stat"]}
+
+
+def _clock_gate(icg: list, min_size: int) -> None:
+    """Integrated clock gates for every group of at least ``min_size`` rising-edge flip-flops
+    that share a clock and a load enable; the enable muxes of those flip-flops go away."""
+    cell, en, clk, gclk, test = icg
+    # Amaranth's synchronous reset wins over the enable ($_SDFFE_): make the enable win by
+    # enabling on (enable | reset) ($_SDFFCE_), then turn the reset into data logic ($_DFFE_);
+    # the library has no reset flip-flop to map it to anyway
+    _run("dfflegalize -cell $_SDFFCE_PP?P_ 01 -cell $_DFFE_PP_ 01 -cell $_SDFF_PP?_ 01 "
+         "-cell $_DFF_P_ 01 -cell $_DFFE_NP_ 01 -cell $_DFF_N_ 01")
+    _run("dfflegalize -cell $_DFFE_PP_ 01 -cell $_DFF_P_ 01 -cell $_DFFE_NP_ 01 -cell $_DFF_N_ 01")
+    _run("opt_merge")                # one enable net per group, not one OR gate per flip-flop
+    _run("opt_clean")                # one name per net (the groups below are keyed by name)
+    # groups too small to pay for a gate keep their multiplexer (this Yosys' clockgate
+    # -min_net_size does not count group members)
+    small = ys.IdString("\\lcp_no_gate")
+    n_small = 0
+    for mod in _D.modules_.values():
+        groups: dict[tuple, list] = {}
+        for c in mod.cells_.values():
+            if c.type.str() == "$_DFFE_PP_":
+                key = (_signame(c.getPort(ys.IdString("\\C"))),
+                       _signame(c.getPort(ys.IdString("\\E"))))
+                groups.setdefault(key, []).append(c)
+        for (c_name, e_name), cells in groups.items():
+            if len(cells) < min_size or c_name is None or e_name is None or "'" in e_name:
+                for c in cells:
+                    c.set_bool_attribute(small, True)
+                    n_small += 1
+    if n_small:
+        _run("dfflegalize -cell $_DFF_P_ 01 a:lcp_no_gate")
+    tie = f" -tie_lo {test}" if test else ""
+    _run(f"clockgate -pos {cell} {en}:{clk}:{gclk}{tie}")
 
 
 def _buffer_fanout(top, cell_inputs: dict, buffer: list, max_fanout: int, skip: set,

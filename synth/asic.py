@@ -2,9 +2,13 @@
 
 Steps (:func:`asic_flow`):
 
-1. *Synthesis* (pyosys, hierarchy kept): ``synth``, ``dfflibmap``, ``abc -liberty`` at the target
-   clock, ``hilomap``; area of every submodule from the liberty cell areas. The mapped design is
-   then flattened into one netlist whose cells keep the name of the module they came from.
+1. *Synthesis* (pyosys, hierarchy kept): ``synth``, clock gating, ``dfflibmap``, ``abc -liberty``
+   at the target clock, ``hilomap``; area of every submodule from the liberty cell areas. The
+   mapped design is then flattened into one netlist whose cells keep the name of the module
+   they came from. Clock gating (libraries with an integrated clock gate, e.g. ASAP7's ``ICGx1``):
+   every group of 4 or more flip-flops that share a load enable (line buffers, weight and
+   accumulator registers, stream registers) is clocked through one gate instead of feeding its
+   value back through a multiplexer; Amaranth's synchronous reset joins the enable.
 2. *Timing* (OpenSTA): one clock on ``clk`` at the target period, inputs and outputs constrained
    at 0 against it (a full cycle for port-to-register paths), no wire load, ideal clock. Worst
    slack at the target; ``Fmax = 1 / (period - worst slack)``.
@@ -17,7 +21,9 @@ Steps (:func:`asic_flow`):
    the pin's slew and load), and each pin's figure is scaled by the simulated toggle rate of
    its net; the trace is checked to add up to OpenSTA's own per-instance report. OpenSTA's own
    propagation from the simulated flip-flop and input activity (flip-flop data inputs cut to
-   ports) is reported next to it. The clock net (ideal, no tree) adds ``C_clk_pins * V^2 * f``.
+   ports) is reported next to it. The clock net (ideal, no tree) adds ``C_clk_pins * V^2 * f``
+   for the pins on the free-running clock; gated clocks are ordinary nets driven by their gate
+   and switch at their simulated rate.
    Without a simulation, inputs get 0.1 toggles per cycle and OpenSTA propagates ("vectorless").
 5. *OpenROAD* floorplan, placement and power when ``openroad`` is on ``PATH``; otherwise the
    report says it was skipped.
@@ -75,6 +81,19 @@ class AsicNetlist:
     groups: dict
     seconds: float
 
+    def clock_gating(self) -> dict:
+        """Integrated clock gates and the flip-flops they clock (``gated_flops``)."""
+        icg = self.lib.clock_gate
+        n_icg = sum(1 for t, _g, _c in self.cells.values() if icg and t == icg.name)
+        gated = 0
+        for f in self.flops:
+            c = self.lib.cells[f["type"]]
+            clk = (c.ff[3] if c.ff else "CLK").strip("()! ")
+            if self.cells[f["cell"]][2].get(clk) != "clk":
+                gated += 1
+        return {"cell": icg.name if icg else None, "icgs": n_icg, "gated_flops": gated,
+                "flops": len(self.flops)}
+
     @property
     def area_um2(self) -> float:
         return sum(g["area_um2"] for g in self.groups.values())
@@ -83,6 +102,15 @@ class AsicNetlist:
 #: ABC maps each module for this fraction of the clock period: paths that cross modules, the
 #: fanout buffers added afterwards and the flip-flops' setup take the rest.
 _DELAY_MARGIN = 0.8
+
+
+def _clock_gate(lib: CellLibrary) -> list | None:
+    """``[cell, enable, clock, gated clock, test pin]`` for Yosys' ``clockgate``, or ``None``."""
+    c = lib.clock_gate
+    if c is None:
+        return None
+    _kind, clk, en, gclk, test = c.icg
+    return [c.name, en, clk, gclk, test]
 
 
 def _ff_pins(lib: CellLibrary) -> dict[str, list]:
@@ -95,11 +123,14 @@ def _ff_pins(lib: CellLibrary) -> dict[str, list]:
 
 
 def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path,
-               effort: str = "normal") -> AsicNetlist:
+               effort: str = "normal", clock_gating: bool = True) -> AsicNetlist:
     """Synthesize ``design`` to ``lib`` for a ``clock_mhz`` target (see the module docstring).
 
     ``effort``: ABC mapping script, ``normal`` (choice computation ``&dch``, a few % smaller) or
     ``fast`` (several times quicker on large multiplier arrays).
+    ``clock_gating``: flip-flops that share a load enable (at least 4) are clocked through one
+    of the library's integrated clock gates (:attr:`CellLibrary.clock_gate`) instead of
+    recirculating their value through a multiplexer; ignored when the library has none.
 
     Raises
     ------
@@ -117,6 +148,7 @@ def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path
         "period_ps": period_ps, "delay_target_ps": _DELAY_MARGIN * period_ps,
         "tie": list(lib.tie) if lib.tie else None,
         "buffer": list(lib.buffer), "effort": effort,
+        "clock_gate": _clock_gate(lib) if clock_gating else None, "clock_gate_min": 4,
         "fanout_buffer": list(lib.fanout_buffer), "max_fanout": 16,
         "cell_inputs": {n: sorted(c.inputs) for n, c in lib.cells.items()},
         "cells_known": sorted(lib.cells), "ff_pins": _ff_pins(lib),
@@ -256,36 +288,85 @@ def _read_instances(path: Path) -> dict[str, tuple[float, float, float]]:
 
 
 _RE_INTERNAL = re.compile(r"power: internal (\S+)/(\S+) \(")
-_RE_SWITCH = re.compile(r"power: switching \S+ activity = \S+ volt = \S+ (\S+)")
-_RE_ARC = re.compile(r"power:\s+\S+ -> \S+ .*?\s(-?[\d.]+e[-+]\d+)\s+(-?[\d.]+e[-+]\d+)\s+\S+")
+_RE_SWITCH = re.compile(r"power: switching \S+ activity = (\S+) volt = \S+ (\S+)")
+_RE_ARC = re.compile(r"power:\s+(\S+) -> (\S+)\s+(.*)$")
+_RE_SCI = re.compile(r"^-?[\d.]+e[-+]\d+$")
+_RE_FIX = re.compile(r"^-?\d+\.\d+$")
 
 
-def _read_pin_powers(log: Path) -> tuple[dict, dict]:
-    """Per ``(instance, pin)``: internal power (sum of its arcs) and switching power, from
-    OpenSTA's ``power`` debug trace."""
-    internal: dict[tuple[str, str], float] = {}
-    switching: dict[tuple[str, str], float] = {}
-    cur = None
+def _read_pin_powers(log: Path) -> tuple[dict, dict, float]:
+    """OpenSTA's ``power`` debug trace, per pin.
+
+    Returns ``(internal, switching, total)``: ``(instance, pin)`` -> ``[watts, activity]``
+    (the activity OpenSTA assumed for that pin, transitions per second, as printed), and the
+    trace's total in watts. Internal power goes to the pin whose transitions its arc counts
+    (the arc's ``to`` pin: an output for output arcs, the input itself for input arcs such as
+    a flip-flop's clock); switching power to the driving pin.
+    """
+    internal: dict[tuple[str, str], list] = {}
+    switching: dict[tuple[str, str], list] = {}
+    inst = None
     pending = None
+    total = 0.0
     with open(log, errors="replace") as f:
         for ln in f:
             if not ln.startswith("power:"):
                 continue
             m = _RE_INTERNAL.match(ln)
             if m:
-                cur = (m.group(1), m.group(2))
+                inst = m.group(1)
                 if pending is not None:
-                    switching[cur] = pending
+                    switching[(inst, m.group(2))] = pending
                     pending = None
                 continue
             m = _RE_SWITCH.match(ln)
             if m:
-                pending = float(m.group(1))
+                pending = [float(m.group(2)), float(m.group(1))]
+                total += pending[0]
                 continue
             m = _RE_ARC.match(ln)
-            if m and cur is not None:
-                internal[cur] = internal.get(cur, 0.0) + float(m.group(2))
-    return internal, switching
+            if m and inst is not None:
+                # [when] act/ns duty energy power [supply]: the first two numbers in
+                # scientific notation are energy and power; act/ns is two before energy
+                toks = m.group(3).split()
+                sci = [k for k, t in enumerate(toks) if _RE_SCI.match(t)]
+                if len(sci) < 2 or sci[0] < 2 or not _RE_FIX.match(toks[sci[0] - 2]):
+                    raise ToolFailed(f"unexpected OpenSTA power trace line: {ln.strip()!r}")
+                p = float(toks[sci[1]])
+                act = float(toks[sci[0] - 2]) * 1e9
+                total += p
+                e = internal.setdefault((inst, m.group(2)), [0.0, act])
+                e[0] += p
+    return internal, switching, total
+
+
+def _clock_nets(net: AsicNetlist) -> set[str]:
+    """``clk`` and the nets it reaches through clock gates and buffers (the clock network
+    OpenSTA propagates its clock activity on)."""
+    lib = net.lib
+    icg = lib.clock_gate
+    drives: dict[str, list[tuple[str, str]]] = {}      # input net -> [(cell type, out net)]
+    for t, _g, conns in net.cells.values():
+        c = lib.cells[t]
+        outs = [conns.get(o) for o in c.outputs]
+        if icg is not None and t == icg.name:
+            src, out = conns.get(icg.icg[1]), conns.get(icg.icg[3])
+        elif len(c.inputs) == 1 and len(outs) == 1:
+            (pin,), (fn,) = list(c.inputs), list(c.outputs.values())
+            if fn.replace(" ", "").strip("()") != pin:
+                continue                                  # inverters and others: not traced
+            src, out = conns.get(pin), outs[0]
+        else:
+            continue
+        if src and out:
+            drives.setdefault(src, []).append((t, out))
+    seen, todo = {"clk"}, ["clk"]
+    while todo:
+        for _t, out in drives.get(todo.pop(), []):
+            if out not in seen:
+                seen.add(out)
+                todo.append(out)
+    return seen
 
 
 def _power_replay(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSim) -> dict:
@@ -294,56 +375,58 @@ def _power_replay(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSi
         net, clock_mhz, workdir, "power_ref", net.netlist,
         [f"set_power_activity -global -activity {_GLOBAL_ACT} -duty 0.5"], debug=True)
     ref = _read_instances(inst_file)
-    internal, switching = _read_pin_powers(workdir / "power_ref.log")
-    # the trace must reproduce OpenSTA's own per-instance figures, else the format has changed
+    internal, switching, sum_t = _read_pin_powers(workdir / "power_ref.log")
     sum_i = sum(v[0] for v in ref.values()) + sum(v[1] for v in ref.values())
-    sum_t = sum(internal.values()) + sum(switching.values())
     if not internal or abs(sum_t - sum_i) > 0.02 * abs(sum_i):
         raise ToolFailed(f"OpenSTA's power trace ({sum_t:.4g} W) does not add up to its report "
                          f"({sum_i:.4g} W): cannot replay simulated activity "
                          f"(log {workdir / 'power_ref.log'})")
     act = sim.activity
     flop_out = {f["cell"]: f["out"] for f in net.flops}
-    unknown = 0
-    groups: dict[str, dict] = {}
-    tot = {"internal_w": 0.0, "switching_w": 0.0, "leakage_w": 0.0}
+    f_hz = clock_mhz * 1e6
+    clocks = _clock_nets(net)
 
-    def rate_of(inst: str, pin: str) -> float | None:
-        t, _g, conns = net.cells[inst]
-        n = conns.get(pin, flop_out.get(inst) if pin not in conns else None)
+    def net_of(inst: str, pin: str) -> str | None:
+        _t, _g, conns = net.cells[inst]
+        return conns.get(pin, flop_out.get(inst) if pin not in conns else None)
+
+    def rate_of(n: str | None) -> float | None:
+        """Simulated transitions per second of net ``n``."""
         if n is None:
             return None
         if n.startswith("1'b"):
             return 0.0
-        return act.rate(n) if n in act else None
+        if n == "clk":
+            return 2.0 * f_hz
+        return act.rate(n) * f_hz if n in act else None
 
+    unknown = 0
+    off_reference = 0
+    groups: dict[str, dict] = {}
+    tot = {"internal_w": 0.0, "switching_w": 0.0, "leakage_w": 0.0}
     for inst, (_i, _s, leak) in ref.items():
         t, g, conns = net.cells[inst]
         acc = groups.setdefault(g, {"internal_w": 0.0, "switching_w": 0.0, "leakage_w": 0.0})
         acc["leakage_w"] += leak
         tot["leakage_w"] += leak
-    for (inst, pin), p in internal.items():
-        t, g, conns = net.cells[inst]
-        if conns.get(pin) == "clk":
-            v = p                                 # clock pins: 2 transitions per cycle already
-        else:
-            r = rate_of(inst, pin)
+    for kind, table in (("internal_w", internal), ("switching_w", switching)):
+        for (inst, pin), (p, printed) in table.items():
+            g = net.cells[inst][1]
+            n = net_of(inst, pin)
+            # the activity OpenSTA used: the clock's on the clock network, else the reference
+            r = rate_of(n)
             if r is None:
                 unknown += 1
                 r = 0.0
-            v = p * r / _GLOBAL_ACT
-        groups[g]["internal_w"] += v
-        tot["internal_w"] += v
-    for (inst, pin), p in switching.items():
-        t, g, conns = net.cells[inst]
-        r = rate_of(inst, pin)
-        if r is None:
-            unknown += 1
-            r = 0.0
-        v = p * r / _GLOBAL_ACT
-        groups[g]["switching_w"] += v
-        tot["switching_w"] += v
-    return {**tot, "groups": groups, "pins_without_activity": unknown}
+            ref_act = (2.0 if n in clocks else _GLOBAL_ACT) * f_hz
+            if r and abs(printed - ref_act) > 0.01 * ref_act + 0.006e9:
+                off_reference += 1                      # trust OpenSTA's own figure
+                ref_act = printed
+            v = p * r / ref_act if ref_act > 0 else 0.0
+            groups[g][kind] += v
+            tot[kind] += v
+    return {**tot, "groups": groups, "pins_without_activity": unknown,
+            "pins_off_reference": off_reference}
 
 
 def _power_native(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSim | None) -> dict:
@@ -413,23 +496,28 @@ def sta_power(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSim | 
         method = ("gate-level Verilator simulation of the mapped netlist (zero delay: no "
                   "glitches); every pin's internal and switching power is OpenSTA's figure for "
                   "that pin (liberty tables at its slew and load) scaled by the simulated toggle "
-                  "rate of its net; clock pins at 2 transitions per cycle")
+                  "rate of its net; clock pins at 2 transitions per cycle, gated clock pins at "
+                  "the simulated rate of their gated clock")
         activity = {"method": method, "pins_without_activity": res.pop("pins_without_activity"),
+                    "pins_off_reference": res.pop("pins_off_reference"),
                     **sim.activity.summary()}
     else:
         res = native
         activity = {"method": "vectorless: 0.1 toggles per cycle, duty 0.5 on every input, "
                               "propagated by OpenSTA through logic and registers"}
     groups = res["groups"]
-    # the ideal clock net: every clock pin switches twice per cycle
+    # the ideal clock net (it has no driving cell): every pin on it switches twice per cycle;
+    # gated clocks are nets driven by a clock gate, counted with the other nets
     f_hz = clock_mhz * 1e6
     clock_net_w = 0.0
-    for f in net.flops:
-        c = lib.cells[f["type"]]
-        cap = c.inputs.get(c.ff[3] if c.ff else "CLK", 0.0) * lib.cap_unit_ff * 1e-15
-        w = cap * lib.voltage ** 2 * f_hz
-        clock_net_w += w
-        groups[net.cells[f["cell"]][1]]["switching_w"] += w
+    for t, g, conns in net.cells.values():
+        c = lib.cells[t]
+        for pin, n in conns.items():
+            if n == "clk" and pin in c.inputs:
+                w = c.inputs[pin] * lib.cap_unit_ff * 1e-15 * lib.voltage ** 2 * f_hz
+                clock_net_w += w
+                groups.setdefault(g, {"internal_w": 0.0, "switching_w": 0.0,
+                                      "leakage_w": 0.0})["switching_w"] += w
     res["switching_w"] += clock_net_w
     for g in groups.values():
         g["total_w"] = g["internal_w"] + g["switching_w"] + g["leakage_w"]
@@ -508,7 +596,8 @@ def _at_fmax(power: dict, timing: dict, clock_mhz: float, lat, per_inf) -> dict 
 
 def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
               pdk_dir=None, workdir: Path, stimulus: Stimulus | None = None,
-              latency_cycles: int | None = None, effort: str = "normal") -> dict:
+              latency_cycles: int | None = None, effort: str = "normal",
+              clock_gating: bool = True) -> dict:
     """Synthesis, timing, activity and power of ``design`` on ``library`` at ``clock_mhz``.
 
     Parameters
@@ -523,6 +612,7 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
     latency_cycles : cycles per inference when no simulation gives them (e.g. the hardware
         generator's report).
     effort : ABC effort (:func:`synth_asic`).
+    clock_gating : insert the library's integrated clock gates (:func:`synth_asic`).
 
     Returns
     -------
@@ -541,7 +631,7 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
     find_tool("sta")
     unmeasured: list[dict] = []
     steps: dict[str, float] = {}
-    net = synth_asic(design, lib, clock_mhz, workdir / "synth", effort)
+    net = synth_asic(design, lib, clock_mhz, workdir / "synth", effort, clock_gating)
     steps["synthesis_s"] = net.seconds
     t = time.perf_counter()
     timing = sta_timing(net, clock_mhz, workdir / "synth")
@@ -596,7 +686,8 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
         "totals": {
             "area_um2": area, "area_mm2": area * 1e-6, "cells": sum(g["cells"] for g in
                                                                      net.groups.values()),
-            "flops": len(net.flops), "worst_slack_ns": timing["worst_slack_ns"],
+            "flops": len(net.flops), "clock_gating": net.clock_gating(),
+            "worst_slack_ns": timing["worst_slack_ns"],
             "timing_met": timing["met"], "fmax_mhz": timing["fmax_mhz"],
             "internal_w": power["internal_w"], "switching_w": power["switching_w"],
             "leakage_w": power["leakage_w"], "total_w": power["total_w"],
@@ -618,11 +709,14 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
         "method": {"synthesis": f"pyosys synth -noabc (hierarchical), dfflibmap, abc -D "
                                 f"{_DELAY_MARGIN * 1e6 / clock_mhz:.0f} ps ({effort} script "
                                 f"with buffering and sizing), {lib.name} liberty; flattened, "
-                                f"fanout trees on nets over 16 loads",
+                                f"fanout trees on nets over 16 loads; "
+                                + (f"clock gating: Yosys clockgate with {lib.clock_gate.name} on "
+                                   f"groups of 4 or more flip-flops sharing an enable"
+                                   if clock_gating and lib.clock_gate else "no clock gating"),
                    "timing": "OpenSTA, ideal clock, no wire load or parasitics, I/O at 0 delay",
                    "power": power["activity"]["method"] + "; switching includes the ideal clock "
-                            "net (clock pin capacitance, 2 transitions per cycle), no clock tree, "
-                            "no wire capacitance",
+                            "net (clock pin capacitance, 2 transitions per cycle; gated clocks at "
+                            "their simulated rate), no clock tree, no wire capacitance",
                    "energy": "total power x cycles per inference (images streamed back to back) "
                              "/ clock"},
         "steps": steps, "tools": tool_versions(),

@@ -20,7 +20,7 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
               clock_mhz: float | None = None, pdk_dir: Path | None = None, images: int = 2,
               sim: bool = True, out: Path | None = None, top: str | None = None,
               plots: bool = True, seed: int = 0, effort: str = "normal",
-              dsp: str = "auto") -> tuple[dict, Path]:
+              dsp: str = "auto", clock_gating: bool = True) -> tuple[dict, Path]:
     """Run one flow on a build folder (or a Verilog file) and save its report.
 
     Returns ``(report, json_path)``. The report goes to ``OUT/synth_<target>.json`` and
@@ -71,7 +71,8 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
             from .stimulus import build_stimulus
             stim = build_stimulus(design, images=images, seed=seed) if design.build_dir else None
         rep = asic_flow(design, asic, clock_mhz=clock_mhz or 100.0, pdk_dir=pdk_dir,
-                        workdir=work, stimulus=stim, latency_cycles=lat, effort=effort)
+                        workdir=work, stimulus=stim, latency_cycles=lat, effort=effort,
+                        clock_gating=clock_gating)
         if lat is not None:
             rep["totals"]["latency_cycles_model"] = lat
     rep = rp.finish(rep, build=str(build))
@@ -102,8 +103,12 @@ def register(app: typer.Typer) -> None:
                                                                   "the build)"),
             no_plots: bool = typer.Option(False, "--no-plots", help="skip the PNG plots"),
             effort: str = typer.Option("normal", help="ASIC mapping effort: normal or fast"),
-            dsp: str = typer.Option("auto", help="XC7Z020 multipliers: auto (LUTs when the "
-                                                 "generator's estimate uses no DSP), yes, no")):
+            dsp: str = typer.Option("auto", help="FPGA multipliers: auto (LUTs when the "
+                                                 "generator's estimate uses no DSP; on ECP5 also "
+                                                 "when they exceed its MULT18), yes, no"),
+            no_clock_gating: bool = typer.Option(
+                False, "--no-clock-gating", help="ASIC: keep enable multiplexers instead of "
+                                                 "integrated clock gates")):
         """Synthesize a build: FPGA resources and Fmax, or ASIC area, timing, power, energy."""
         from rich.console import Console
 
@@ -113,7 +118,8 @@ def register(app: typer.Typer) -> None:
         try:
             rep, j = run_synth(build, fpga=fpga, asic=asic, clock_mhz=clock_mhz,
                                pdk_dir=pdk_dir, images=images, sim=not no_sim, out=output,
-                               top=top, plots=not no_plots, effort=effort, dsp=dsp)
+                               top=top, plots=not no_plots, effort=effort, dsp=dsp,
+                               clock_gating=not no_clock_gating)
         except (SynthError, LibraryError) as e:
             raise _usage(e) from None
         con = Console(width=max(120, Console().width))

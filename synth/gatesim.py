@@ -124,7 +124,8 @@ def netlist_ports(netlist: Path) -> list[tuple[str, str, int]]:
 
 def cell_models(lib: CellLibrary) -> Path:
     """Verilator-ready Verilog models of the library's cells (made once, cached)."""
-    key = hashlib.sha1("|".join(f"{p}:{p.stat().st_size}" for p in lib.liberty).encode())
+    key = hashlib.sha1(("icg1|" + "|".join(f"{p}:{p.stat().st_size}" for p in lib.liberty))
+                       .encode())
     out = cache_dir() / "models" / f"{lib.name}_{key.hexdigest()[:12]}.v"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +133,27 @@ def cell_models(lib: CellLibrary) -> Path:
         run_yosys_job("cell_models", {"liberty": [str(p) for p in lib.liberty], "out": str(raw)},
                       out.parent / f"{lib.name}_job")
         out.write_text("// verilator tracing_off\n/* verilator lint_off WIDTH */\n"
-                       + raw.read_text())
+                       + raw.read_text() + "".join(_icg_model(c) for c in lib.cells.values()
+                                                   if c.icg))
         raw.unlink()
     return out
+
+
+def _icg_model(c) -> str:
+    """Verilog model of an integrated clock gate (Yosys reads no ``statetable``): a latch,
+    open while the clock is low, holds the enable (or the test enable, before the latch for
+    ``*precontrol`` cells, after it for ``*postcontrol``); the gated clock is clock AND latch."""
+    kind, clk, en, gclk, test = c.icg
+    if not kind.startswith("latch_posedge"):
+        return ""
+    pre = f"{en} | {test}" if test and kind.endswith("precontrol") else en
+    post = f" | {test}" if test and kind.endswith("postcontrol") else ""
+    ins = [clk, en] + ([test] if test else [])
+    return (f"module {c.name}({', '.join(ins)}, {gclk});\n"
+            f"  input {', '.join(ins)};\n  output {gclk};\n  reg q;\n"
+            f"  always @* if (!{clk}) q = {pre};\n"
+            f"  assign {gclk} = {clk} & (q{post});\n"
+            f"endmodule\n")
 
 
 @dataclass

@@ -74,6 +74,9 @@ class CellInfo:
     outputs : output pin -> function string (``""`` when the library gives none).
     ff : ``(state, state_inv, next_state, clocked_on)`` of the ``ff`` group, or ``None``.
     latch : whether the cell has a ``latch`` group.
+    icg : integrated clock gate: ``(kind, clock_pin, enable_pin, out_pin, test_pin)`` (``kind``
+        the liberty ``clock_gating_integrated_cell``, e.g. ``latch_posedge_precontrol``;
+        ``test_pin`` may be ``None``), else ``None``.
     """
 
     name: str
@@ -82,6 +85,7 @@ class CellInfo:
     outputs: dict[str, str]
     ff: tuple[str, str, str, str] | None = None
     latch: bool = False
+    icg: tuple[str, str, str, str, str | None] | None = None
 
     @property
     def sequential(self) -> bool:
@@ -150,6 +154,15 @@ class CellLibrary:
     lef: tuple[Path, ...] = ()
     source: str = ""
     _cells: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def clock_gate(self) -> CellInfo | None:
+        """The smallest integrated clock gate for rising-edge flip-flops (a latch-based
+        ``latch_posedge*`` cell), or ``None`` when the library has none."""
+        icgs = [c for c in self.cells.values()
+                if c.icg and c.icg[0].startswith("latch_posedge") and c.icg[1] and c.icg[2]
+                and c.icg[3]]
+        return min(icgs, key=lambda c: (c.area, c.name)) if icgs else None
 
     @property
     def cells(self) -> dict[str, CellInfo]:
@@ -264,7 +277,7 @@ def read_cells(path: str | os.PathLike) -> dict[str, CellInfo]:
     """
     path = Path(path)
     st = path.stat()
-    key = hashlib.sha1(f"v3:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    key = hashlib.sha1(f"v4:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
     memo = cache_dir() / "cells" / f"{path.name}.{key[:12]}.json"
     if memo.exists():
         raw = json.loads(memo.read_text())
@@ -275,7 +288,16 @@ def read_cells(path: str | os.PathLike) -> dict[str, CellInfo]:
     if not raw:
         raise LibraryError(f"{path}: no cell found (not a liberty file?)")
     return {n: CellInfo(n, c["area"], c["inputs"], c["outputs"],
-                        tuple(c["ff"]) if c["ff"] else None, c["latch"]) for n, c in raw.items()}
+                        tuple(c["ff"]) if c["ff"] else None, c["latch"],
+                        _icg(c)) for n, c in raw.items()}
+
+
+def _icg(c: dict) -> tuple | None:
+    kind = c.get("icg")
+    if not kind:
+        return None
+    roles = c.get("gate_pins", {})
+    return (kind, roles.get("clock"), roles.get("enable"), roles.get("out"), roles.get("test"))
 
 
 def _parse_liberty(path: Path) -> dict:
@@ -290,7 +312,8 @@ def _parse_liberty(path: Path) -> dict:
             if cell is None:
                 m = _CELL.match(line)
                 if m:
-                    cell = {"area": 0.0, "inputs": {}, "outputs": {}, "ff": None, "latch": False}
+                    cell = {"area": 0.0, "inputs": {}, "outputs": {}, "ff": None, "latch": False,
+                            "icg": None, "gate_pins": {}}
                     cells[m.group(1)] = cell
                     cell_depth = depth
             elif depth == cell_depth + 1:
@@ -309,10 +332,15 @@ def _parse_liberty(path: Path) -> dict:
                         m = _ATTR.match(line)
                         if m and m.group(1) == "area":
                             cell["area"] = float(m.group(2))
+                        elif m and m.group(1) == "clock_gating_integrated_cell":
+                            cell["icg"] = m.group(2).strip()
             elif pin is not None and depth == pin_depth + 1:
                 m = _ATTR.match(line)
                 if m and m.group(1) in ("direction", "capacitance", "function"):
                     pin_attrs[m.group(1)] = m.group(2).strip()
+                elif (m and m.group(1).startswith("clock_gate_") and m.group(1).endswith("_pin")
+                      and m.group(2).strip() == "true"):
+                    cell["gate_pins"][m.group(1)[len("clock_gate_"):-len("_pin")]] = pin
             elif ff_depth >= 0 and depth == ff_depth + 1:
                 m = _ATTR.match(line)
                 if m and m.group(1) in ("next_state", "clocked_on"):

@@ -147,6 +147,13 @@ def summary(report: dict) -> list[str]:
         lines.append(
             f"area {_fmt(t['area_um2'])} um2 = {_fmt(t['area_mm2'], digits=4)} mm2, "
             f"{_fmt(t['cells'])} cells ({_fmt(t['flops'])} flip-flops)")
+        cg = t.get("clock_gating")
+        if cg and cg.get("icgs"):
+            lines.append(f"clock gating: {_fmt(cg['gated_flops'])} of {_fmt(cg['flops'])} "
+                         f"flip-flops behind {_fmt(cg['icgs'])} {cg['cell']}")
+        elif cg is not None:
+            lines.append("clock gating: none (no integrated clock gate in the library, or "
+                         "turned off)")
         lines.append(
             f"clock {_fmt(report['clock_mhz'])} MHz: worst slack "
             f"{_fmt(t['worst_slack_ns'])} ns (met: {_fmt(t['timing_met'])}), "
@@ -209,6 +216,13 @@ def text_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _gated(t: dict) -> str:
+    cg = t.get("clock_gating")
+    if cg is None:
+        return "n/a"
+    return f"{cg['gated_flops'] / cg['flops']:.0%}" if cg["flops"] else "0"
+
+
 def markdown_table(reports: list[dict]) -> str:
     """One Markdown table row per report (ASIC and FPGA reports in separate tables).
 
@@ -222,8 +236,8 @@ def markdown_table(reports: list[dict]) -> str:
     notes = []
     if asic:
         out.append("| design | library | clock MHz | area mm2 | Fmax MHz | power mW (int / sw / "
-                   "leak) | latency us | energy nJ/inf | activity | wall s |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|")
+                   "leak) | latency us | energy nJ/inf | gated FF | activity | wall s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in asic:
             t = r["totals"]
             mw = lambda x: _fmt(None if x is None else x * 1e3)   # noqa: E731
@@ -232,7 +246,7 @@ def markdown_table(reports: list[dict]) -> str:
                 f"| {r['design']} | {r['target']} | {_fmt(r['clock_mhz'])} | "
                 f"{_fmt(t['area_mm2'], digits=4)} | {_fmt(t['fmax_mhz'])} | {mw(t['total_w'])} "
                 f"({mw(t['internal_w'])} / {mw(t['switching_w'])} / {mw(t['leakage_w'])}) | "
-                f"{_fmt(t['latency_us'])} | {_fmt(t['energy_nj'])} | {act} | "
+                f"{_fmt(t['latency_us'])} | {_fmt(t['energy_nj'])} | {_gated(t)} | {act} | "
                 f"{_fmt(r.get('wall_time_s'))} |")
     if xil:
         out.append("")

@@ -172,3 +172,56 @@ def test_no_net_drives_more_than_16_loads_but_the_clock(osu_nets):
                   if p in ins[t] and n and not n.startswith("1'b"))
     assert max(v for k, v in fan.items() if k != "clk") <= 16
     assert fan["clk"] == len(net.flops)                      # ideal clock: no tree
+
+
+@pytest.mark.skipif(not ASAP7.is_dir(), reason="../shared/pdk/asap7 not present")
+def test_asap7_clock_gating_is_exact_and_saves_clock_power(tmp_path):
+    """Flip-flops that load rarely (the accumulator's output register loads once per DEPTH
+    beats) get an integrated clock gate; the gate-level simulation (with the ICG's latch model)
+    still gives the reference outputs, and the gated clock pins switch at the gated rate."""
+    stim, _ = _stimulus(2, images=4)
+    reps = {}
+    for gate in (False, True):
+        d = from_component(MacChain(2, DEPTH), tmp_path / f"rtl{gate}", "chain")
+        reps[gate] = asic_flow(d, "asap7", clock_mhz=800.0, pdk_dir=ASAP7,
+                               workdir=tmp_path / f"w{gate}", stimulus=stim, clock_gating=gate)
+    off, on = reps[False]["totals"], reps[True]["totals"]
+    assert off["clock_gating"]["icgs"] == 0 and off["clock_gating"]["gated_flops"] == 0
+    assert on["clock_gating"]["icgs"] >= 1
+    assert on["clock_gating"]["gated_flops"] >= 16      # at least the 16-bit output register
+    assert reps[True]["simulation"]["outputs_match"] is True
+    assert reps[True]["activity"]["pins_without_activity"] == 0
+    assert reps[True]["activity"]["pins_off_reference"] == 0
+    netlist = (tmp_path / "wTrue" / "synth" / "netlist.v").read_text()
+    assert "ICGx1_ASAP7_75t_R" in netlist
+    # only the ungated flip-flops and the clock gates load the free-running clock
+    assert on["clock_net_w"] < off["clock_net_w"]
+    assert on["total_w"] < off["total_w"]
+
+
+@pytest.mark.skipif(not ASAP7.is_dir(), reason="../shared/pdk/asap7 not present")
+def test_replay_with_gated_clocks_reproduces_opensta(tmp_path):
+    """OpenSTA gives the clock's activity to every pin of the clock network (through the clock
+    gates and their buffers): with those nets at 2 transitions per cycle and every other net at
+    the reference activity, the replay gives back OpenSTA's figures."""
+    from lcp.synth.activity import Activity
+    from lcp.synth.asic import _GLOBAL_ACT, _clock_nets, _power_replay, _read_instances
+    from lcp.synth.gatesim import GateSim
+
+    d = from_component(MacChain(2, DEPTH), tmp_path / "rtl", "chain")
+    net = synth_asic(d, get_library("asap7", ASAP7), 800.0, tmp_path / "syn")
+    clocks = _clock_nets(net)
+    assert len(clocks) > 1                                  # clk and at least one gated clock
+    names = {n for _, _, conns in net.cells.values() for n in conns.values() if n}
+    ties = {n for t, _, conns in net.cells.values() if t.startswith("TIE") for n in conns.values()}
+    act = Activity(t0=0, t1=1000, period=10)
+    for n in names:
+        rate = 0.0 if n in ties else 2.0 if n in clocks else _GLOBAL_ACT
+        act.toggles[n] = int(rate * act.cycles)
+        act.high[n] = 50
+    sim = GateSim(act, 1, 100, [], None, 1, tmp_path / "none.vcd", 0.0)
+    res = _power_replay(net, 800.0, tmp_path, sim)
+    ref = _read_instances(tmp_path / "power_ref_instances.txt")
+    assert res["internal_w"] == pytest.approx(sum(v[0] for v in ref.values()), rel=0.01)
+    assert res["switching_w"] == pytest.approx(sum(v[1] for v in ref.values()), rel=0.01)
+    assert res["pins_off_reference"] == 0
