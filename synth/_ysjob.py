@@ -173,7 +173,7 @@ def _clock_gate(icg: list, min_size: int) -> None:
     # groups too small to pay for a gate keep their multiplexer (this Yosys' clockgate
     # -min_net_size does not count group members)
     small = ys.IdString("\\lcp_no_gate")
-    n_small = 0
+    any_small = False
     for mod in _D.modules_.values():
         groups: dict[tuple, list] = {}
         for c in mod.cells_.values():
@@ -185,8 +185,8 @@ def _clock_gate(icg: list, min_size: int) -> None:
             if len(cells) < min_size or c_name is None or e_name is None or "'" in e_name:
                 for c in cells:
                     c.set_bool_attribute(small, True)
-                    n_small += 1
-    if n_small:
+                any_small = True
+    if any_small:
         _run("dfflegalize -cell $_DFF_P_ 01 a:lcp_no_gate")
     tie = f" -tie_lo {test}" if test else ""
     _run(f"clockgate -pos {cell} {en}:{clk}:{gclk}{tie}")

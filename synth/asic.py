@@ -345,24 +345,23 @@ def _clock_nets(net: AsicNetlist) -> set[str]:
     OpenSTA propagates its clock activity on)."""
     lib = net.lib
     icg = lib.clock_gate
-    drives: dict[str, list[tuple[str, str]]] = {}      # input net -> [(cell type, out net)]
+    drives: dict[str, list[str]] = {}                  # input net -> output nets
     for t, _g, conns in net.cells.values():
         c = lib.cells[t]
-        outs = [conns.get(o) for o in c.outputs]
         if icg is not None and t == icg.name:
             src, out = conns.get(icg.icg[1]), conns.get(icg.icg[3])
-        elif len(c.inputs) == 1 and len(outs) == 1:
-            (pin,), (fn,) = list(c.inputs), list(c.outputs.values())
+        elif len(c.inputs) == 1 and len(c.outputs) == 1:
+            ((pin,), ((opin, fn),)) = c.inputs, c.outputs.items()
             if fn.replace(" ", "").strip("()") != pin:
                 continue                                  # inverters and others: not traced
-            src, out = conns.get(pin), outs[0]
+            src, out = conns.get(pin), conns.get(opin)
         else:
             continue
         if src and out:
-            drives.setdefault(src, []).append((t, out))
+            drives.setdefault(src, []).append(out)
     seen, todo = {"clk"}, ["clk"]
     while todo:
-        for _t, out in drives.get(todo.pop(), []):
+        for out in drives.get(todo.pop(), []):
             if out not in seen:
                 seen.add(out)
                 todo.append(out)
@@ -413,11 +412,11 @@ def _power_replay(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSi
         for (inst, pin), (p, printed) in table.items():
             g = net.cells[inst][1]
             n = net_of(inst, pin)
-            # the activity OpenSTA used: the clock's on the clock network, else the reference
             r = rate_of(n)
             if r is None:
                 unknown += 1
                 r = 0.0
+            # the activity OpenSTA used: the clock's on the clock network, else the reference
             ref_act = (2.0 if n in clocks else _GLOBAL_ACT) * f_hz
             if r and abs(printed - ref_act) > 0.01 * ref_act + 0.006e9:
                 off_reference += 1                      # trust OpenSTA's own figure

@@ -101,22 +101,30 @@ def test_power_breakdown_adds_up(osu_report):
 def test_replay_at_uniform_activity_reproduces_opensta(osu_nets, tmp_path):
     """Scaling every pin by the activity of its net gives back OpenSTA's own figures when every
     net has OpenSTA's reference activity."""
+    from lcp.synth.asic import _GLOBAL_ACT
+
+    res = _replay_matches_opensta(osu_nets[4][1], 100.0, tmp_path, lambda n: _GLOBAL_ACT)
+    assert res["pins_without_activity"] == 0
+
+
+def _replay_matches_opensta(net, clock_mhz, tmp_path, rate):
+    """Replay with every net at ``rate(net)`` transitions per cycle; check it against
+    OpenSTA's own per-instance totals at its reference activity; return the replay."""
     from lcp.synth.activity import Activity
-    from lcp.synth.asic import _GLOBAL_ACT, _power_replay, _read_instances
+    from lcp.synth.asic import _power_replay, _read_instances
     from lcp.synth.gatesim import GateSim
 
-    net = osu_nets[4][1]
     names = {n for _, _, conns in net.cells.values() for n in conns.values() if n}
     act = Activity(t0=0, t1=1000, period=10)
     for n in names:
-        act.toggles[n] = int(_GLOBAL_ACT * act.cycles)
-        act.high[n] = 500
+        act.toggles[n] = int(rate(n) * act.cycles)
+        act.high[n] = 50
     sim = GateSim(act, 1, 100, [], None, 1, tmp_path / "none.vcd", 0.0)
-    res = _power_replay(net, 100.0, tmp_path, sim)
+    res = _power_replay(net, clock_mhz, tmp_path, sim)
     ref = _read_instances(tmp_path / "power_ref_instances.txt")
     assert res["internal_w"] == pytest.approx(sum(v[0] for v in ref.values()), rel=0.01)
     assert res["switching_w"] == pytest.approx(sum(v[1] for v in ref.values()), rel=0.01)
-    assert res["pins_without_activity"] == 0
+    return res
 
 
 def test_simulated_power_differs_from_opensta_propagation(osu_report):
@@ -204,24 +212,14 @@ def test_replay_with_gated_clocks_reproduces_opensta(tmp_path):
     """OpenSTA gives the clock's activity to every pin of the clock network (through the clock
     gates and their buffers): with those nets at 2 transitions per cycle and every other net at
     the reference activity, the replay gives back OpenSTA's figures."""
-    from lcp.synth.activity import Activity
-    from lcp.synth.asic import _GLOBAL_ACT, _clock_nets, _power_replay, _read_instances
-    from lcp.synth.gatesim import GateSim
+    from lcp.synth.asic import _GLOBAL_ACT, _clock_nets
 
     d = from_component(MacChain(2, DEPTH), tmp_path / "rtl", "chain")
     net = synth_asic(d, get_library("asap7", ASAP7), 800.0, tmp_path / "syn")
     clocks = _clock_nets(net)
     assert len(clocks) > 1                                  # clk and at least one gated clock
-    names = {n for _, _, conns in net.cells.values() for n in conns.values() if n}
     ties = {n for t, _, conns in net.cells.values() if t.startswith("TIE") for n in conns.values()}
-    act = Activity(t0=0, t1=1000, period=10)
-    for n in names:
-        rate = 0.0 if n in ties else 2.0 if n in clocks else _GLOBAL_ACT
-        act.toggles[n] = int(rate * act.cycles)
-        act.high[n] = 50
-    sim = GateSim(act, 1, 100, [], None, 1, tmp_path / "none.vcd", 0.0)
-    res = _power_replay(net, 800.0, tmp_path, sim)
-    ref = _read_instances(tmp_path / "power_ref_instances.txt")
-    assert res["internal_w"] == pytest.approx(sum(v[0] for v in ref.values()), rel=0.01)
-    assert res["switching_w"] == pytest.approx(sum(v[1] for v in ref.values()), rel=0.01)
+    res = _replay_matches_opensta(
+        net, 800.0, tmp_path,
+        lambda n: 0.0 if n in ties else 2.0 if n in clocks else _GLOBAL_ACT)
     assert res["pins_off_reference"] == 0
