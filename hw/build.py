@@ -221,7 +221,7 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
         folding = Folding(folding.layers, in_width or folding.in_width,
                           out_width or folding.out_width)
     g = lower(model, folding, scope, index)
-    timing = g.timing()
+    timing = g.lowered_timing
     res = g.resources()
     top = TOP_NAMES[scope]
     out = Path(out_dir)
@@ -287,7 +287,7 @@ def cached_build(model: Model, folding: Folding, *, scope: str = "core", index: 
         rep = d / "report.json"
         if rep.exists() and (d / f"{TOP_NAMES[scope]}.v").exists():
             g = lower(model, folding, scope, index)
-            timing = g.timing()
+            timing = g.lowered_timing
             return HwBuild(d, TOP_NAMES[scope], d / f"{TOP_NAMES[scope]}.v", scope, index,
                            folding, g, timing, g.resources(), json.loads(rep.read_text()))
         if d.exists():

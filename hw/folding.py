@@ -265,21 +265,23 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         if key not in memo:
             evals += 1
             g = lower(folding_of(pos_, lanes_))
-            t = g.timing()
+            t = g.lowered_timing
             dsp = allocate_dsps(g, int(budget.dsp)) if budget is not None else {}
-            memo[key] = (t, g.resources(), dsp, g)
+            # no graph kept: each holds a copy of the weights (ResNet-18 runs to hundreds of
+            # evaluations)
+            memo[key] = (t, g.resources(), dsp)
         return memo[key]
 
     def fits(r_):
         return budget is None or r_.fits(budget)
 
-    t, r, _, _ = evaluate(state["pos"], state["lanes"])
+    t, r, _ = evaluate(state["pos"], state["lanes"])
     while not fits(r) and any(state["pos"]):
         # the target's starting point is too large for the budget: back off the biggest layer
         gi = max(range(len(groups)), key=lambda k: cands[k][state["pos"][k]][0]
                  * cands[k][state["pos"][k]][1])
         state["pos"][gi] = max(0, state["pos"][gi] - 1)
-        t, r, _, _ = evaluate(state["pos"], state["lanes"])
+        t, r, _ = evaluate(state["pos"], state["lanes"])
     if not fits(r):
         raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
                       f"the budget {budget.to_json()}")
@@ -304,7 +306,7 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
                     nxt += 1
                 trial = pos.copy()
                 trial[gi] = nxt
-                t2, r2, _, _ = evaluate(trial, state["lanes"])
+                t2, r2, _ = evaluate(trial, state["lanes"])
                 if not fits(r2):
                     frozen[gi] = True
                     continue
@@ -321,7 +323,7 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
 
     t, r = greedy(t, r)
     # narrower requantizers where they cost (almost) nothing, then spend what they freed
-    g = evaluate(state["pos"], state["lanes"])[3]
+    g = lower(folding_of(state["pos"], state["lanes"]))
     by_layer = {n.layer: n for n in g.nodes if n.layer is not None}
     changed = False
     for k, grp in enumerate(req):
@@ -332,7 +334,7 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         for d in divisors(wide)[:-1]:
             trial = list(state["lanes"])
             trial[k] = d
-            t2, r2, _, _ = evaluate(state["pos"], trial)
+            t2, r2, _ = evaluate(state["pos"], trial)
             if (fits(r2) and t2.latency <= t.latency * (1 + NARROW_SLACK)
                     and t2.interval <= t.interval * (1 + NARROW_SLACK)
                     and _cost(r2, budget) < _cost(r, budget)):
@@ -342,7 +344,7 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         t, r = greedy(t, r)
     ok = target is None or t.latency <= target
     note = "" if ok else f"latency target {target} not reached"
-    _, _, dsp, _ = evaluate(state["pos"], state["lanes"])
+    _, _, dsp = evaluate(state["pos"], state["lanes"])
     f = folding_of(state["pos"], state["lanes"], dsp)
     return Choice(f, t.latency, t.interval, r, evals, ok, note)
 

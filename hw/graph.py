@@ -104,6 +104,9 @@ class PlanGraph:
         self.links: list[Link] = []
         self.input_node: int | None = None
         self.output_node: int | None = None
+        #: :meth:`timing` as lowered (FIFOs placed), set by :func:`lower_branch` /
+        #: :func:`lower_core`; stale once the graph is changed by hand.
+        self.lowered_timing: Timing | None = None
 
     # -- construction ----------------------------------------------------------------------
     def add(self, node: Node) -> int:
@@ -576,5 +579,5 @@ def lower_core(model: Model, folding) -> PlanGraph:
 
 
 def _finish(g: PlanGraph) -> PlanGraph:
-    g.timing()          # places the FIFOs
+    g.lowered_timing = g.timing()          # places the FIFOs
     return g

@@ -133,14 +133,10 @@ class RelanePlan:
                 out = acc[n - 1::n] + 1
             else:                      # split one beat into n
                 n = a // b
-                acc = np.empty_like(off)
-                out = np.empty(off.size * n, dtype=np.int64)
-                prev = -1              # cycle of the previous output beat
-                for j, o in enumerate(off):
-                    t = max(int(o), prev)              # the word is taken with the last beat
-                    acc[j] = t
-                    out[j * n: (j + 1) * n] = t + 1 + np.arange(n)
-                    prev = t + n
+                # word j is taken with its last beat: t[j] = max(off[j], t[j-1] + n), and its
+                # beats leave at t[j] + 1 .. t[j] + n
+                acc = _run_max(np.maximum(off, -1), n)
+                out = (acc[:, None] + 1 + np.arange(n)).reshape(-1)
             if acc0 is None:
                 acc0 = acc
             off = out

@@ -45,6 +45,22 @@ def test_relane_timing_model_gather_then_split():
     assert out.size == 12 and np.all(np.diff(out) >= 1)
 
 
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_relane_split_timing_follows_the_beat_recurrence(n):
+    """Splitting a word into ``n`` beats: word ``j`` is taken with its last beat, at
+    ``max(offer, previous word + n)``, its beats leave one per cycle (beat-by-beat reference)."""
+    rng = np.random.default_rng(n)
+    offers = np.cumsum(rng.integers(0, 2 * n, size=200))
+    acc, out = RelanePlan(_fmt(n * 200, n), 1).timing([offers])
+    ref_acc, ref_out, prev = [], [], -1
+    for o in offers:
+        t = max(int(o), prev)
+        ref_acc.append(t)
+        ref_out += [t + 1 + k for k in range(n)]
+        prev = t + n
+    assert acc[0].tolist() == ref_acc and out.tolist() == ref_out
+
+
 @pytest.mark.parametrize("pause", range(len(PAUSES)))
 def test_fork(pause):
     rng = np.random.default_rng(5)
