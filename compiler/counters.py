@@ -2,16 +2,15 @@
 the bytes that cross the network per inference.
 
 All sizes are per image. Tensor bytes are bit-packed (``ceil(elements * bits / 8)``) at the
-tensor's IR bit width; parameter bytes at the weight quantizer's width (``weight_bits``) and
-at the bias' exact width.
+tensor's wire width (its IR bit width, one bit for a bipolar tensor); parameter bytes at the
+weight width (``weight_bits``, one bit for bipolar weights) and at the bias' exact width.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
-from .ir import Branch, Layer, Model, bits_for_range
+from .ir import Branch, Layer, Model
 
 __all__ = ["LayerCount", "GraphCount", "ModelCount", "count_layer", "count_graph", "count"]
 
@@ -59,16 +58,11 @@ class ModelCount:
 
 
 def count_layer(model: Model, layer: Layer) -> LayerCount:
+    """Counters of one layer, from its op's definition (:mod:`lcp.ops`)."""
     out = model.tensors[layer.output]
-    params = param_bytes = macs = 0
-    if layer.op in ("conv", "dense"):
-        w, b = layer.weight, layer.bias
-        params = w.size + (b.size if b is not None else 0)
-        bbits = bits_for_range(b.min(), b.max())[0] if b is not None and b.size else 0
-        param_bytes = (w.size * layer.attrs["weight_bits"] + 7) // 8 + \
-            ((b.size * bbits + 7) // 8 if b is not None else 0)
-        macs = out.size * math.prod(w.shape[1:])
-    return LayerCount(layer.name, layer.op, params, param_bytes, macs, out.nbytes)
+    op = layer.opdef
+    return LayerCount(layer.name, layer.op, op.param_count(layer),
+                      (op.param_bits(layer) + 7) // 8, op.macs(layer, out), out.nbytes)
 
 
 def count_graph(model: Model, graph: Branch) -> GraphCount:

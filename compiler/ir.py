@@ -7,33 +7,10 @@ tensor is an integer tensor described by a :class:`TensorSpec` (per-image shape,
 bit width). Layers are plain records (:class:`Layer`): an op name from :data:`OPS`, input and
 output tensor names, attributes (JSON scalars and lists) and integer parameter arrays.
 
-Integer semantics of each op (``x`` the input, per image, channels first):
-
-``conv``
-    ``y[o,i,j] = bias[o] + sum_{c,u,v} w[o,c,u,v] * xpad[c, i*sh+u, j*sw+v]``; ``xpad`` pads with 0
-    (``pads`` = top, left, bottom, right). Params ``weight`` (O,C,KH,KW), optional ``bias`` (O,).
-    Attribute ``weight_bits``: the weight quantizer's bit width (weights fit in it, signed).
-``dense``
-    ``y[o] = bias[o] + sum_f w[o,f] * x[f]``. Params ``weight`` (O,F), optional ``bias`` (O,),
-    attribute ``weight_bits`` as for ``conv``.
-``threshold``
-    ``y[c,...] = out_lo + #{k : x[c,...] >= T[c,k]}``; ``thresholds`` (C or 1, L) sorted
-    ascending per row, ``L = out_hi - out_lo``. This is requantization (scale, bias, batch norm,
-    ReLU, rounding and clipping) as exact integer decisions.
-``maxpool``
-    Window maximum; padding never wins (ONNX ``-inf`` padding).
-``avgpool``
-    ``y = clip(rnd(sum_window(x) / 2**shift), out_lo, out_hi)`` (``shift`` may be negative: an
-    exact product) with ``rounding`` in
-    ``floor | round | ceil`` (``round`` = half to even), zero padding counted in the sum.
-``add``
-    ``y = a + b`` elementwise (both operands share one scale).
-``concat``
-    Concatenation along channels (axis 0 of the per-image shape).
-``flatten``
-    ``(C,H,W) -> (C*H*W,)`` in C order.
-``relu``
-    ``max(x, 0)``.
+The integer semantics of each op are defined once, in the op table (:mod:`lcp.ops`: one
+:class:`~lcp.ops.OpDef` per op, its semantics in the docstring of the file that defines it):
+``conv`` (1-D and 2-D, grouped, depthwise), ``dense``, ``threshold``, ``maxpool``, ``avgpool``,
+``add``, ``concat``, ``flatten``, ``relu``.
 
 The model output is integer; :class:`Dequant` maps it to the float output of the source model:
 ``y = x * scale[c] + offset[c]`` then ``max(y, 0)`` if ``relu``.
@@ -44,132 +21,30 @@ arrays); :func:`load` reads them back without pickle.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import ops as _ops
+from .ops import OPS
+from .tensor import IRError, TensorSpec, bits_for_range, int_range, round_float
+
 __all__ = [
     "IR_FORMAT", "IR_VERSION", "OPS", "IRError",
     "TensorSpec", "Layer", "Branch", "InputSpec", "Dequant", "Model",
-    "int_range", "bits_for_range", "round_float", "save", "load",
+    "int_range", "bits_for_range", "round_float", "save", "load", "INPUT_FORMATS",
 ]
 
 IR_FORMAT = "lcp-ir"
-IR_VERSION = 1
-
-#: Op name -> (number of inputs, parameter names, attribute names).
-OPS: dict[str, tuple[int | None, tuple[str, ...], tuple[str, ...]]] = {
-    "conv": (1, ("weight", "bias"), ("kernel", "stride", "pads", "weight_bits")),
-    "dense": (1, ("weight", "bias"), ("weight_bits",)),
-    "threshold": (1, ("thresholds",), ("out_lo", "out_hi")),
-    "maxpool": (1, (), ("kernel", "stride", "pads")),
-    "avgpool": (1, (), ("kernel", "stride", "pads", "shift", "rounding", "out_lo", "out_hi")),
-    "add": (2, (), ()),
-    "concat": (None, (), ()),
-    "flatten": (1, (), ()),
-    "relu": (1, (), ()),
-}
-
-
-class IRError(ValueError):
-    """An IR that breaks the contract (unknown op, bad shape, missing tensor, bad file)."""
-
-
-#: Rounding modes of QONNX's Quant/Trunc (``HALF_EVEN`` = ``ROUND``), applied to floats.
-_ROUNDING = {
-    "ROUND": np.round, "HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor,
-    "DOWN": np.fix,
-    "UP": lambda x: np.sign(x) * np.ceil(np.abs(x)),
-    "HALF_UP": lambda x: np.sign(x) * np.floor(np.abs(x) + 0.5),
-    "HALF_DOWN": lambda x: np.sign(x) * np.ceil(np.abs(x) - 0.5),
-}
-
-
-def round_float(x: np.ndarray, mode: str) -> np.ndarray:
-    """Round floats to integers (still float) by a QONNX rounding mode name."""
-    try:
-        return _ROUNDING[mode.upper()](x)
-    except KeyError:
-        raise IRError(f"unknown rounding mode {mode!r} (known: {', '.join(_ROUNDING)})") from None
-
-
-def int_range(bits: int, signed: bool, narrow: bool = False) -> tuple[int, int]:
-    """Integer range of a ``bits``-wide integer (``narrow``: symmetric signed range)."""
-    if signed:
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        return (lo + 1 if narrow else lo), hi
-    return 0, (1 << bits) - 1 - (1 if narrow else 0)
-
-
-def bits_for_range(lo: int, hi: int) -> tuple[int, bool]:
-    """Smallest ``(bits, signed)`` that holds every integer in ``[lo, hi]``."""
-    lo, hi = int(lo), int(hi)
-    if lo > hi:
-        raise IRError(f"empty integer range [{lo}, {hi}]")
-    if lo >= 0:
-        return max(1, hi.bit_length()), False
-    return max((-lo - 1).bit_length(), hi.bit_length()) + 1, True
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """An integer tensor: per-image ``shape`` (channels first) and the range of its values.
-
-    ``scale`` is the real value of one integer step when the tensor is a quantized activation
-    with one per-tensor scale (informative: nothing in the integer semantics reads it);
-    ``None`` for accumulators.
-    """
-
-    shape: tuple[int, ...]
-    lo: int
-    hi: int
-    scale: float | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "lo", int(self.lo))
-        object.__setattr__(self, "hi", int(self.hi))
-        if any(s <= 0 for s in self.shape):
-            raise IRError(f"tensor shape {self.shape} has a non-positive dimension")
-        bits_for_range(self.lo, self.hi)
-
-    @property
-    def bits(self) -> int:
-        return bits_for_range(self.lo, self.hi)[0]
-
-    @property
-    def signed(self) -> bool:
-        return self.lo < 0
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def channels(self) -> int:
-        return self.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of one image's tensor, bit-packed (``ceil(size * bits / 8)``)."""
-        return (self.size * self.bits + 7) // 8
-
-    def to_json(self) -> dict:
-        d = {"shape": list(self.shape), "lo": self.lo, "hi": self.hi,
-             "bits": self.bits, "signed": self.signed}
-        if self.scale is not None:
-            d["scale"] = float(self.scale)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TensorSpec":
-        return cls(tuple(d["shape"]), d["lo"], d["hi"], d.get("scale"))
+#: Version 2 added grouped/1-D convolutions, bipolar weights and tensors, scaled ``add``,
+#: float pre-processing of the input and declared input formats. Version 1 files load
+#: unchanged (every new field has the version 1 meaning as its default).
+IR_VERSION = 2
+_READS = (1, 2)
 
 
 @dataclass
@@ -187,21 +62,18 @@ class Layer:
         if self.op not in OPS:
             raise IRError(f"layer {self.name!r}: unknown op {self.op!r} "
                           f"(the IR has {', '.join(sorted(OPS))})")
-        n_in, pnames, anames = OPS[self.op]
-        if n_in is not None and len(self.inputs) != n_in:
-            raise IRError(f"layer {self.name!r} ({self.op}) takes {n_in} input(s), "
-                          f"not {len(self.inputs)}")
-        for p in self.params:
-            if p not in pnames:
-                raise IRError(f"layer {self.name!r} ({self.op}): unknown parameter {p!r}")
-        for a in anames:
-            if a not in self.attrs:
-                raise IRError(f"layer {self.name!r} ({self.op}): missing attribute {a!r}")
         for k, v in self.params.items():
             if not np.issubdtype(np.asarray(v).dtype, np.integer):
                 raise IRError(f"layer {self.name!r}: parameter {k!r} is not integer "
                               f"({np.asarray(v).dtype})")
             self.params[k] = np.asarray(v, dtype=np.int64)
+        self.attrs = dict(self.attrs)
+        _ops.get(self.op).check(self)
+
+    @property
+    def opdef(self) -> _ops.OpDef:
+        """This layer's op definition (the op table's entry)."""
+        return OPS[self.op]
 
     @property
     def weight(self) -> np.ndarray | None:
@@ -225,13 +97,54 @@ class Branch:
         return iter(self.layers)
 
 
+#: Float ops the input may go through before its quantizer (constants broadcast per image).
+_PRE_OPS = {"mul": np.multiply, "add": np.add, "sub": np.subtract, "div": np.divide}
+#: Input formats a user can declare for a model whose input is not quantized inside it.
+INPUT_FORMATS = ("uint8", "uint8:SCALE", "int8:SCALE")
+
+
+def parse_input_format(text: str) -> tuple[float, int, int]:
+    """``(scale, lo, hi)`` of a declared input format: ``uint8`` (k/255, k = 0..255, images
+    stored in bytes), ``uint8:SCALE`` (k * SCALE, k = 0..255) or ``int8:SCALE`` (k * SCALE,
+    k = -128..127). :class:`IRError` on anything else."""
+    kind, _, sc = str(text).partition(":")
+    ranges = {"uint8": (0, 255), "int8": (-128, 127)}
+    if kind not in ranges:
+        raise IRError(f"input format {text!r} is not one of {', '.join(INPUT_FORMATS)}")
+    if not sc:
+        if kind == "int8":
+            raise IRError("input format 'int8' needs a scale: int8:SCALE (values k * SCALE)")
+        return 1.0 / 255.0, *ranges[kind]
+    try:
+        scale = float(sc)
+    except ValueError:
+        raise IRError(f"input format {text!r}: scale {sc!r} is not a number") from None
+    if not (np.isfinite(scale) and scale > 0):
+        raise IRError(f"input format {text!r}: the scale must be positive and finite")
+    return scale, *ranges[kind]
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How the float model input becomes the integer tensor ``name``.
 
-    ``q = round(clip(float32(x) / float32(scale), lo, hi))`` with the QONNX rounding mode
-    ``rounding`` (half to even by default): the division is done in float32, as Brevitas and
-    qonnx do it, so the integers agree with both.
+    ``pre`` lists the float ops the model applies to its input before the quantizer
+    (``(op, constant)``, op in mul/add/sub/div, constants broadcast to one image, e.g.
+    bnn_pynq's ``2 * x - 1``); they run in float32, in order, as the ONNX graph runs them.
+    Then, by ``format``:
+
+    ``quant`` (the model's own quantizer)
+        ``q = round(clip(float32(v) / float32(scale), lo, hi))`` with the QONNX rounding mode
+        ``rounding`` (half to even by default): the division is done in float32, as Brevitas
+        and qonnx do it, so the integers agree with both.
+    ``bipolar`` (a ``BipolarQuant``)
+        ``q = +1 if v >= 0 else -1``.
+    a declared format (``uint8``, ``uint8:SCALE``, ``int8:SCALE``; see
+    :func:`parse_input_format`)
+        the model reads the float input itself, and the user states that every input value is
+        ``k * scale`` for an integer ``k`` in ``[lo, hi]`` (``uint8``: ``k / 255``). ``q = k``;
+        a value off that grid (by more than 1e-3 of a step) or out of range is an error, never
+        rounded silently.
     """
 
     name: str
@@ -240,31 +153,98 @@ class InputSpec:
     lo: int
     hi: int
     rounding: str = "ROUND"
+    format: str = "quant"
+    pre: tuple = ()
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
+    def __post_init__(self):
+        if self.format not in ("quant", "bipolar"):
+            scale, lo, hi = parse_input_format(self.format)
+            if (lo, hi) != (self.lo, self.hi):
+                raise IRError(f"input format {self.format!r} has range [{lo}, {hi}], the "
+                              f"input spec says [{self.lo}, {self.hi}]")
+        if self.format == "bipolar" and (self.lo, self.hi) != (-1, 1):
+            raise IRError("a bipolar input has the range [-1, 1]")
+        for op, _ in self.pre:
+            if op not in _PRE_OPS:
+                raise IRError(f"input pre-processing op {op!r} is not one of "
+                              f"{', '.join(_PRE_OPS)}")
+
+    @property
+    def declared(self) -> bool:
+        """The input format was declared by the user (the model reads the float input)."""
+        return self.format not in ("quant", "bipolar")
+
+    @property
+    def bipolar(self) -> bool:
+        return self.format == "bipolar"
+
+    def check(self, x: np.ndarray, where: str = "input") -> np.ndarray:
+        """``x`` as a numeric array of the model's shape (``where`` names it in errors)."""
         x = np.asarray(x)
         if x.dtype.kind not in "fiu":
-            raise IRError(f"input dtype {x.dtype} is not numeric")
-        if tuple(x.shape[1:]) != tuple(self.shape):
-            raise IRError(f"input shape {tuple(x.shape)} does not match the model's "
+            raise IRError(f"{where}: dtype {x.dtype} is not numeric")
+        if tuple(x.shape[1:]) != tuple(self.shape) or x.ndim != len(self.shape) + 1:
+            raise IRError(f"{where}: shape {tuple(x.shape)} does not match the model's "
                           f"(N, {', '.join(map(str, self.shape))})")
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-            raise IRError("input holds NaN or infinite values")
-        q = np.clip(x.astype(np.float32) / np.float32(self.scale), self.lo, self.hi)
+            raise IRError(f"{where}: holds NaN or infinite values")
+        return x
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """The float32 values the model's quantizer sees (``pre`` applied in float32)."""
+        v = np.asarray(x).astype(np.float32)
+        for op, k in self.pre:
+            v = _PRE_OPS[op](v, np.asarray(k, dtype=np.float32)).astype(np.float32)
+        return v
+
+    def quantize(self, x: np.ndarray, where: str = "input") -> np.ndarray:
+        x = self.check(x, where)
+        if self.declared:
+            k = np.asarray(x, dtype=np.float64) / self.scale
+            q = np.round(k)
+            off = np.abs(k - q) > 1e-3
+            if off.any():
+                i = np.argwhere(off)[0]
+                raise IRError(f"{where}: value {x[tuple(i)]!r} at index {tuple(int(j) for j in i)} "
+                              f"is not on the declared {self.format} grid (k * {self.scale:g})")
+            if q.size and (q.min() < self.lo or q.max() > self.hi):
+                raise IRError(f"{where}: values outside the declared {self.format} range "
+                              f"[{self.lo * self.scale:g}, {self.hi * self.scale:g}]")
+            return q.astype(np.int64)
+        v = self.preprocess(x)
+        if self.bipolar:
+            return np.where(v >= 0, 1, -1).astype(np.int64)
+        q = np.clip(v / np.float32(self.scale), self.lo, self.hi)
         return round_float(q, self.rounding).astype(np.int64)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
-        """Float32 image of integer inputs (``q * scale``), which :meth:`quantize` maps back."""
-        return (np.asarray(q).astype(np.float32) * np.float32(self.scale)).astype(np.float32)
+        """A float image of integer inputs that :meth:`quantize` maps back to them: ``q * scale``
+        with ``pre`` undone (float32), or float64 ``k * scale`` for a declared format (its
+        exact value)."""
+        q = np.asarray(q)
+        if self.declared:
+            return q.astype(np.float64) * self.scale
+        v = q.astype(np.float64) * (1.0 if self.bipolar else float(np.float32(self.scale)))
+        for op, k in reversed(self.pre):
+            k = np.asarray(k, dtype=np.float64)
+            v = {"mul": np.divide, "div": np.multiply, "add": np.subtract,
+                 "sub": np.add}[op](v, k)
+        return v.astype(np.float32)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "scale": float(self.scale),
-                "lo": self.lo, "hi": self.hi, "rounding": self.rounding}
+        d = {"name": self.name, "shape": list(self.shape), "scale": float(self.scale),
+             "lo": self.lo, "hi": self.hi, "rounding": self.rounding}
+        if self.format != "quant":
+            d["format"] = self.format
+        if self.pre:
+            d["pre"] = [[op, np.asarray(k, dtype=np.float32).tolist()] for op, k in self.pre]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "InputSpec":
+        pre = tuple((op, np.asarray(k, dtype=np.float32)) for op, k in d.get("pre", []))
         return cls(d["name"], tuple(d["shape"]), float(d["scale"]), int(d["lo"]), int(d["hi"]),
-                   d.get("rounding", "ROUND"))
+                   d.get("rounding", "ROUND"), d.get("format", "quant"), pre)
 
 
 @dataclass
@@ -324,8 +304,6 @@ class Model:
     # -- checks ----------------------------------------------------------------------------
     def validate(self) -> "Model":
         """Check names, wiring and shapes; raise :class:`IRError` naming the first problem."""
-        from .shapes import infer_layer  # local import: shapes depends on this module
-
         if self.input.name not in self.tensors:
             raise IRError(f"input tensor {self.input.name!r} has no spec")
         names = set()
@@ -344,7 +322,8 @@ class Model:
                                       f"in {g.name}")
                 if l.output not in self.tensors:
                     raise IRError(f"layer {l.name!r}: output {l.output!r} has no spec")
-                want = infer_layer(l, [self.tensors[t] for t in l.inputs])
+                l.opdef.check(l)
+                want = infer(l, [self.tensors[t] for t in l.inputs])
                 have = self.tensors[l.output]
                 if want.shape != have.shape:
                     raise IRError(f"layer {l.name!r}: output shape {have.shape}, the op gives "
@@ -352,6 +331,9 @@ class Model:
                 if have.lo > want.lo or have.hi < want.hi:
                     raise IRError(f"layer {l.name!r}: output range [{have.lo}, {have.hi}] does "
                                   f"not hold the op's range [{want.lo}, {want.hi}]")
+                if have.bipolar and not want.bipolar:
+                    raise IRError(f"layer {l.name!r}: output {l.output!r} is marked bipolar, "
+                                  f"the op can produce 0")
                 known.add(l.output)
             if g.output not in known:
                 raise IRError(f"{g.name}: output {g.output!r} is never produced")
@@ -365,6 +347,13 @@ class Model:
             raise IRError(f"dequant has {self.dequant.scale.size} scales for {n_out} channels")
         return self
 
+    def validate_in(self, source) -> "Model":
+        """:meth:`validate`, with ``source`` (a file) named in the error."""
+        try:
+            return self.validate()
+        except IRError as e:
+            raise IRError(f"{source}: {e}") from None
+
     # -- identity --------------------------------------------------------------------------
     def digest(self) -> str:
         """SHA-256 of the canonical JSON and every array: equal digests, equal models."""
@@ -376,6 +365,15 @@ class Model:
             h.update(k.encode()); h.update(str(a.dtype).encode()); h.update(str(a.shape).encode())
             h.update(a.tobytes())
         return h.hexdigest()
+
+
+def infer(layer: Layer, ins: list[TensorSpec]) -> TensorSpec:
+    """Output spec of ``layer`` for input specs ``ins`` (the op table's inference);
+    :class:`IRError` names the layer."""
+    try:
+        return layer.opdef.infer(layer, ins)
+    except IRError as e:
+        raise IRError(f"layer {layer.name!r} ({layer.op}): {e}") from None
 
 
 # -- serialization -------------------------------------------------------------------------
@@ -447,33 +445,74 @@ def load(path: str | Path) -> Model:
         raise IRError(f"{jpath}: not a readable IR JSON file ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != IR_FORMAT:
         raise IRError(f"{jpath}: not an {IR_FORMAT} file")
-    if doc.get("version") != IR_VERSION:
+    if doc.get("version") not in _READS:
         raise IRError(f"{jpath}: IR version {doc.get('version')!r}, this build reads "
-                      f"{IR_VERSION}")
+                      f"{', '.join(map(str, _READS))}")
     try:
         with np.load(npath, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise IRError(f"{npath}: not a readable IR array file ({e})") from None
-    try:
-        def graph(d):
-            layers = []
-            for ld in d["layers"]:
-                params = {k: arrays[v] for k, v in ld["params"].items()}
-                layers.append(Layer(ld["name"], ld["op"], list(ld["inputs"]), ld["output"],
-                                    _untuple(ld["attrs"]), params))
-            return Branch(d["name"], list(d["inputs"]), layers, d["output"])
-        model = Model(
-            name=doc["name"], input=InputSpec.from_json(doc["input"]),
-            tensors={k: TensorSpec.from_json(v) for k, v in doc["tensors"].items()},
-            branches=[graph(b) for b in doc["branches"]], merge=graph(doc["merge"]),
-            dequant=Dequant(np.array(doc["dequant"]["scale"]), np.array(doc["dequant"]["offset"]),
-                            bool(doc["dequant"]["relu"])),
-            meta=doc.get("meta", {}),
-        )
-    except KeyError as e:
-        raise IRError(f"{jpath}: missing field or array {e}") from None
-    return model.validate()
+    return _from_doc(doc, arrays, jpath).validate_in(jpath)
+
+
+def _field(d, key, what: str):
+    if not isinstance(d, dict):
+        raise IRError(f"{what} is not a JSON object")
+    if key not in d:
+        raise IRError(f"{what} has no field {key!r}")
+    return d[key]
+
+
+def _from_doc(doc: dict, arrays: dict, jpath: Path) -> "Model":
+    """Build the model of a parsed IR file; every error names the file and the object."""
+    def guard(what, fn):
+        try:
+            return fn()
+        except IRError as e:
+            raise IRError(f"{jpath}: {what}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise IRError(f"{jpath}: {what}: bad or missing field "
+                          f"({type(e).__name__}: {e})") from None
+
+    def layer(ld, gname):
+        name = ld.get("name", "?") if isinstance(ld, dict) else "?"
+        what = f"{gname}, layer {name!r}"
+
+        def make():
+            params = {}
+            for k, v in _field(ld, "params", what).items():
+                if v not in arrays:
+                    raise IRError(f"parameter {k!r}: array {v!r} is not in the .npz file")
+                params[k] = arrays[v]
+            return Layer(_field(ld, "name", what), _field(ld, "op", what),
+                         list(_field(ld, "inputs", what)), _field(ld, "output", what),
+                         _untuple(_field(ld, "attrs", what)), params)
+        return guard(what, make)
+
+    def graph(d, what):
+        return guard(what, lambda: Branch(
+            _field(d, "name", what), list(_field(d, "inputs", what)),
+            [layer(ld, what) for ld in _field(d, "layers", what)], _field(d, "output", what)))
+
+    tensors = {}
+    for k, v in guard("model", lambda: _field(doc, "tensors", "the model")).items():
+        tensors[k] = guard(f"tensor {k!r}", lambda v=v: TensorSpec.from_json(v))
+    branches = guard("model", lambda: _field(doc, "branches", "the model"))
+    dq = guard("model", lambda: _field(doc, "dequant", "the model"))
+    return Model(
+        name=guard("model", lambda: _field(doc, "name", "the model")),
+        input=guard("the input", lambda: InputSpec.from_json(
+            _field(doc, "input", "the model"))),
+        tensors=tensors,
+        branches=[graph(b, f"branch {i}") for i, b in enumerate(branches)],
+        merge=graph(guard("model", lambda: _field(doc, "merge", "the model")), "the merge"),
+        dequant=guard("the dequantization", lambda: Dequant(
+            np.array(_field(dq, "scale", "dequant"), dtype=np.float64),
+            np.array(_field(dq, "offset", "dequant"), dtype=np.float64),
+            bool(_field(dq, "relu", "dequant")))),
+        meta=doc.get("meta", {}),
+    )
 
 
 def _untuple(attrs: dict) -> dict:

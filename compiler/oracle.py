@@ -57,6 +57,7 @@ def _run_float32(mw, x: np.ndarray) -> np.ndarray:
 def _run_float64(mw, x: np.ndarray) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
     from onnx.reference.op_run import OpRun
+    from qonnx.custom_op.general.bipolar_quant import binary_quant
     from qonnx.custom_op.general.intquant import int_quant
     from qonnx.custom_op.general.trunc import trunc_v2
 
@@ -72,6 +73,20 @@ def _run_float64(mw, x: np.ndarray) -> np.ndarray:
                 q = np.round(y.astype(np.float64) / s64 + z64)
                 y = (q - z64) * s64
             return (y,)
+
+    class BipolarQuant(OpRun):
+        op_domain = "qonnx.custom_op.general"
+
+        def _run(self, x, scale):
+            return (binary_quant(x, scale.astype(np.float64)),)
+
+    def promoting(name, fn):
+        """ONNX's elementwise op with numpy's type promotion: float32 constants meet float64
+        activations (the float32 input and its constants stay float32)."""
+        return type(name, (OpRun,), {"op_domain": "", "_run": lambda self, a, b: (fn(a, b),)})
+
+    elementwise = [promoting(n, f) for n, f in (("Add", np.add), ("Sub", np.subtract),
+                                               ("Mul", np.multiply), ("Div", np.divide))]
 
     class Trunc(OpRun):
         op_domain = "qonnx.custom_op.general"
@@ -91,22 +106,27 @@ def _run_float64(mw, x: np.ndarray) -> np.ndarray:
         if init.name in shapes:
             v = numpy_helper.to_array(init)
             if v.ndim == 1 and v.size == 2 and v[0] == 1:
-                init.CopyFrom(numpy_helper.from_array(np.array([-1, v[1]], dtype=v.dtype),
-                                                      init.name))
-    for vi in list(g.value_info) + list(g.output):
+                new = [0, -1] if v[1] == -1 else [-1, v[1]]   # 0: keep the batch axis
+                init.CopyFrom(numpy_helper.from_array(np.array(new, dtype=v.dtype), init.name))
+    exact_input = x.dtype == np.float64
+    for vi in list(g.value_info) + list(g.output) + (list(g.input) if exact_input else []):
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
     del g.value_info[:]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ev = ReferenceEvaluator(proto, new_ops=[Quant, Trunc])
-        (y,) = ev.run(None, {g.input[0].name: x.astype(np.float32)})
+        ev = ReferenceEvaluator(proto, new_ops=[Quant, BipolarQuant, Trunc, *elementwise])
+        (y,) = ev.run(None, {g.input[0].name: x if exact_input else x.astype(np.float32)})
     return np.asarray(y, dtype=np.float64)
 
 
 def run_oracle(source, x: np.ndarray, precision: str = "float64", batch: int = 256) -> np.ndarray:
     """Run the QONNX model ``source`` (path or ``ModelProto``) on float inputs ``x`` (batch
-    first) and return its float output."""
+    first) and return its float output.
+
+    With ``precision="float64"``, float64 inputs are fed as they are (the exact real values
+    of a declared input format, e.g. ``k / 255``, which float32 cannot hold); any other dtype
+    is fed as float32, the model's own input type."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     mw = _cleaned(source)
@@ -133,7 +153,10 @@ class QonnxExecutor(Executor):
         self.precision = precision
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self.model.input.quantize(x)     # same shape and dtype checks as every backend
+        spec = self.model.input
+        q = spec.quantize(x)     # same shape and dtype checks as every backend
+        if spec.declared and self.precision == "float64":
+            return run_oracle(self.source, spec.dequantize(q), self.precision)
         return run_oracle(self.source, np.asarray(x, dtype=np.float32), self.precision)
 
     def run_int(self, xq: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lcp.counters import count_graph
 from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
@@ -72,12 +73,7 @@ def lower(model: Model, folding: Folding, scope: str = "core", index: int = 0) -
 def model_macs(model: Model, scope: str = "core", index: int = 0) -> int:
     """Multiply-accumulates per image of the model or of one branch."""
     graphs = model.graphs if scope == "core" else [model.branches[index]]
-    n = 0
-    for g in graphs:
-        for l in g.layers:
-            if l.op in ("conv", "dense"):
-                n += int(np.prod(model.tensors[l.output].shape)) * int(np.prod(l.weight.shape[1:]))
-    return n
+    return sum(count_graph(model, g).macs for g in graphs)
 
 
 def default_folding(model: Model, scope: str = "core", index: int = 0,

@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
                                                    help="s_axis tdata bits (default 64)"),
             out_width: Optional[int] = typer.Option(None, "--out-width",
                                                     help="m_axis tdata bits (default 64)"),
-            taps: bool = typer.Option(False, "--taps", help="add tap ports for diagnosis")):
+            taps: bool = typer.Option(False, "--taps", help="add tap ports for diagnosis"),
+            input_format: Optional[str] = typer.Option(
+                None, help="integer domain of a float input the model reads directly: uint8, "
+                           "uint8:SCALE or int8:SCALE")):
         """Generate Verilog for a model or one branch (BUILD/: design, folding, report)."""
         from lcp.sw.commands import load_model
         from lcp.sw.cli import UsageError
@@ -37,7 +40,7 @@ def register(app: typer.Typer) -> None:
         from .build import generate
         from .folding import Folding
 
-        m = load_model(model)
+        m = load_model(model, input_format)
         if target_cycles is not None and target_cycles <= 0:
             raise UsageError("--target-cycles must be positive")
         fold = Folding.load(folding) if folding is not None else None

@@ -43,6 +43,23 @@ from .window import PoolPlan
 
 __all__ = ["Node", "Link", "PlanGraph", "lower_branch", "lower_core", "Timing", "TIMING_FRAMES"]
 
+
+def _check_engine(layer, ins) -> None:
+    """Refuse, naming the layer, what the IR allows but no engine here implements yet."""
+    a = layer.attrs
+    missing = None
+    if len(a.get("kernel", (1, 1))) != 2 or any(len(t.shape) == 2 for t in ins):
+        missing = "1-D windows (Conv1d, MaxPool1d)"
+    elif a.get("groups", 1) != 1:
+        missing = f"grouped and depthwise convolution (groups={a['groups']})"
+    elif tuple(a.get("mul", (1, 1))) != (1, 1):
+        missing = f"an add of operands at different scales (mul={tuple(a['mul'])})"
+    if missing:
+        raise IRError(f"layer {layer.name!r} ({layer.op}): the hardware generator has no "
+                      f"engine for {missing} yet; the golden reference runs it "
+                      f"(--backend golden)")
+
+
 #: Back-to-back images in the cycle model (the initiation interval is measured between the
 #: last two).
 TIMING_FRAMES = 3
@@ -475,6 +492,7 @@ class _Lowering:
         m, g = self.model, self.g
         out_spec = m.tensors[layer.output]
         op = layer.op
+        _check_engine(layer, [m.tensors[t] for t in layer.inputs])
         if op == "flatten":
             node, port, fmt = self.take(layer.inputs[0])
             flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm)

@@ -11,20 +11,31 @@ import typer
 
 from .cli import UsageError
 
-__all__ = ["register", "load_model", "load_input"]
+__all__ = ["register", "load_model", "load_input", "INPUT_FORMAT_HELP"]
+
+#: Help of every command's ``--input-format`` option.
+INPUT_FORMAT_HELP = ("integer domain of a float input the model reads directly (no input "
+                     "quantizer): uint8 (k/255), uint8:SCALE or int8:SCALE (k*SCALE)")
 
 
-def load_model(path: Path):
-    """An IR model from ``.onnx`` (compiled by the front end) or a saved IR (``.json``)."""
+def load_model(path: Path, input_format: str | None = None):
+    """An IR model from ``.onnx`` (compiled by the front end) or a saved IR (``.json``).
+
+    ``input_format`` declares the input's integer domain of a model that reads its float input
+    directly (:func:`lcp.ir.parse_input_format`); a saved IR records it already."""
     from lcp import compile_onnx, load
 
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file")
     if path.suffix == ".onnx":
-        return compile_onnx(path)
+        return compile_onnx(path, input_format=input_format)
     if path.suffix in (".json", ".npz"):
-        return load(path)
+        m = load(path)
+        if input_format is not None and m.input.format != input_format:
+            raise UsageError(f"{path}: the IR's input format is {m.input.format!r}; "
+                             f"--input-format {input_format} applies when compiling a .onnx")
+        return m
     raise UsageError(f"{path}: expected a .onnx model or an IR .json file")
 
 
@@ -59,10 +70,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ir")
     def ir_cmd(model: Path = typer.Argument(..., help="QONNX model (.onnx)"),
-               output: Path = typer.Option(..., "-o", "--output", help="IR path stem")):
+               output: Path = typer.Option(..., "-o", "--output", help="IR path stem"),
+               input_format: Optional[str] = typer.Option(None, help=INPUT_FORMAT_HELP)):
         """Compile a QONNX model to the integer IR (OUTPUT.json + OUTPUT.npz)."""
         from lcp import save
-        m = load_model(model)
+        m = load_model(model, input_format)
         j, n = save(m, output)
         typer.echo(f"wrote {j} and {n}: {len(m.branches)} branch(es), "
                    f"{sum(1 for _ in m.layers())} layers")
@@ -75,10 +87,11 @@ def register(app: typer.Typer) -> None:
                 integer: bool = typer.Option(False, "--int", help="write the integer output"),
                 int_input: bool = typer.Option(False, "--int-input",
                                                help="the input array holds quantized integers"),
-                precision: str = typer.Option("float64", help="qonnx backend precision")):
+                precision: str = typer.Option("float64", help="qonnx backend precision"),
+                input_format: Optional[str] = typer.Option(None, help=INPUT_FORMAT_HELP)):
         """Run a model on a batch with one backend and write the output."""
         from lcp.executor import get_executor
-        m = load_model(model)
+        m = load_model(model, input_format)
         x = load_input(inputs, m, integer=int_input)
         kwargs = {"source": model if model.suffix == ".onnx" else None}
         if backend == "qonnx":
@@ -118,12 +131,13 @@ def _register_info(app):
     @app.command("info")
     def info_cmd(model: Path = typer.Argument(..., help="QONNX model (.onnx) or IR (.json)"),
                  json_out: Optional[Path] = typer.Option(None, "--json",
-                                                         help="also write the counters")):
+                                                         help="also write the counters"),
+                 input_format: Optional[str] = typer.Option(None, help=INPUT_FORMAT_HELP)):
         """Counters of a model from its IR: parameters, MACs, activation memory, traffic."""
         import json
 
         from rich.console import Console
-        m = load_model(model)
+        m = load_model(model, input_format)
         c, table = counters_table(m)
         console = Console()
         console.print(table)

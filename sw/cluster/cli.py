@@ -168,6 +168,9 @@ def register(app: typer.Typer) -> None:
             integer: bool = typer.Option(False, "--int", help="write the integer output"),
             int_input: bool = typer.Option(False, "--int-input",
                                            help="the input array holds quantized integers"),
+            input_format: Optional[str] = typer.Option(
+                None, help="integer domain of a float input the model reads directly: uint8, "
+                           "uint8:SCALE or int8:SCALE"),
     ):
         """Run a batch through the cluster with one strategy and write the output."""
         from lcp.sw.commands import load_input, load_model
@@ -181,7 +184,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
         if workers is not None and workers < 1:
             raise UsageError("--workers must be >= 1")
-        m = load_model(model)
+        m = load_model(model, input_format)
         x = load_input(inputs, m, integer=int_input)
         xq = x if int_input else m.input.quantize(x)
         res = run_batch(m, xq, strategy, scheduler=scheduler, n_workers=workers,

@@ -28,10 +28,6 @@ __all__ = ["Part", "whole_part", "branch_parts", "chain", "cut_candidates", "cho
            "stage_parts", "part_to_wire", "part_from_wire", "model_to_bytes",
            "model_from_bytes"]
 
-#: Ops whose output may cross a pipeline cut (low-bit activations).
-_CUT_OPS = ("threshold", "maxpool", "avgpool", "flatten", "relu")
-
-
 @dataclass(frozen=True)
 class Part:
     """A runnable piece of a model.
@@ -136,7 +132,7 @@ def cut_candidates(model: Model) -> list[int]:
     out = []
     for i, l in enumerate(layers[:-1]):
         live = {t for t, p in produced_at.items() if p <= i and last_use.get(t, -1) > i}
-        if live == {l.output} and l.op in _CUT_OPS:
+        if live == {l.output} and l.opdef.narrow_output:    # low-bit activations only
             out.append(i)
     return out
 

@@ -36,11 +36,11 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.3)
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g))
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)

@@ -1,5 +1,6 @@
 """Bad input: a one-line error naming what is wrong, exit code 2, no traceback."""
 
+import re
 import subprocess
 import sys
 
@@ -54,11 +55,11 @@ def test_unsupported_op_names_node_and_supported_list(tmp_path):
         compile_onnx(path)
 
 
-def test_grouped_conv(tmp_path):
-    m = Seq([qnn.QuantConv2d(2, 2, 3, groups=2, bias=False, return_quant_tensor=True),
-             relu(4), nn.Flatten(), linear(2 * 36, 3)])
+def test_dilated_conv(tmp_path):
+    m = Seq([qnn.QuantConv2d(2, 2, 3, dilation=2, bias=False, return_quant_tensor=True),
+             relu(4), nn.Flatten(), linear(2 * 16, 3)])
     path = export(m, (2, 8, 8), tmp_path / "g.onnx")
-    with pytest.raises(FrontendError, match=r"\(Conv\): group=2 is not supported"):
+    with pytest.raises(FrontendError, match=r"\(Conv\): dilations=\[2, 2\] are not supported"):
         compile_onnx(path)
 
 
@@ -66,16 +67,37 @@ def test_activation_bit_width_out_of_range(tmp_path):
     path = export(Seq([conv(1, 2, 3), relu(12), nn.Flatten(), linear(72, 3)]), (1, 8, 8),
                   tmp_path / "b.onnx")
     with pytest.raises(FrontendError, match=r"\(Quant\): activation bit width 12 is out of "
-                                            r"range 2..8"):
+                                            r"range 1..8"):
         compile_onnx(path)
 
 
-@pytest.mark.parametrize("bits", [1, 9])
-def test_weight_bit_width_out_of_range(tmp_path, bits):
-    path = export(Seq([conv(1, 2, 3, wbits=bits), relu(4), nn.Flatten(), linear(72, 3)]),
+def test_weight_bit_width_out_of_range(tmp_path):
+    path = export(Seq([conv(1, 2, 3, wbits=9), relu(4), nn.Flatten(), linear(72, 3)]),
                   (1, 8, 8), tmp_path / "w.onnx")
-    with pytest.raises(FrontendError, match=rf"\): .*bit width {bits}.* is out of range "
-                                            rf"2..8"):
+    with pytest.raises(FrontendError, match=r"\): .*bit width 9.* is out of range 1..8"):
+        compile_onnx(path)
+
+
+def test_one_bit_int_weights_have_no_scale(tmp_path):
+    """Brevitas' Int weight quantizer at bit_width=1 divides by 2**0 - 1: its scale is not a
+    number, and the error names the node instead of failing later."""
+    path = export(Seq([conv(1, 2, 3, wbits=1), relu(4), nn.Flatten(), linear(72, 3)]),
+                  (1, 8, 8), tmp_path / "w.onnx")
+    with pytest.raises(FrontendError, match=r"\((Bipolar)?Quant\): scales must be positive and "
+                                            r"finite"):
+        compile_onnx(path)
+
+
+def test_degenerate_quantizer(tmp_path):
+    """A 1-bit signed narrow-range Quant can only give 0: said plainly."""
+    qn, qi = _quant("x", "xq", 1 / 255, 8)
+    qw, wi = _quant("W", "Wq", 0.1, 1, signed=1, narrow=1)
+    w = helper.make_tensor("W", TensorProto.FLOAT, [4, 3], np.ones(12))
+    mm = helper.make_node("MatMul", ["xq", "Wq"], ["y"], name="mm")
+    path = tmp_path / "d.onnx"
+    onnx.save(_graph([qn, qw, mm], qi + wi + [w]), path)
+    with pytest.raises(FrontendError, match=r"\(Quant\): a 1-bit signed narrow quantizer holds "
+                                            r"only the value 0; 1-bit layers use BipolarQuant"):
         compile_onnx(path)
 
 
@@ -88,12 +110,12 @@ def _graph(nodes, inits, in_shape=(1, 4)):
                                                helper.make_opsetid("qonnx.custom_op.general", 1)])
 
 
-def _quant(name, out, scale, bits, signed=0):
+def _quant(name, out, scale, bits, signed=0, narrow=0):
     inits = [helper.make_tensor(f"{name}_s", TensorProto.FLOAT, [], [scale]),
              helper.make_tensor(f"{name}_z", TensorProto.FLOAT, [], [0.0]),
              helper.make_tensor(f"{name}_b", TensorProto.FLOAT, [], [bits])]
     node = helper.make_node("Quant", [name, f"{name}_s", f"{name}_z", f"{name}_b"], [out],
-                            domain="qonnx.custom_op.general", signed=signed, narrow=0,
+                            domain="qonnx.custom_op.general", signed=signed, narrow=narrow,
                             rounding_mode="ROUND", name=f"Q_{name}")
     return node, inits
 
@@ -116,7 +138,8 @@ def test_unquantized_input(tmp_path):
     mm = helper.make_node("MatMul", ["x", "Wq"], ["y"], name="mm")
     path = tmp_path / "u.onnx"
     onnx.save(_graph([qw, mm], wi + [w]), path)
-    with pytest.raises(FrontendError, match=r"unquantized"):
+    with pytest.raises(FrontendError, match=r"node '.*' \(MatMul\): reads the model input "
+                                            r"unquantized: declare .* --input-format uint8"):
         compile_onnx(path)
 
 
@@ -173,3 +196,45 @@ def test_cli_run_writes_golden_and_int(tmp_path, good, capsys):
     assert lcp("run", path, x, "-o", tmp_path / "yq.npy", "--backend", "qonnx", "--int",
                capsys=capsys)[0] == 0
     np.testing.assert_array_equal(np.load(tmp_path / "yq.npy"), yi)
+
+
+def test_cli_unsupported_softmax_one_line(tmp_path, capsys):
+    class Soft(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=8, return_quant_tensor=True)
+            self.fc = linear(16, 4)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(torch.flatten(self.inp(x), 1)).value, dim=1)
+
+    path = export(Soft(), (1, 4, 4), tmp_path / "soft.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 4, 4), np.float32))
+    code, err = lcp("run", path, tmp_path / "x.npy", "-o", tmp_path / "y.npy", capsys=capsys)
+    assert code == 2
+    assert re.search(r"node '.*' \(Softmax\): op type 'Softmax' is not supported", one_line(err))
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_cli_input_format(tmp_path, capsys):
+    """A model whose first conv reads the float image: refused without --input-format (the
+    message names the option), run with it, and a value off the declared grid refused."""
+    m = nn.Sequential(qnn.QuantConv2d(1, 2, 3, bias=False), relu(4), nn.Flatten(),
+                      qnn.QuantLinear(2 * 16, 3, bias=False))
+    path = export(m, (1, 6, 6), tmp_path / "float_in.onnx")
+    k = np.random.default_rng(0).integers(0, 256, (4, 1, 6, 6))
+    np.save(tmp_path / "x.npy", (k / 255).astype(np.float32))
+    code, err = lcp("run", path, tmp_path / "x.npy", "-o", tmp_path / "y.npy", capsys=capsys)
+    assert code == 2 and "--input-format uint8" in one_line(err)
+    code, _ = lcp("run", path, tmp_path / "x.npy", "-o", tmp_path / "y.npy", "--int",
+                  "--input-format", "uint8", capsys=capsys)
+    assert code == 0
+    model = compile_onnx(path, input_format="uint8")
+    from lcp.golden import Golden
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), Golden(model).run_int(k))
+    np.save(tmp_path / "off.npy", (k / 255 + 0.001).astype(np.float32))
+    code, err = lcp("run", path, tmp_path / "off.npy", "-o", tmp_path / "y2.npy",
+                    "--input-format", "uint8", capsys=capsys)
+    assert code == 2 and "not on the declared uint8 grid" in one_line(err)
+    code, err = lcp("ir", path, "-o", tmp_path / "ir", "--input-format", "uint9", capsys=capsys)
+    assert code == 2 and "input format 'uint9'" in one_line(err)

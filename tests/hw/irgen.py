@@ -45,16 +45,17 @@ class Builder:
         self.layers.setdefault(br, []).append(l)
         return name
 
-    def conv(self, x, out, k, stride=1, pad=0, wbits=4, br="b0", bias=True, pads=None):
+    def conv(self, x, out, k, stride=1, pad=0, wbits=4, br="b0", bias=True, pads=None,
+             groups=1):
         c = self.tensors[x].shape[0]
         lo, hi = int_range(wbits, True, narrow=True)
-        w = self.rng.integers(lo, hi + 1, size=(out, c, k, k))
+        w = self.rng.integers(lo, hi + 1, size=(out, c // groups, k, k))
         p = {"weight": w}
         if bias:
             p["bias"] = self.rng.integers(-50, 50, size=out)
         return self._add(br, "conv", [x], {"kernel": (k, k), "stride": (stride, stride),
                                            "pads": tuple(pads) if pads else (pad,) * 4,
-                                           "weight_bits": wbits}, p)
+                                           "weight_bits": wbits, "groups": groups}, p)
 
     def dense(self, x, out, wbits=4, br="b0", bias=True):
         f = self.tensors[x].shape[0]

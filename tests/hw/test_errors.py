@@ -95,3 +95,21 @@ def test_cli_compile_error_names_layer(tmp_path):
     code = main(["compile", str(tmp_path / "m.json"), "-o", str(tmp_path / "b"),
                  "--folding", str(tmp_path / "f.json")])
     assert code == 2
+
+
+def test_op_without_an_engine_is_named(tmp_path):
+    """The IR allows a depthwise convolution; until its engine exists, `lcp compile` says so
+    in one line naming the layer (exit 2) while the golden reference runs it."""
+    from lcp import save
+    from lcp.golden import Golden
+    from lcp.sw.cli import main
+    b = Builder((4, 6, 6), seed=1)
+    x = b.conv("input", 4, 3, pad=1, groups=4)
+    x = b.threshold(x)
+    m = b.model()
+    Golden(m).run_int(np.zeros((1, 4, 6, 6), np.int64))
+    with pytest.raises(IRError, match=r"layer '.*conv.*' \(conv\): the hardware generator has "
+                                      r"no engine for grouped and depthwise convolution"):
+        generate(m, tmp_path / "b")
+    save(m, tmp_path / "m")
+    assert main(["compile", str(tmp_path / "m.json"), "-o", str(tmp_path / "b2")]) == 2
