@@ -323,6 +323,7 @@ def plots(result: dict, out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     paths = []
     for fam, entry in result["families"].items():
@@ -339,16 +340,16 @@ def plots(result: dict, out: Path) -> list[Path]:
                     if r is None:
                         continue
                     pos = x[i] - 0.4 + w * (k + 0.5)
-                    ax.bar(pos, value(r), w, color=f"C{k}", label=e,
+                    ax.bar(pos, value(r), w, color=f"C{k}",
                            edgecolor="k" if r["label"] in best else "none",
                            linewidth=1.5 if r["label"] in best else 0)
                     if err:
                         lo, hi = err(r)
                         ax.errorbar(pos, lo, yerr=[[0], [hi - lo]], fmt="none", ecolor="k",
                                     capsize=2)
-            handles, labels = ax.get_legend_handles_labels()
-            uniq = dict(zip(labels, handles))
-            ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+            ax.legend(handles=[Patch(facecolor=f"C{k}", label=e) for k, e in enumerate(encs)]
+                      + [Patch(facecolor="none", edgecolor="k", linewidth=1.5,
+                               label="cheapest of its group")], fontsize=8)
             ax.set_xticks(x, groups, rotation=30, ha="right")
 
         fig, ax = plt.subplots(figsize=(10, 4))
