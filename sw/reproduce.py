@@ -122,7 +122,7 @@ SECTIONS = [
     ("Branch engine (cycles, cocotb + Verilator)", "lcp.hw.bench:markdown"),
     ("Synthesis (FPGA and ASIC)", "lcp.synth.bench:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.sw.pynq_driver:markdown"),
-    ("Distributed inference", "lcp.sw.cluster.bench:markdown"),
+    ("Distributed inference", "lcp.sw.cluster.report:markdown"),
 ]
 
 
@@ -256,11 +256,12 @@ def readme_block(results: Path, runs: Path) -> str:
         if cl:
             break
     if cl:
-        for fam, e in cl["families"].items():
-            c = e["comparisons"].get("bytes pipeline-defer / lcp-split8")
-            if c:
-                lines.append(f"- cluster, {fam}: LCP split8 sends {c['total_ratio']:.1f}x fewer "
-                             "bytes per inference than the DEFER-style layer pipeline")
+        try:
+            from lcp.sw.cluster.report import headline_lines
+        except ImportError:
+            headline_lines = None
+        if headline_lines is not None:
+            lines += headline_lines(cl)
     if len(lines) == 2:
         lines.append("- nothing measured yet: run `make bench`, then `make reproduce`")
     return "\n".join(lines)

@@ -7,7 +7,9 @@
 - :mod:`.netcount`: bytes on the wire from kernel counters.
 - :mod:`.emulate`: network namespaces with bandwidth-limited links.
 - :mod:`.security`: TLS certificates for mutual authentication.
-- :mod:`.bench`: the benchmark (latency, throughput, bytes, memory; table and plots).
+- :mod:`.bench`: the benchmark (latency, throughput, bytes, memory, every strategy with
+  every encoding).
+- :mod:`.report`: each strategy at its best encoding, headline ratios, tables and plots.
 """
 
 from .dispatcher import STRATEGIES, Dispatcher, Result, connect, run_batch

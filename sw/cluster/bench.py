@@ -6,19 +6,21 @@ the original network and its LCP split4/split8 versions, compiles them to the IR
 these runs (:func:`default_runs`), each on freshly restarted workers:
 
 =================  ==========  =========  =====================================================
-label              model       strategy   what
+group              model       strategy   what
 =================  ==========  =========  =====================================================
 original@1         original    single     the original model on one node (the reference)
 lcp8@1             split8      single     the LCP model on one node
 data               original    data       batch of one image per node, split over the nodes
-pipeline-defer     original    pipeline   DEFER: one layer group per node, float32 + ZFP + LZ4
-pipeline-f32       original    pipeline   the same chain with raw float32 activations
-pipeline-int       original    pipeline   the same chain with bit-packed integer activations
+pipeline           original    pipeline   DEFER: one layer group per node, chained
+hidp-original      original    hidp       profiled global placement + local split
 lcp-split4         split4      lcp        4 branches on 4 nodes, merge on the dispatcher
 lcp-split8         split8      lcp        8 branches on 8 nodes, merge on the dispatcher
-hidp-split8        split8      hidp       profiled global placement + local split
-hidp-original      original    hidp       the same for the original model
+hidp-split8        split8      hidp       HiDP's placement of the LCP model's branches
 =================  ==========  =========  =====================================================
+
+Every group but the two references runs once per wire encoding (``packed``, ``packed-lz4``,
+``float32``, ``zfp-lz4``; label ``group/encoding``; ``pipeline/zfp-lz4`` is DEFER's own wire
+format), so that each strategy is compared at its best (:mod:`lcp.sw.cluster.report`).
 
 Per run: latency p50/p95 of sequential single-image requests, throughput with ``concurrency``
 requests in flight, bytes per inference on every link, memory (RSS) per node, and a check that
@@ -30,7 +32,8 @@ net of the idle rate (heartbeats) measured before the runs.
 
 :func:`run_benchmark` returns everything as JSON-able data and writes ``bench.json``, a table
 (``table.txt``) and plots (``*_latency.png``, ``*_bytes.png``, ``*_memory.png``) to the output
-folder; ``lcp cluster bench`` and ``lcp cluster emulate`` call it.
+folder (:mod:`lcp.sw.cluster.report`); ``lcp cluster bench`` and ``lcp cluster emulate`` call
+it.
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ import numpy as np
 from lcp.golden import Golden
 from lcp.ir import IRError, Model
 
+from . import report
 from .dispatcher import Dispatcher, connect
 from .netcount import diff_connections, link_counters, tcp_connections
+from .wire import ENCODINGS
 
 __all__ = ["FAMILIES", "RunSpec", "BenchConfig", "Family", "default_runs", "prepare_family",
-           "degraded_accuracy", "run_benchmark", "render_table", "summary_lines", "markdown"]
+           "degraded_accuracy", "run_benchmark"]
 
 #: Model families the benchmark knows.
 FAMILIES = ("cifarnet", "lenet5")
@@ -62,7 +67,8 @@ FAMILIES = ("cifarnet", "lenet5")
 @dataclass(frozen=True)
 class RunSpec:
     """One measured configuration: ``variant`` of the family served with ``strategy`` on
-    ``nodes`` nodes, ``batch`` images per request."""
+    ``nodes`` nodes, ``batch`` images per request, tensors in ``encoding``; ``group`` names
+    the configuration measured with several encodings (default: the label)."""
 
     label: str
     variant: str
@@ -71,22 +77,23 @@ class RunSpec:
     encoding: str = "packed"
     batch: int = 1
     stages: int | None = None
+    group: str = ""
 
 
 def default_runs(nodes: int) -> list[RunSpec]:
-    """The runs of the module table for a cluster of ``nodes`` nodes."""
-    return [
-        RunSpec("original@1", "original", "single", 1),
-        RunSpec("lcp8@1", "split8", "single", 1),
-        RunSpec("data", "original", "data", nodes, batch=nodes),
-        RunSpec("pipeline-defer", "original", "pipeline", nodes, "zfp-lz4", stages=nodes),
-        RunSpec("pipeline-f32", "original", "pipeline", nodes, "float32", stages=nodes),
-        RunSpec("pipeline-int", "original", "pipeline", nodes, "packed", stages=nodes),
-        RunSpec("lcp-split4", "split4", "lcp", min(4, nodes)),
-        RunSpec("lcp-split8", "split8", "lcp", min(8, nodes)),
-        RunSpec("hidp-split8", "split8", "hidp", nodes),
-        RunSpec("hidp-original", "original", "hidp", nodes),
-    ]
+    """The runs of the module table for a cluster of ``nodes`` nodes: the two references,
+    then every group once per wire encoding."""
+    runs = [RunSpec("original@1", "original", "single", 1, group="original@1"),
+            RunSpec("lcp8@1", "split8", "single", 1, group="lcp8@1")]
+    groups = [("data", "original", "data", nodes, {"batch": nodes}),
+              ("pipeline", "original", "pipeline", nodes, {"stages": nodes}),
+              ("hidp-original", "original", "hidp", nodes, {}),
+              ("lcp-split4", "split4", "lcp", min(4, nodes), {}),
+              ("lcp-split8", "split8", "lcp", min(8, nodes), {}),
+              ("hidp-split8", "split8", "hidp", nodes, {})]
+    for g, variant, strategy, n, kw in groups:
+        runs += [RunSpec(f"{g}/{e}", variant, strategy, n, e, group=g, **kw) for e in ENCODINGS]
+    return runs
 
 
 @dataclass
@@ -363,8 +370,8 @@ async def _measure_run(client, fam: Family, spec: RunSpec, cfg: BenchConfig, ref
     b = spec.batch
     n_batches = len(xq_all) // b
     idx = [slice(i * b, (i + 1) * b) for i in range(n_batches)]
-    row = {"label": spec.label, "family": fam.name, "model": model.name,
-           "variant": spec.variant, "strategy": spec.strategy, "encoding": spec.encoding,
+    row = {"label": spec.label, "group": spec.group or spec.label, "family": fam.name,
+           "model": model.name, "variant": spec.variant, "strategy": spec.strategy, "encoding": spec.encoding,
            "batch": b, "nodes_requested": spec.nodes}
     t_setup = time.perf_counter()
     async with Dispatcher(client, model, spec.strategy, nodes=spec.nodes,
@@ -447,7 +454,7 @@ async def _measure_run(client, fam: Family, spec: RunSpec, cfg: BenchConfig, ref
         row["statuses"] = statuses
         row["wrong"] = wrong
         row["answers"] = sum(statuses.values())
-    log(f"  {fam.name} {spec.label:15s} p50 {row['latency_ms']['p50']:8.2f} ms  "
+    log(f"  {fam.name} {spec.label:24s} p50 {row['latency_ms']['p50']:8.2f} ms  "
         f"{row['tcp_bytes_per_inference']['total'] / 1e3:9.2f} kB/inf  "
         f"{row['throughput_images_s']:7.1f} img/s  wrong {wrong}")
     return row
@@ -464,7 +471,7 @@ def _expected_bytes(fam: Family, nodes: int) -> dict:
                                                      for b in m8.branches)
     mo = fam.models["original"]
     stages = stage_parts(mo, choose_cuts(mo, nodes))
-    out["pipeline-int"] = sum(mo.tensors[s.input].nbytes for s in stages) + \
+    out["pipeline"] = sum(mo.tensors[s.input].nbytes for s in stages) + \
         mo.tensors[mo.output].nbytes
     out["pipeline_stages"] = [s.name + ":" + "+".join(l.op for l in s.model.layers())
                               for s in stages]
@@ -521,216 +528,10 @@ async def _bench_async(cfg: BenchConfig, log) -> dict:
                     acc["split4-dropout"] = degraded_accuracy(fam.extra["split4-dropout"],
                                                               fam.x, fam.labels)
                 entry["accuracy_missing_branches"] = acc
-            entry["comparisons"] = _comparisons(rows)
+            entry["comparisons"] = report.comparisons(rows)
             result["families"][fam.name] = entry
         result["loadavg_after"] = list(os.getloadavg())
     return result
-
-
-def _row(rows, label):
-    return next((r for r in rows if r["label"] == label), None)
-
-
-def _comparisons(rows: list[dict]) -> dict:
-    """The headline ratios of one family."""
-    out = {}
-    lcp8 = _row(rows, "lcp-split8")
-    base = _row(rows, "original@1")
-    if lcp8:
-        b8 = lcp8["tcp_bytes_per_inference"]
-        for lab in ("pipeline-defer", "pipeline-f32", "pipeline-int"):
-            r = _row(rows, lab)
-            if r is None:
-                continue
-            br = r["tcp_bytes_per_inference"]
-            c = {"total_ratio": br["total"] / b8["total"],
-                 "max_link_ratio": br["max_link"] / b8["max_link"]}
-            if "link_bytes_per_inference" in r and "link_bytes_per_inference" in lcp8:
-                c["veth_total_net_ratio"] = (r["link_bytes_per_inference"]["total_net"]
-                                             / lcp8["link_bytes_per_inference"]["total_net"])
-            c["meets_8x_total"] = c["total_ratio"] >= 8.0
-            out[f"bytes {lab} / lcp-split8"] = c
-    if base:
-        out["latency / original@1"] = {
-            r["label"]: r["latency_per_image_ms"] / base["latency_per_image_ms"] for r in rows}
-        out["throughput / original@1"] = {
-            r["label"]: r["throughput_images_s"] / base["throughput_images_s"] for r in rows}
-        mem_base = max(v["rss_mb"] for v in base["memory"].values())
-        mem = {}
-        for lab in ("original@1", "lcp-split4", "lcp-split8"):
-            r = _row(rows, lab)
-            if r:
-                mem[lab] = {"max_rss_mb": max(v["rss_mb"] for v in r["memory"].values()),
-                            "max_rss_over_base_mb": max(v["rss_mb"] - v["base_rss_mb"]
-                                                        for v in r["memory"].values()),
-                            "max_param_bytes": max(v["param_bytes"]
-                                                   for v in r["memory"].values())}
-        for lab, v in mem.items():
-            v["rss_ratio_vs_original"] = v["max_rss_mb"] / mem_base
-        out["memory per node"] = mem
-    return out
-
-
-# -- reporting --------------------------------------------------------------------------------
-
-def render_table(result: dict):
-    """A :class:`rich.table.Table` per family."""
-    from rich.table import Table
-
-    tables = []
-    for fam, entry in result["families"].items():
-        t = Table(title=f"{fam}: {result['workers']} workers"
-                  + (f", links {result['config']['links']['bandwidth']}"
-                     if result["config"].get("links") else ", no link emulation"))
-        cols = ["run", "strategy", "enc", "nodes", "p50 ms", "p95 ms", "img/s", "kB/inf",
-                "max link kB", "veth kB net", "RSS MB max", "exact"]
-        for c in cols:
-            t.add_column(c, justify="right" if c not in ("run", "strategy", "enc") else "left")
-        for r in entry["rows"]:
-            tb = r["tcp_bytes_per_inference"]
-            veth = r.get("link_bytes_per_inference", {}).get("total_net")
-            t.add_row(r["label"], r["strategy"], r["encoding"], str(r["nodes_used"]),
-                      f"{r['latency_ms']['p50'] / r['batch']:.2f}",
-                      f"{r['latency_ms']['p95'] / r['batch']:.2f}",
-                      f"{r['throughput_images_s']:.1f}", f"{tb['total'] / 1e3:.2f}",
-                      f"{tb['max_link'] / 1e3:.2f}",
-                      "-" if veth is None else f"{veth / 1e3:.2f}",
-                      f"{max(v['rss_mb'] for v in r['memory'].values()):.0f}",
-                      f"{r['answers'] - r['wrong']}/{r['answers']}")
-        tables.append(t)
-    return tables
-
-
-def summary_lines(result: dict) -> list[str]:
-    """The headline figures as plain lines (also written to ``summary.txt``)."""
-    links = result["config"].get("links")
-    lines = [f"conditions: {result['workers']} worker processes on {os.cpu_count()} CPU cores "
-             f"shared with everything else on the machine (load average "
-             f"{result['loadavg_before'][0]:.1f} before, {result['loadavg_after'][0]:.1f} after); "
-             + (f"emulated links {links['bandwidth']} per device (tbf, no netem), app delay "
-                f"{result['config']['delay_ms']} ms" if links else "loopback, no link "
-                                                                  "emulation")]
-    for fam, entry in result["families"].items():
-        lines.append(f"== {fam} ==")
-        lines += [f"  note: {n}" for n in entry["notes"]]
-        rows = entry["rows"]
-        comp = entry["comparisons"]
-        lcp8 = _row(rows, "lcp-split8")
-        exp = entry["expected_payload_bytes"]
-        if lcp8:
-            lines.append(f"  bytes per inference, TCP payload (data plane, kernel counters): "
-                         f"lcp-split8 {lcp8['tcp_bytes_per_inference']['total']:.0f} B "
-                         f"(IR payload alone: {exp['lcp-split8']} B)")
-            for lab in ("pipeline-defer", "pipeline-f32", "pipeline-int"):
-                c = comp.get(f"bytes {lab} / lcp-split8")
-                r = _row(rows, lab)
-                if not c:
-                    continue
-                extra = ""
-                if lab == "pipeline-int":
-                    extra = f" (IR payload alone: {exp['pipeline-int']} B)"
-                vr = (f", veth frames net of idle {c['veth_total_net_ratio']:.2f}x"
-                      if "veth_total_net_ratio" in c else "")
-                t = c["total_ratio"]
-                how = (f"{t:.2f}x fewer" if t >= 1 else f"{1 / t:.2f}x MORE")
-                lines.append(
-                    f"  {lab}: {r['tcp_bytes_per_inference']['total']:.0f} B{extra} -> "
-                    f"lcp-split8 sends {how} bytes in total (ratio {t:.2f}{vr}); busiest "
-                    f"link ratio {c['max_link_ratio']:.2f}; target >= 8x fewer in total: "
-                    f"{'MET' if c['meets_8x_total'] else 'NOT MET'}")
-            lines.append(f"  pipeline stages: {', '.join(exp['pipeline_stages'])}")
-        if "latency / original@1" in comp:
-            lines.append("  latency per image / original@1 (p50): " + ", ".join(
-                f"{k} {v:.2f}" for k, v in comp["latency / original@1"].items()))
-            lines.append("  throughput / original@1: " + ", ".join(
-                f"{k} {v:.2f}" for k, v in comp["throughput / original@1"].items()))
-        for lab, v in comp.get("memory per node", {}).items():
-            lines.append(f"  memory per node {lab}: max RSS {v['max_rss_mb']:.1f} MB "
-                         f"({v['rss_ratio_vs_original']:.3f}x original@1), "
-                         f"+{v['max_rss_over_base_mb']:.1f} MB over the idle worker, "
-                         f"parameters {v['max_param_bytes']} B")
-        for name, acc in entry.get("accuracy_missing_branches", {}).items():
-            lines.append(f"  accuracy {name} with k branches missing (zeroed): " + ", ".join(
-                f"k={k}: {v:.4f}" for k, v in acc.items()))
-        for lab in ("lcp-split8", "pipeline-defer", "pipeline-int"):
-            r = _row(rows, lab)
-            if r:
-                lines.append(f"  {lab} bytes per inference per link (a->b / b->a): " + ", ".join(
-                    f"{k} {v['a_to_b']:.0f}/{v['b_to_a']:.0f}"
-                    for k, v in r["tcp_bytes_per_inference"]["links"].items()))
-        for r in rows:
-            h = r.get("plan", {}).get("hidp")
-            if h:
-                what = h.get("assignment") or r["placement"]
-                opts = h.get("options")
-                lines.append(f"  {r['label']} plan: {h['kind']}, estimate "
-                             f"{1e3 * h['estimate_s']:.1f} ms, {what}"
-                             + (", estimates " + ", ".join(f"{k} {1e3 * v:.1f} ms"
-                                                           for k, v in opts.items())
-                                if opts else ""))
-        bad = [r["label"] for r in rows if r["wrong"]]
-        lines.append("  every answer equal to golden: " + ("yes" if not bad else
-                                                           f"NO ({', '.join(bad)})"))
-    return lines
-
-
-def _plots(result: dict, out: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for fam, entry in result["families"].items():
-        rows = entry["rows"]
-        labels = [r["label"] for r in rows]
-        x = np.arange(len(rows))
-        fig, ax = plt.subplots(figsize=(9, 4))
-        p50 = [r["latency_ms"]["p50"] / r["batch"] for r in rows]
-        p95 = [r["latency_ms"]["p95"] / r["batch"] for r in rows]
-        ax.bar(x, p50, label="p50")
-        ax.errorbar(x, p50, yerr=[np.zeros(len(rows)), np.subtract(p95, p50)], fmt="none",
-                    ecolor="k", capsize=3, label="p95")
-        ax.set_xticks(x, labels, rotation=30, ha="right")
-        ax.set_ylabel("latency per image (ms)")
-        ax.set_title(f"{fam}: latency per strategy")
-        ax.legend()
-        fig.tight_layout()
-        p = out / f"{fam}_latency.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
-
-        fig, ax = plt.subplots(figsize=(9, 4))
-        tot = [r["tcp_bytes_per_inference"]["total"] / 1e3 for r in rows]
-        mx = [r["tcp_bytes_per_inference"]["max_link"] / 1e3 for r in rows]
-        ax.bar(x - 0.2, tot, 0.4, label="all links (TCP payload)")
-        ax.bar(x + 0.2, mx, 0.4, label="busiest link")
-        ax.set_yscale("log")
-        ax.set_xticks(x, labels, rotation=30, ha="right")
-        ax.set_ylabel("kB per inference")
-        ax.set_title(f"{fam}: bytes on the wire per inference")
-        ax.legend()
-        fig.tight_layout()
-        p = out / f"{fam}_bytes.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
-
-        fig, ax = plt.subplots(figsize=(9, 4))
-        rss = [max(v["rss_mb"] for v in r["memory"].values()) for r in rows]
-        base = [max(v["base_rss_mb"] for v in r["memory"].values()) for r in rows]
-        ax.bar(x, base, label="idle worker")
-        ax.bar(x, np.subtract(rss, base), bottom=base, label="with its parts, after requests")
-        ax.set_xticks(x, labels, rotation=30, ha="right")
-        ax.set_ylabel("max RSS per node (MB)")
-        ax.set_title(f"{fam}: memory per node")
-        ax.legend()
-        fig.tight_layout()
-        p = out / f"{fam}_memory.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        paths.append(p)
-    return paths
 
 
 def run_benchmark(cfg: BenchConfig, log=print) -> dict:
@@ -744,52 +545,13 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     result = asyncio.run(_bench_async(cfg, log))
     result["seconds"] = time.perf_counter() - t0
     (out / "bench.json").write_text(json.dumps(result, indent=1, default=float))
-    result["plots"] = [str(p) for p in _plots(result, out)]
-    console = Console(record=True, width=150)
-    for t in render_table(result):
+    result["plots"] = [str(p) for p in report.plots(result, out)]
+    console = Console(record=True, width=170)
+    for t in report.render_table(result):
         console.print(t)
-    lines = summary_lines(result)
+    lines = report.summary_lines(result)
     for line in lines:
         console.print(line, markup=False, highlight=False)
     (out / "table.txt").write_text(console.export_text())
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     return result
-
-
-def markdown(results_dir, runs=Path("runs")) -> str:
-    """REPRODUCTION.md section (:mod:`lcp.sw.reproduce`): the newest ``bench.json`` of
-    ``RESULTS/cluster/`` (written by ``lcp bench --only cluster``), else of
-    ``RUNS/cluster-emulate/`` or ``RUNS/cluster-bench/``, as tables and headline lines."""
-    found = [p for p in (Path(results_dir) / "cluster" / "bench.json",
-                         Path(runs) / "cluster-emulate" / "bench.json",
-                         Path(runs) / "cluster-bench" / "bench.json") if p.exists()]
-    if not found:
-        return ("_Not measured yet: run `make bench` (or `lcp cluster emulate` as root, "
-                "`lcp cluster bench` otherwise), which writes `bench.json`._")
-    path = max(found, key=lambda p: p.stat().st_mtime)
-    result = json.loads(path.read_text())
-    links = result["config"].get("links")
-    cmd = "lcp cluster emulate" if links else "lcp cluster bench"
-    parts = [f"Produced by `{cmd}` (through `lcp bench --only cluster`; plots next to "
-             f"`{path.name}` in its folder). Latency per image (p50/p95 of sequential "
-             "requests), throughput with requests in flight, bytes per inference counted by "
-             "the kernel (TCP payload of every connection of the data plane), memory = max RSS "
-             "of a node's worker process.", ""]
-    for fam, entry in result["families"].items():
-        parts += [f"**{fam}**", "",
-                  "| run | strategy | encoding | nodes | p50 ms | p95 ms | images/s | "
-                  "kB / inference | busiest link kB | max RSS MB | exact |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in entry["rows"]:
-            tb = r["tcp_bytes_per_inference"]
-            parts.append(
-                f"| {r['label']} | {r['strategy']} | {r['encoding']} | {r['nodes_used']} | "
-                f"{r['latency_ms']['p50'] / r['batch']:.2f} | "
-                f"{r['latency_ms']['p95'] / r['batch']:.2f} | "
-                f"{r['throughput_images_s']:.1f} | {tb['total'] / 1e3:.2f} | "
-                f"{tb['max_link'] / 1e3:.2f} | "
-                f"{max(v['rss_mb'] for v in r['memory'].values()):.0f} | "
-                f"{r['answers'] - r['wrong']}/{r['answers']} |")
-        parts.append("")
-    parts += ["```", *summary_lines(result), "```"]
-    return "\n".join(parts)

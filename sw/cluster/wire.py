@@ -5,6 +5,8 @@ comm layer) whose only large field is the payload ``d`` (bytes)::
 
     {"e": encoding, "s": [N, *shape], "lo": int, "b": bits, "sc": scale, "d": payload}
 
+(``zfp-lz4`` adds ``"z"``: the payload length of each image.)
+
 Encodings
 ---------
 ``packed`` (default)
@@ -19,10 +21,35 @@ Encodings
 ``float32``
     The real values ``q * scale`` as little-endian float32 (a float pipeline without compression).
 ``zfp-lz4``
-    What DEFER sends: the float32 real values (channels last for images, as Keras holds them),
-    serialized with ZFP in its lossless (reversible) mode, then compressed with an LZ4 frame.
-    The receiver decompresses and recovers the integers as ``round(f / scale)``, which is exact
-    because ``|q| < 2**22``.
+    What DEFER sends (Parthasarathy and Krishnamachari, arXiv 2201.06769; its released code,
+    github.com/ANRGUSC/DEFER, ``src/node.py`` and ``src/dispatcher.py``: ``_comp(arr)`` is
+    ``lz4.frame.compress(zfpy.compress_numpy(arr))`` on the Keras tensor, the receiver runs
+    ``zfpy.decompress_numpy(lz4.frame.decompress(b))``). ``zfpy.compress_numpy`` is called
+    there without ``tolerance``, ``rate`` or ``precision``, which selects zfp's *reversible*
+    (lossless) mode (zfpy's ``_set_compression_mode`` falls through to
+    ``zfp_stream_set_reversible``) and writes the full zfp header; LZ4 is ``lz4.frame`` with
+    its defaults. Here the same codec on the float32 real values ``q * scale``, **one image at
+    a time**: each image is its own ZFP stream (reversible, full header) in its own LZ4 frame;
+    ``z`` lists the frame lengths, ``d`` is their concatenation.
+
+    Which array ZFP sees matters, because ZFP codes blocks of 4 values along every axis and
+    pads every axis to a multiple of 4. DEFER's released code passes ``model.predict`` output,
+    for its batch of one a ``(1, H, W, C)`` array: the padded batch axis alone costs about
+    3.4x the raw float32 size (issue 20). A careful deployment passes the image's tensor, and
+    may reshape it first (ZFP is lossless here, any view decodes to the same values), so this
+    baseline is given the better of two views per image: the Keras view (channels last,
+    ``(H, W, C)``, axes of size 1 dropped, as Keras holds a pooled tensor as ``(C,)``) and the
+    flat vector in the IR's order (channels first). The receiver tells them apart by the
+    shape in the zfp header (a flat array is in the IR's order; when the Keras view is itself
+    flat the two orders coincide). With random weights the flat view wins on low-bit,
+    sparse activations (CifarNet's first threshold: 123 kB flat, 222 kB as ``(32, 32, 64)``,
+    262 kB raw) and the Keras view on wide-range ones.
+
+    Reversible mode is lossless, so the receiver gets the float32 values bit for bit and
+    recovers the integers as ``round(f / scale)``, exact while ``|q| < 2**22`` (:func:`encode`
+    refuses wider ranges for the float encodings). Every image pays about 39 bytes of headers
+    (zfp 16, LZ4 frame 23), so a tensor of a few dozen values (logits) costs more than raw
+    float32; the benchmark reports every strategy at its cheapest encoding.
 
 Decoding needs only the message; the receiver checks the result against the tensor spec it
 expects (:func:`decode` with ``spec``).
@@ -34,7 +61,7 @@ import numpy as np
 
 from lcp.ir import IRError, TensorSpec, bits_for_range
 
-__all__ = ["ENCODINGS", "encode", "decode", "payload_nbytes"]
+__all__ = ["ENCODINGS", "FLOAT_EXACT_LIMIT", "encode", "decode", "payload_nbytes"]
 
 #: Names accepted by :func:`encode`.
 ENCODINGS = ("packed", "packed-lz4", "float32", "zfp-lz4")
@@ -81,12 +108,72 @@ def _unpack(d: bytes, b: int, n: int) -> np.ndarray:
     return (bits << np.arange(b, dtype=np.int64)).sum(axis=1)
 
 
-def _channels_last(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if a.ndim == 4 else a
+#: Largest ``|q|`` the float encodings carry exactly (float32 has a 24-bit significand; the
+#: scale itself is rounded to float32 on the sender).
+FLOAT_EXACT_LIMIT = 1 << 22
 
 
-def _channels_first(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.moveaxis(a, -1, 1)) if a.ndim == 4 else a
+def _keras_shape(shape: tuple) -> tuple:
+    """One image's shape as Keras holds it, without axes of size 1: channels last for
+    ``(C, H, W)``; at most 4 axes (ZFP's limit: leading axes merged)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        shape = shape[1:] + shape[:1]
+    kept = tuple(s for s in shape if s != 1)
+    if len(kept) > 4:
+        kept = (int(np.prod(kept[:-3])),) + kept[-3:]
+    return kept or (1,)
+
+
+def _zfp_lz4(f: np.ndarray) -> tuple[bytes, list[int]]:
+    """DEFER's codec on a float32 batch ``(N, *shape)``: per image, the smaller of the Keras
+    view and the flat view, ZFP reversible mode with its full header, one LZ4 frame each;
+    the payload and the frame lengths."""
+    import lz4.frame
+    import zfpy
+    keras = _keras_shape(f.shape[1:])
+    frames = []
+    for img in f:
+        flat = lz4.frame.compress(zfpy.compress_numpy(np.ascontiguousarray(img).reshape(-1)))
+        if len(keras) > 1:
+            kv = np.moveaxis(img, 0, -1) if img.ndim == 3 else img
+            k = lz4.frame.compress(zfpy.compress_numpy(np.ascontiguousarray(kv).reshape(keras)))
+            flat = k if len(k) < len(flat) else flat
+        frames.append(flat)
+    return b"".join(frames), [len(b) for b in frames]
+
+
+def _un_zfp_lz4(d: bytes, lengths, shape: tuple) -> np.ndarray:
+    """Inverse of :func:`_zfp_lz4`: the float32 array ``shape`` (batch first, the IR's
+    order)."""
+    import lz4.frame
+    import zfpy
+    try:
+        lengths = [int(n) for n in lengths]
+    except (TypeError, ValueError):
+        raise IRError("wire: malformed zfp frame lengths") from None
+    if len(lengths) != shape[0] or any(n < 0 for n in lengths) or sum(lengths) != len(d):
+        raise IRError(f"wire: zfp payload of {len(d)} bytes does not split into {shape[0]} "
+                      f"image frames of lengths {lengths[:8]}")
+    img = tuple(shape[1:])
+    n = int(np.prod(img)) if img else 1
+    out = np.empty((shape[0], *img), dtype=np.float32)
+    at = 0
+    for i, ln in enumerate(lengths):
+        try:
+            f = zfpy.decompress_numpy(lz4.frame.decompress(d[at:at + ln]))
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise IRError(f"wire: zfp frame {i} does not decode ({e})") from None
+        at += ln
+        if f.dtype != np.float32 or f.size != n:
+            raise IRError(f"wire: zfp frame {i} holds {f.size} {f.dtype} values, expected {n} "
+                          f"float32")
+        if f.ndim > 1 and len(img) == 3:        # the Keras view: (H, W, C) order
+            c, h, w = img
+            out[i] = np.moveaxis(f.reshape(h, w, c), -1, 0)
+        else:                                   # flat, or a view in the IR's order
+            out[i] = f.reshape(img)
+    return out
 
 
 def encode(x: np.ndarray, spec: TensorSpec, encoding: str = "packed") -> dict:
@@ -104,7 +191,8 @@ def encode(x: np.ndarray, spec: TensorSpec, encoding: str = "packed") -> dict:
     Raises
     ------
     IRError
-        on an unknown encoding, a non-integer array, or values outside ``spec``'s range.
+        on an unknown encoding, a non-integer array, values outside ``spec``'s range, or a
+        float encoding of a range float32 cannot carry exactly (:data:`FLOAT_EXACT_LIMIT`).
     """
     if encoding not in ENCODINGS:
         raise IRError(f"unknown wire encoding {encoding!r} (known: {', '.join(ENCODINGS)})")
@@ -123,13 +211,14 @@ def encode(x: np.ndarray, spec: TensorSpec, encoding: str = "packed") -> dict:
             import lz4.frame
             d = lz4.frame.compress(d)
     else:
+        if max(abs(int(spec.lo)), abs(int(spec.hi))) >= FLOAT_EXACT_LIMIT:
+            raise IRError(f"wire: {encoding} cannot carry the range [{spec.lo}, {spec.hi}] "
+                          f"exactly (|q| must stay below 2**22)")
         f = (x.astype(np.float32) * np.float32(scale)).astype(np.float32)
         if encoding == "float32":
             d = f.astype("<f4").tobytes()
         else:
-            import lz4.frame
-            import zfpy
-            d = lz4.frame.compress(zfpy.compress_numpy(_channels_last(f)))
+            d, msg["z"] = _zfp_lz4(f)
     msg["d"] = bytes(d)
     return msg
 
@@ -161,12 +250,10 @@ def decode(msg: dict, spec: TensorSpec | None = None) -> np.ndarray:
             raise IRError(f"wire: float32 payload holds {f.size} values, expected {n}")
         x = np.rint(f.astype(np.float64) / scale).astype(np.int64).reshape(shape)
     elif enc == "zfp-lz4":
-        import lz4.frame
-        import zfpy
-        f = _channels_first(zfpy.decompress_numpy(lz4.frame.decompress(d)))
-        if f.size != n:
-            raise IRError(f"wire: zfp payload holds {f.size} values, expected {n}")
-        x = np.rint(f.astype(np.float64) / scale).astype(np.int64).reshape(shape)
+        if not shape:
+            raise IRError("wire: zfp-lz4 tensor without a batch axis")
+        f = _un_zfp_lz4(d, msg.get("z"), shape)
+        x = np.rint(f.astype(np.float64) / scale).astype(np.int64)
     else:
         raise IRError(f"wire: unknown encoding {enc!r}")
     if spec is not None:

@@ -16,6 +16,7 @@ import pytest
 #: name -> (arch, split) of the zoo models used here (random weights, calibrated scales).
 ZOO = {
     "lenet5_s1": ("lenet5", 1), "lenet5_s4": ("lenet5", 4), "lenet_fc_s2": ("lenet_fc", 2),
+    "lenet_fc_s1": ("lenet_fc", 1),
     "cifarnet_s1": ("cifarnet", 1), "cifarnet_s8": ("cifarnet", 8),
 }
 

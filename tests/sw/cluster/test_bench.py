@@ -58,9 +58,15 @@ def test_degraded_accuracy_zero_missing_is_plain_accuracy(zoo):
     assert acc[0] == 1.0 and all(0.0 <= v <= 1.0 for v in acc.values())
 
 
-def test_default_runs_cover_every_strategy():
+def test_default_runs_cover_every_strategy_with_every_encoding():
+    from lcp.sw.cluster.wire import ENCODINGS
     runs = B.default_runs(8)
     assert {r.strategy for r in runs} == {"single", "lcp", "data", "pipeline", "hidp"}
-    assert {r.encoding for r in runs if r.strategy == "pipeline"} == {"zfp-lz4", "float32",
-                                                                      "packed"}
     assert len({r.label for r in runs}) == len(runs)
+    groups = {}
+    for r in runs:
+        groups.setdefault(r.group, set()).add(r.encoding)
+    for g, encs in groups.items():
+        assert encs == (set(ENCODINGS) if not g.endswith("@1") else {"packed"}), g
+    assert {"pipeline", "data", "lcp-split8", "lcp-split4"} <= set(groups)
+    assert all(r.stages == 8 for r in runs if r.strategy == "pipeline")

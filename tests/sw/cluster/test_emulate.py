@@ -109,7 +109,8 @@ def test_emulated_benchmark_end_to_end(tmp_path):
     assert main(args) == 0
     res = json.loads((tmp_path / "out" / "bench.json").read_text())
     rows = res["families"]["cifarnet"]["rows"]
-    assert {r["label"] for r in rows} >= {"original@1", "lcp-split4", "pipeline-int"}
+    assert {r["label"] for r in rows} >= {"original@1", "lcp-split4/packed", "pipeline/packed",
+                                          "pipeline/zfp-lz4"}
     for r in rows:
         assert r["wrong"] == 0 and r["answers"] > 0
         assert r["link_bytes_per_inference"]["total_net"] > 0
