@@ -15,9 +15,10 @@ not. A depthwise conv keeps the width of its input, so in a split MobileNet ever
 narrower MobileNet whose depthwise convs have ``groups`` = the branch's channels.
 
 Inside a branch every conv/FC is followed by its own ``QuantReLU`` (a conv with ``bn=True`` has a
-``BatchNorm2d`` in between; so does a depthwise conv), except the branch's last hidden layer, which is followed by the one
-``branch_act`` shared by all branches. A :class:`GlobalAvgPool` as the last layer means the shared
-quantizer re-quantizes the pooled features. A flatten is inserted before the first FC.
+``BatchNorm2d`` in between; so does a depthwise conv), except the branch's last hidden layer,
+which is followed by the one ``branch_act`` shared by all branches. A :class:`GlobalAvgPool` as
+the last layer means the shared quantizer re-quantizes the pooled features. A flatten is
+inserted before the first FC.
 
 Architectures sized for ImageNet (224x224 inputs, 1000 classes) carry the suffix ``_imagenet``
 (``vgg16_imagenet``, ``resnet50_imagenet``, ...); the name without it is the same network sized for
