@@ -7,6 +7,8 @@
 - :mod:`.export`: :func:`export_qonnx` and the export contract (:func:`check_export_contract`).
 - :mod:`.data`: MNIST subset and sklearn digits with fixed splits.
 - :mod:`.train`: QAT with a run cache; :mod:`.report`: the split accuracy table.
+- :mod:`.peers`: Brevitas' own example networks (bnn_pynq, MobileNet-v1 4-bit) built with random
+  weights, calibrated and exported to QONNX (imported on demand, not here).
 """
 
 from .common import check_bit_width
