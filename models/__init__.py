@@ -7,15 +7,23 @@
 - :mod:`.export`: :func:`export_qonnx` and the export contract (:func:`check_export_contract`).
 - :mod:`.data`: MNIST subset and sklearn digits with fixed splits.
 - :mod:`.train`: QAT with a run cache; :mod:`.report`: the split accuracy table.
+- :mod:`.peers`: Brevitas' own example networks (bnn_pynq, MobileNet-v1 4-bit) built with random
+  weights, calibrated and exported to QONNX (imported on demand, not here).
 """
 
-from .common import check_bit_width
-from .data import DATASETS, Dataset, load as load_dataset
-from .export import calibrate, check_export_contract, example_input, export_qonnx
-from .net import LCPNet, drop_branches
-from .zoo import *  # noqa: F401,F403  (ARCHS, build, entry points)
-from .zoo import __all__ as _zoo_all
-from .zoo import ARCHS, SPLITS, WIDENS, branch_width, build, from_name, model_name
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # importing brevitas.nn warns that an optional CUDA kernel package is missing: noise on every
+    # command (the lcp command line filters it too)
+    _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+    from .common import check_bit_width
+    from .data import DATASETS, Dataset, load as load_dataset
+    from .export import calibrate, check_export_contract, example_input, export_qonnx
+    from .net import LCPNet, drop_branches
+    from .zoo import *  # noqa: F401,F403  (ARCHS, build, entry points)
+    from .zoo import __all__ as _zoo_all
+    from .zoo import ARCHS, SPLITS, WIDENS, branch_width, build, from_name, model_name
 
 __all__ = [
     "check_bit_width", "DATASETS", "Dataset", "load_dataset", "calibrate",

@@ -115,9 +115,13 @@ def input_quant() -> qnn.QuantIdentity:
 
 
 def quant_conv2d(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, padding: int = 0,
-                 weight_bits: int, per_channel: bool = False) -> qnn.QuantConv2d:
-    """Conv with quantized weights and an Int32 bias; returns a float tensor."""
-    return qnn.QuantConv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=True,
+                 groups: int = 1, weight_bits: int,
+                 per_channel: bool = False) -> qnn.QuantConv2d:
+    """Conv with quantized weights and an Int32 bias; returns a float tensor.
+
+    ``groups`` > 1 is a grouped convolution (``groups == in_ch == out_ch``: depthwise)."""
+    return qnn.QuantConv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups,
+                           bias=True,
                            weight_quant=weight_quant(weight_bits, per_channel),
                            bias_quant=BiasInt32, return_quant_tensor=False)
 

@@ -19,15 +19,43 @@ from brevitas.quant_tensor import QuantTensor
 
 from .common import quant_conv2d, quant_identity, quant_relu
 
-__all__ = ["LCPNet", "BasicBlock", "drop_branches"]
+__all__ = ["LCPNet", "BasicBlock", "Bottleneck", "drop_branches"]
 
 
-class BasicBlock(nn.Module):
+class _Residual(nn.Module):
+    """The residual tail shared by :class:`BasicBlock` and :class:`Bottleneck`.
+
+    ``relu_out(add_quant(body(x)) + add_quant(shortcut(x)))``: both operands of the add go
+    through the *same* signed ``QuantIdentity`` (one scale, so the add is integer-exact), the
+    shortcut is the input or ``conv1x1(stride) -> BN`` when the shape changes, and the sum is
+    re-quantized by a ``QuantReLU``. Subclasses build their body first, then call
+    :meth:`_tail`, and implement :meth:`body`.
+    """
+
+    def _tail(self, in_ch: int, out_ch: int, stride: int, act_bits: int, kw: dict) -> None:
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(
+                quant_conv2d(in_ch, out_ch, 1, stride=stride, padding=0, **kw),
+                nn.BatchNorm2d(out_ch))
+        else:
+            self.downsample = None
+        self.add_quant = quant_identity(act_bits)
+        self.relu_out = quant_relu(act_bits)
+
+    def body(self, x: QuantTensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: QuantTensor) -> QuantTensor:
+        out = self.body(x)
+        sc = x if self.downsample is None else self.downsample(x)
+        return self.relu_out(self.add_quant(out) + self.add_quant(sc))
+
+
+class BasicBlock(_Residual):
     """ResNet basic block with quantization points that keep the residual add integer-exact.
 
-    ``conv3x3 -> BN -> QuantReLU -> conv3x3 -> BN -> add_quant`` plus the shortcut (the input, or
-    ``conv1x1(stride) -> BN`` when the shape changes) through the *same* ``add_quant``
-    (signed ``QuantIdentity``), then ``+`` and a ``QuantReLU``.
+    ``conv3x3(stride) -> BN -> QuantReLU -> conv3x3 -> BN`` and the residual tail of
+    :class:`_Residual` (shared signed ``add_quant``, ``+``, ``QuantReLU``).
 
     Parameters
     ----------
@@ -50,19 +78,47 @@ class BasicBlock(nn.Module):
         self.relu1 = quant_relu(act_bits)
         self.conv2 = quant_conv2d(out_ch, out_ch, 3, stride=1, padding=1, **kw)
         self.bn2 = nn.BatchNorm2d(out_ch)
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                quant_conv2d(in_ch, out_ch, 1, stride=stride, padding=0, **kw),
-                nn.BatchNorm2d(out_ch))
-        else:
-            self.downsample = None
-        self.add_quant = quant_identity(act_bits)
-        self.relu_out = quant_relu(act_bits)
+        self._tail(in_ch, out_ch, stride, act_bits, kw)
 
-    def forward(self, x: QuantTensor) -> QuantTensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        sc = x if self.downsample is None else self.downsample(x)
-        return self.relu_out(self.add_quant(out) + self.add_quant(sc))
+    def body(self, x: QuantTensor) -> torch.Tensor:
+        return self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+
+
+class Bottleneck(_Residual):
+    """ResNet bottleneck block (ResNet-50/101/152, torchvision's "v1.5" stride placement).
+
+    ``conv1x1 -> BN -> QuantReLU -> conv3x3(stride) -> BN -> QuantReLU -> conv1x1 -> BN`` (widths
+    ``in -> mid -> mid -> out``) and the residual tail of :class:`_Residual`. The stride sits on
+    the 3x3 conv, as in torchvision's ``resnet50`` (the original paper strides the first 1x1).
+
+    Parameters
+    ----------
+    in_ch, mid_ch, out_ch : int
+        Channels in, of the two inner convs, and out (``4 * mid`` in the unsplit ResNet-50).
+    stride : int
+        Stride of the 3x3 conv and of the downsample shortcut.
+    weight_bits, act_bits, per_channel
+        As in :class:`BasicBlock`.
+    """
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, stride: int, *, weight_bits: int,
+                 act_bits: int, per_channel: bool):
+        super().__init__()
+        kw = dict(weight_bits=weight_bits, per_channel=per_channel)
+        self.conv1 = quant_conv2d(in_ch, mid_ch, 1, **kw)
+        self.bn1 = nn.BatchNorm2d(mid_ch)
+        self.relu1 = quant_relu(act_bits)
+        self.conv2 = quant_conv2d(mid_ch, mid_ch, 3, stride=stride, padding=1, **kw)
+        self.bn2 = nn.BatchNorm2d(mid_ch)
+        self.relu2 = quant_relu(act_bits)
+        self.conv3 = quant_conv2d(mid_ch, out_ch, 1, **kw)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self._tail(in_ch, out_ch, stride, act_bits, kw)
+
+    def body(self, x: QuantTensor) -> torch.Tensor:
+        y = self.relu1(self.bn1(self.conv1(x)))
+        y = self.relu2(self.bn2(self.conv2(y)))
+        return self.bn3(self.conv3(y))
 
 
 def drop_branches(y: QuantTensor, split: int, p: float, generator=None) -> QuantTensor:
@@ -103,7 +159,8 @@ class LCPNet(nn.Module):
     arch, split, widen, weight_bits, act_bits, per_channel, num_classes, in_shape : config
         As given to :func:`lcp.models.build`.
     branch_widths : list of int
-        Width of every hidden layer of one branch, in order (conv channels, FC features).
+        Width of every hidden layer of one branch, in order (conv channels, depthwise convs
+        included; FC features; the output of every residual block).
     branch_dropout : float
         Probability of dropping a branch output per sample in training (0 = off).
     """

@@ -20,8 +20,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-__all__ = ["zoo_counts", "counters_markdown", "SECTIONS", "write_reproduction",
-           "update_readme_figures", "readme_block"]
+__all__ = ["zoo_counts", "counters_markdown", "imagenet_markdown", "SECTIONS",
+           "write_reproduction", "update_readme_figures", "readme_block"]
 
 #: Published reference figures (LCP paper, Hadidi et al.), for the comparison columns.
 PAPER = {
@@ -34,8 +34,21 @@ PAPER = {
     "f40_avg_param_reduction": 3.81, "f40_avg_mac_reduction": 2.5,
 }
 
-ZOO_ARCHS = ("lenet5", "lenet_fc", "cifarnet", "vgg_s", "alexnet", "resnet18")
+#: The architectures' own published counts (params, MACs, source) for the ImageNet-sized zoo.
+PUBLISHED = {
+    "vgg16_imagenet": (138e6, 15.5e9, "Simonyan & Zisserman 2014"),
+    "resnet50_imagenet": (25.6e6, 4.1e9, "torchvision resnet50"),
+    "resnet18_imagenet": (11.69e6, 1.82e9, "torchvision resnet18"),
+    "mobilenet_v1_imagenet": (4.2e6, 569e6, "Howard et al. 2017, 1.0-224"),
+}
+
+ZOO_ARCHS = ("lenet5", "lenet_fc", "cifarnet", "vgg_s", "alexnet", "resnet18", "vgg16",
+             "resnet50", "mobilenet_v1")
 VARIANTS = ((1, 0), (2, 0), (4, 0), (8, 0), (8, 40))
+#: The zoo at the paper's ImageNet size (224x224, 1000 classes), for the published figures.
+IMAGENET_ARCHS = ("vgg16_imagenet", "resnet50_imagenet", "resnet18_imagenet",
+                  "mobilenet_v1_imagenet")
+IMAGENET_VARIANTS = ((1, 0), (8, 0), (8, 40))
 
 
 def zoo_counts(archs=ZOO_ARCHS, variants=VARIANTS, bits=(4, 4), cache: Path | None = None,
@@ -115,6 +128,41 @@ def counters_markdown(rows: list[dict]) -> str:
     return text
 
 
+def imagenet_markdown(rows: list[dict]) -> str:
+    """The ImageNet-sized rows next to the published figures: the architectures' own
+    (:data:`PUBLISHED`, split1) and the LCP paper's (:data:`PAPER`)."""
+    out = ["| model | variant | params | published params | MACs | published MACs |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        var = f"split{r['split']}" + (f"-f{r['widen']}" if r["widen"] else "")
+        pub, paper = PUBLISHED.get(r["arch"]), PAPER.get(r["arch"], {})
+        key = "" if r["split"] == 1 and not r["widen"] else f"{var.replace('-', '_')}_"
+        cells = []
+        for what, idx in (("params", 0), ("macs", 1)):
+            refs = []
+            if pub and not key:
+                refs.append(f"{_h(pub[idx])} ({pub[2]}, {100 * (r[what] / pub[idx] - 1):+.1f} %)")
+            if f"{key}{what}" in paper:
+                ref = paper[f"{key}{what}"]
+                refs.append(f"{_h(ref)} (LCP paper, {100 * (r[what] / ref - 1):+.1f} %)")
+            cells.append("; ".join(refs) or "-")
+        out.append(f"| {r['arch']} | {var} | {_h(r['params'])} | {cells[0]} | {_h(r['macs'])} | "
+                   f"{cells[1]} |")
+    return "\n".join(out)
+
+
+#: Why the LCP paper's ResNet-50 figures are not torchvision's (tests: test_models_zoo_counts).
+RESNET50_NOTE = (
+    "The LCP paper's ResNet-50 original, 22.8M parameters / 4.87G MACs, is not torchvision's "
+    "25.6M / 4.1G: it is what the same network gives with the four 1x1 projection-shortcut "
+    "convs left out of the count and the MACs taken at a 256x256 input (22.76M / 4.871G; the "
+    "only combination of stride placement, shortcuts, classifier, bias/BatchNorm parameters, "
+    "elementwise operations and input size 224-320 that reaches both figures within 0.3 %). "
+    "Its split8-f40 figures, 8.6M / 1.18G, are those of the full network at 224x224, so the "
+    "paper's 2.65x / 4.13x reductions compare two countings; on one counting they are "
+    "2.92x / 3.45x.")
+
+
 #: (title, "module:function") of the sections after the counters, in order.
 SECTIONS = [
     ("Accuracy (MNIST, held-out 1,000 images)", "lcp.models.report:markdown"),
@@ -147,8 +195,9 @@ def write_reproduction(out: Path, results: Path, runs: Path, cache: Path | None 
                        progress=None) -> str:
     """Write REPRODUCTION.md to ``out`` and return its text."""
     rows = zoo_counts(cache=cache, progress=progress)
+    big = zoo_counts(IMAGENET_ARCHS, IMAGENET_VARIANTS, cache=cache, progress=progress)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "counters.json").write_text(json.dumps(rows, indent=1))
+    (results / "counters.json").write_text(json.dumps(rows + big, indent=1))
     parts = [
         "# Reproduction: our figures next to the published ones",
         "",
@@ -161,13 +210,24 @@ def write_reproduction(out: Path, results: Path, runs: Path, cache: Path | None 
         "",
         "Our zoo at 4-bit weights and activations, every variant compiled from its QONNX export "
         "(`lcp.sw.reproduce.zoo_counts`). CIFAR-sized architectures (CifarNet, VGG-S-like, "
-        "AlexNet-like, ResNet-18) have no data here: random weights, counts only, never an "
-        "accuracy. Traffic = the 8-bit input sent to every branch + every branch's low-bit "
-        "output sent to the merge. The paper's VGG16/ResNet-50/ResNet-18 are ImageNet models "
-        "(224x224, 1000 classes); ours are sized for 32x32 inputs and 10 classes (VGG-S and "
-        "AlexNet with 1024-wide FCs), so compare the reduction ratios, not absolute counts.",
+        "AlexNet-like, ResNet-18, VGG16, ResNet-50, MobileNet-v1) have no data here: random "
+        "weights, counts only, never an accuracy. Traffic = the 8-bit input sent to every "
+        "branch + every branch's low-bit output sent to the merge. These are sized for 32x32 "
+        "inputs and 10 classes (VGG-S and AlexNet with 1024-wide FCs, VGG16 with 512-wide "
+        "ones); the ImageNet-sized versions follow.",
         "",
         counters_markdown(rows),
+        "",
+        "### ImageNet-sized (224x224, 1000 classes) next to the published figures",
+        "",
+        "The same counters on `*_imagenet` (`lcp.sw.reproduce.IMAGENET_ARCHS`), next to each "
+        "architecture's published count and the LCP paper's.",
+        "",
+        imagenet_markdown(big),
+        "",
+        counters_markdown(big),
+        "",
+        RESNET50_NOTE,
         "",
         "Published (ImageNet): ResNet-50 22.8M params / 4.87G MACs -> split8-f40 8.6M / 1.18G "
         "(2.65x / 4.13x fewer); VGG16 138M / 15.5G -> 33.8M / 3.87G (4.08x / 4.01x); "

@@ -29,10 +29,18 @@ def _run_onnx(path, x):
                            for i in range(len(x))])
 
 
-# the large random-weight nets are exported at split 2 (export time grows with the node count)
-@pytest.mark.parametrize("arch,split", [("lenet5", 1), ("lenet5", 4), ("lenet_fc", 8),
-                                        ("cifarnet", 8), ("vgg_s", 2), ("alexnet", 2),
-                                        ("resnet18", 2)])
+_slow = pytest.mark.slow
+
+
+# the large random-weight nets are exported at split 2 (export time grows with the node count);
+# the ImageNet-sized ones (split 1, the published configuration) take minutes: -m slow
+@pytest.mark.parametrize("arch,split", [
+    ("lenet5", 1), ("lenet5", 4), ("lenet_fc", 8), ("cifarnet", 8), ("vgg_s", 2), ("alexnet", 2),
+    ("resnet18", 2), ("vgg16", 2), ("mobilenet_v1", 2), pytest.param("resnet50", 2, marks=_slow),
+    pytest.param("resnet18_imagenet", 1, marks=_slow),
+    pytest.param("resnet50_imagenet", 1, marks=_slow),
+    pytest.param("mobilenet_v1_imagenet", 1, marks=_slow),
+    pytest.param("vgg16_imagenet", 1, marks=_slow)])
 def test_export_obeys_contract(tmp_path, arch, split):
     m = _calibrated(arch, split)
     path = export_qonnx(m, tmp_path / "m.onnx")
@@ -42,16 +50,36 @@ def test_export_obeys_contract(tmp_path, arch, split):
     ops = [n.op_type for n in raw.graph.node]
     assert ops[0] == "Quant" and raw.graph.node[0].input[0] == raw.graph.input[0].name
     assert ops.count("Concat") == (split > 1)
-    assert (ops.count("Add") > 0) == (arch == "resnet18")
+    assert (ops.count("Add") > 0) == arch.startswith("resnet")
+    assert ops.count("MaxPool") == sum(isinstance(mod, nn.MaxPool2d) for mod in m.modules())
+    # depthwise convs are exported as Conv with group = channels and one input channel each
+    depthwise = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d) and mod.groups > 1]
+    assert len(depthwise) == (13 * split if arch.startswith("mobilenet") else 0)
+    inits = {i.name: i for i in raw.graph.initializer}
+    producer = {o: n for n in raw.graph.node for o in n.output}
+    groups = []
+    for n in raw.graph.node:
+        if n.op_type != "Conv":
+            continue
+        g = next((a.i for a in n.attribute if a.name == "group"), 1)
+        w = producer[n.input[1]].input[0]             # Quant(weight initializer)
+        shape = tuple(inits[w].dims)
+        if g > 1:
+            assert shape[0] == g and shape[1] == 1, (n.name, g, shape)
+            groups.append(g)
+    assert sorted(groups) == sorted(mod.groups for mod in depthwise)
     assert m.eval().training is False
 
 
 @pytest.mark.parametrize("arch,split", [
     ("lenet5", 4), ("lenet_fc", 2),
     pytest.param("resnet18", 2, marks=pytest.mark.slow),   # qonnx cleanup: minutes on a ResNet
+    pytest.param("mobilenet_v1", 2, marks=pytest.mark.slow),
+    pytest.param("resnet50", 1, marks=pytest.mark.slow),
 ])
 def test_exported_graph_computes_the_model(tmp_path, arch, split):
-    m = _calibrated(arch, split, in_shape=(3, 16, 16) if arch == "resnet18" else None)
+    small = arch.startswith(("resnet", "mobilenet"))
+    m = _calibrated(arch, split, in_shape=(3, 16, 16) if small else None)
     path = export_qonnx(m, tmp_path / "m.onnx")
     x = example_input(m.in_shape, 3, seed=11)
     with torch.no_grad():

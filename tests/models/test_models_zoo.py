@@ -1,4 +1,5 @@
-"""The zoo factory: widths, branch independence, shapes, exact CifarNet split8 branch, config."""
+"""The zoo factory: widths, branch independence, shapes, exact CifarNet split8 branch, config,
+the bottleneck and depthwise-separable architectures."""
 
 import json
 import math
@@ -76,16 +77,27 @@ def test_cifarnet_split8_branch_is_exactly_the_reference_branch():
     assert tuple(m.branch_forward(0, m.input_quant(example_input((3, 32, 32), 2))).shape) == (2, 24)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("split,widen", [(1, 0), (2, 0), (4, 0), (8, 0), (8, 40)])
+#: Archs whose split2/4/8 builds take several seconds (hundreds of quantized layers): -m slow.
+DEEP = {"vgg16", "resnet50", "mobilenet_v1"}
+
+
+def _shape_cases():
+    for arch in ARCHS:
+        for split, widen in [(1, 0), (2, 0), (4, 0), (8, 0), (8, 40)]:
+            slow = ARCHS[arch].dataset == "imagenet" or (arch in DEEP and split > 1)
+            yield pytest.param(arch, split, widen, marks=pytest.mark.slow if slow else (),
+                               id=f"{arch}-{split}-{widen}")
+
+
+@pytest.mark.parametrize("arch,split,widen", list(_shape_cases()))
 def test_forward_shapes(arch, split, widen):
     m = build(arch, split=split, widen=widen, num_classes=7).eval()
-    x = example_input(m.in_shape, 2)
+    x = example_input(m.in_shape, 2 if ARCHS[arch].dataset != "imagenet" else 1)
     with torch.no_grad():
-        assert tuple(m(x).shape) == (2, 7)
+        assert tuple(m(x).shape) == (len(x), 7)
         xq = m.input_quant(x)
         outs = [m.branch_forward(i, xq) for i in range(split)]
-    assert all(tuple(o.shape) == (2, m.merge.in_features // split) for o in outs)
+    assert all(tuple(o.shape) == (len(x), m.merge.in_features // split) for o in outs)
 
 
 def test_in_shape_is_checked_and_used():
@@ -127,15 +139,20 @@ def test_every_layer_uses_the_common_quantizers():
     assert n_conv == 2 * (1 + 8 * 2 + 3) + 1 and n_act > n_conv - 1
 
 
-def _calibrated(arch, split, seed=0):
+def _calibrated(arch, split, seed=0, **kw):
     torch.manual_seed(seed)
-    m = build(arch, split=split)
+    m = build(arch, split=split, **kw)
     return calibrate(m, [example_input(m.in_shape, 16, seed=s) for s in range(3)])
 
 
-@pytest.mark.parametrize("arch,split", [("lenet5", 4), ("resnet18", 2), ("lenet_fc", 8)])
+#: Smaller inputs for the deep nets in the branch-independence tests (same layers, less compute).
+SMALL = {"mobilenet_v1": (3, 16, 16), "resnet50": (3, 16, 16)}
+
+
+@pytest.mark.parametrize("arch,split", [("lenet5", 4), ("resnet18", 2), ("lenet_fc", 8),
+                                        ("mobilenet_v1", 2)])
 def test_no_cross_branch_gradient(arch, split):
-    m = _calibrated(arch, split)
+    m = _calibrated(arch, split, in_shape=SMALL.get(arch))
     xq = m.input_quant(example_input(m.in_shape, 4, seed=9))
     for i in range(split):
         out = m.branch_forward(i, xq).value.sum()
@@ -150,9 +167,10 @@ def test_no_cross_branch_gradient(arch, split):
             assert nonzero == (i == j), f"branch {i} output vs branch {j} parameters"
 
 
-@pytest.mark.parametrize("arch,split", [("cifarnet", 4), ("resnet18", 2)])
+@pytest.mark.parametrize("arch,split", [("cifarnet", 4), ("resnet18", 2), ("mobilenet_v1", 2),
+                                        pytest.param("resnet50", 2, marks=pytest.mark.slow)])
 def test_perturbing_one_branch_changes_only_its_features(arch, split):
-    m = _calibrated(arch, split)
+    m = _calibrated(arch, split, in_shape=SMALL.get(arch))
     x = example_input(m.in_shape, 4, seed=5)
     w = m.merge.in_features // split
     with torch.no_grad():
@@ -186,6 +204,10 @@ def test_config_roundtrip_and_entry_points():
     f40 = M.from_name("cifarnet_split8_f40_w2a3")
     assert (f40.split, f40.widen, f40.weight_bits, f40.act_bits) == (8, 40, 2, 3)
     assert "resnet18_split8_f40_w4a4" in M.ENTRY_POINTS
+    assert "mobilenet_v1_imagenet_split8_f40_w4a4" in M.ENTRY_POINTS
+    big = M.from_name("resnet18_imagenet_split1_w3a5")
+    assert (big.arch, big.split, big.weight_bits, big.act_bits) == ("resnet18_imagenet", 1, 3, 5)
+    assert big.in_shape == (3, 224, 224) and big.num_classes == 1000 == big.merge.out_features
     assert M.model_name("lenet_fc", 2, 10, 8, 8) == "lenet_fc_split2_f10_w8a8"
     with pytest.raises(ValueError, match="not a model name"):
         M.from_name("lenet5-split4")
@@ -195,7 +217,11 @@ def test_archs_record_data_availability():
     assert {a for a, s in ARCHS.items() if s.has_data} == {"lenet5", "lenet_fc"}
     for spec in ARCHS.values():
         assert set(spec.real_data) <= set(M.DATASETS)
-        assert len(spec.in_shape) == 3 and spec.dataset in ("mnist", "cifar10")
+        assert len(spec.in_shape) == 3 and spec.dataset in ("mnist", "cifar10", "imagenet")
+        assert spec.num_classes == (1000 if spec.dataset == "imagenet" else 10)
+        assert spec.name.endswith("_imagenet") == (spec.dataset == "imagenet")
+        assert spec.in_shape[1:] == ((224, 224) if spec.dataset == "imagenet" else
+                                     (28, 28) if spec.dataset == "mnist" else (32, 32))
 
 
 def test_drop_branches_never_drops_all_and_rescales():
@@ -231,3 +257,95 @@ def test_branch_dropout_only_in_training():
         torch.manual_seed(2)
         b = m(x)
     assert not torch.equal(a, b)
+
+
+def _convs(module):
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def _branch(arch, split, widen):
+    """One branch of ``build(arch, split, widen)`` (building all of them takes seconds):
+    ``(nn.Sequential, hidden widths, output width)``."""
+    from lcp.models.zoo import _build_branch
+
+    spec = ARCHS[arch]
+    return _build_branch(spec, spec.in_shape, split, widen, 4, 4, False)
+
+
+@pytest.mark.parametrize("split,widen", [(1, 0), (2, 0), (8, 40)])
+def test_mobilenet_branch_is_a_narrower_mobilenet(split, widen):
+    branch, widths, out_w = _branch("mobilenet_v1", split, widen)
+    convs = _convs(branch)
+    stem, rest = convs[0], convs[1:]
+    assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.groups) == \
+        (3, branch_width(32, split, widen), (3, 3), 1)
+    base = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+    strides = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    assert len(rest) == 2 * len(base)
+    c = stem.out_channels
+    for (dw, pw), out, stride in zip(zip(rest[::2], rest[1::2]), base, strides):
+        # depthwise: one 3x3 filter per channel of the branch, then a pointwise 1x1
+        assert (dw.in_channels, dw.out_channels, dw.groups) == (c, c, c)
+        assert dw.kernel_size == (3, 3) and dw.stride == (stride, stride)
+        assert tuple(dw.weight.shape) == (c, 1, 3, 3)
+        assert (pw.in_channels, pw.kernel_size, pw.groups) == (c, (1, 1), 1)
+        assert pw.out_channels == branch_width(out, split, widen)
+        c = pw.out_channels
+    assert out_w == branch_width(1024, split, widen) and widths == [x.out_channels for x in convs]
+    # BN + QuantReLU after every depthwise and pointwise conv (the last one's ReLU included:
+    # the branch ends in a global average pool and the shared branch quantizer)
+    kinds = [type(mod).__name__ for mod in branch]
+    assert kinds.count("BatchNorm2d") == 27 and kinds.count("QuantReLU") == 27
+    assert kinds[-2:] == ["TruncAdaptiveAvgPool2d", "Flatten"]
+
+
+@pytest.mark.parametrize("split,widen", [(1, 0), (8, 0), (8, 40)])
+def test_resnet50_bottlenecks_split_every_width(split, widen):
+    from lcp.models.net import Bottleneck
+
+    branch, widths, out_w = _branch("resnet50", split, widen)
+    blocks = [b for b in branch if isinstance(b, Bottleneck)]
+    assert len(blocks) == 3 + 4 + 6 + 3
+    first = [0, 3, 7, 13]
+    c = branch_width(64, split, widen)
+    for i, b in enumerate(blocks):
+        stage = sum(i >= f for f in first) - 1
+        mid = branch_width(64 << stage, split, widen)
+        out = branch_width(256 << stage, split, widen)
+        stride = 2 if i in first[1:] else 1
+        assert (b.conv1.in_channels, b.conv1.out_channels, b.conv1.kernel_size) == (c, mid, (1, 1))
+        assert (b.conv2.out_channels, b.conv2.kernel_size, b.conv2.stride) == \
+            (mid, (3, 3), (stride, stride))
+        assert (b.conv3.out_channels, b.conv3.kernel_size) == (out, (1, 1))
+        assert (b.downsample is not None) == (i in first)     # shape changes: 1x1 shortcut
+        c = out
+    assert widths[1:] == [b.conv3.out_channels for b in blocks]
+    assert out_w == branch_width(2048, split, widen)
+
+
+def test_vgg16_widths_and_imagenet_stems():
+    branch, widths, out_w = _branch("vgg16", 8, 0)
+    assert widths == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64, 64, 64]
+    assert out_w == 64 and _convs(branch)[0].padding == (1, 1)
+    fcs = [m for m in branch if isinstance(m, nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(64, 64), (64, 64)]
+    branch, widths, out_w = _branch("vgg16_imagenet", 8, 40)
+    fcs = [m for m in branch if isinstance(m, nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(7 * 7 * 90, 717), (717, 717)]
+    # the ImageNet ResNets: 7x7/2 stem and a 3x3/2 max pool with padding 1 (224 -> 56)
+    branch, _, _ = _branch("resnet18_imagenet", 8, 0)
+    stem = _convs(branch)[0]
+    assert (stem.kernel_size, stem.stride, stem.padding) == ((7, 7), (2, 2), (3, 3))
+    pool = next(p for p in branch if isinstance(p, nn.MaxPool2d))
+    assert (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
+
+
+def test_bad_layer_specs_are_rejected():
+    from lcp.models import zoo
+
+    with pytest.raises(ValueError, match="padding"):
+        zoo._build_branch(zoo.ArchSpec("x", (3, 8, 8), (zoo.MaxPool(2, pad=2),), "cifar10"),
+                          (3, 8, 8), 1, 0, 4, 4, False)
+    with pytest.raises(ValueError, match="needs a"):
+        zoo._build_branch(zoo.ArchSpec("x", (3, 8, 8), (zoo.Dense(4), zoo.DepthwiseConv(3)),
+                                       "cifar10"), (3, 8, 8), 1, 0, 4, 4, False)

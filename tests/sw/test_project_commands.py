@@ -89,6 +89,19 @@ def test_counters_table_comes_from_the_ir(tmp_path):
     assert "geometric mean over 1 architectures" in md
 
 
+@pytest.mark.slow          # a 224x224 ResNet-18 exported and compiled (about a minute)
+def test_imagenet_counters_next_to_the_published_ones(tmp_path):
+    from lcp.sw.reproduce import PUBLISHED, imagenet_markdown, zoo_counts
+
+    (row,) = zoo_counts(archs=("resnet18_imagenet",), variants=((1, 0),), cache=tmp_path)
+    params, macs, source = PUBLISHED["resnet18_imagenet"]
+    assert abs(row["params"] / params - 1) < 0.01 and abs(row["macs"] / macs - 1) < 0.01
+    md = imagenet_markdown([row])
+    assert f"| resnet18_imagenet | split1 | {row['params'] / 1e6:.2f}M |" in md
+    assert f"({source}, {100 * (row['params'] / params - 1):+.1f} %)" in md
+    assert f"(LCP paper, {100 * (row['params'] / 11.69e6 - 1):+.1f} %)" in md
+
+
 def test_readme_figures_replace_only_the_marked_block(tmp_path):
     from lcp.sw.reproduce import readme_block, update_readme_figures
 
