@@ -297,13 +297,17 @@ class _Lowering:
             raise FrontendError(f"the model has {len(g.input)} inputs; exactly one is supported")
         if len(g.output) != 1:
             raise FrontendError(f"the model has {len(g.output)} outputs; exactly one is supported")
+        foreign = list(dict.fromkeys(n.op_type for n in g.node if n.op_type not in SUPPORTED_OPS
+                                     and n.op_type != "BipolarQuant"))
         for node in g.node:
             if node.op_type == "BipolarQuant":
                 raise _node_err(node, f"bit width 1 (bipolar) is out of range "
                                       f"{BIT_RANGE[0]}..{BIT_RANGE[1]}")
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None or node.op_type not in SUPPORTED_OPS:
-                raise _node_err(node, f"op type {node.op_type!r} is not supported "
+                others = [t for t in foreign if t != node.op_type]     # e.g. the LSTM itself
+                also = f" (nor are {', '.join(others)}, also in this model)" if others else ""
+                raise _node_err(node, f"op type {node.op_type!r} is not supported{also} "
                                       f"(supported: {', '.join(SUPPORTED_OPS)})")
             handler(node)
         if self.input_spec is None:

@@ -169,7 +169,8 @@ class TensorSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "TensorSpec":
-        return cls(tuple(d["shape"]), d["lo"], d["hi"], d.get("scale"))
+        return cls(_int_tuple(d["shape"], "shape"), _int(d["lo"], "lo"), _int(d["hi"], "hi"),
+                   d.get("scale"))
 
 
 @dataclass
@@ -263,8 +264,8 @@ class InputSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "InputSpec":
-        return cls(d["name"], tuple(d["shape"]), float(d["scale"]), int(d["lo"]), int(d["hi"]),
-                   d.get("rounding", "ROUND"))
+        return cls(d["name"], _int_tuple(d["shape"], "shape"), float(d["scale"]),
+                   _int(d["lo"], "lo"), _int(d["hi"], "hi"), d.get("rounding", "ROUND"))
 
 
 @dataclass
@@ -453,27 +454,61 @@ def load(path: str | Path) -> Model:
     try:
         with np.load(npath, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise IRError(f"{npath}: not a readable IR array file ({e})") from None
+
+    def part(where: str, make):
+        """``make()``, its errors named by the file and the object ``where``."""
+        try:
+            return make()
+        except KeyError as e:
+            raise IRError(f"{jpath}: {where}: missing field or array {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:   # IRError is a ValueError
+            if str(e).startswith(f"{jpath}: "):                # named by an inner part()
+                raise
+            raise IRError(f"{jpath}: {where}: {e}") from None
+
+    def graph(d, where):
+        layers = []
+        for i, ld in enumerate(part(where, lambda: d["layers"])):
+            lw = f"{where} layer {ld.get('name', i) if isinstance(ld, dict) else i!r}"
+            layers.append(part(lw, lambda: Layer(
+                ld["name"], ld["op"], list(ld["inputs"]), ld["output"], _untuple(ld["attrs"]),
+                {k: arrays[v] for k, v in ld["params"].items()})))
+        return part(where, lambda: Branch(d["name"], list(d["inputs"]), layers, d["output"]))
+
+    top = part("top level", lambda: (doc["name"], doc["input"], doc["tensors"], doc["branches"],
+                                     doc["merge"], doc["dequant"]))
+    name, inp, tensors, branches, merge, dq = top
+    model = part("top level", lambda: Model(
+        name=name, input=part("input", lambda: InputSpec.from_json(inp)),
+        tensors={k: part(f"tensor {k!r}", lambda: TensorSpec.from_json(v))
+                 for k, v in part("tensors", lambda: tensors.items())},
+        branches=[graph(b, f"branch {i}") for i, b in enumerate(branches)],
+        merge=graph(merge, "merge"),
+        dequant=part("dequant", lambda: Dequant(np.array(dq["scale"]), np.array(dq["offset"]),
+                                                bool(dq["relu"]))),
+        meta=doc.get("meta", {})))
     try:
-        def graph(d):
-            layers = []
-            for ld in d["layers"]:
-                params = {k: arrays[v] for k, v in ld["params"].items()}
-                layers.append(Layer(ld["name"], ld["op"], list(ld["inputs"]), ld["output"],
-                                    _untuple(ld["attrs"]), params))
-            return Branch(d["name"], list(d["inputs"]), layers, d["output"])
-        model = Model(
-            name=doc["name"], input=InputSpec.from_json(doc["input"]),
-            tensors={k: TensorSpec.from_json(v) for k, v in doc["tensors"].items()},
-            branches=[graph(b) for b in doc["branches"]], merge=graph(doc["merge"]),
-            dequant=Dequant(np.array(doc["dequant"]["scale"]), np.array(doc["dequant"]["offset"]),
-                            bool(doc["dequant"]["relu"])),
-            meta=doc.get("meta", {}),
-        )
-    except KeyError as e:
-        raise IRError(f"{jpath}: missing field or array {e}") from None
-    return model.validate()
+        return model.validate()
+    except IRError as e:
+        raise IRError(f"{jpath}: {e}") from None
+
+
+def _int(v, field: str) -> int:
+    """A JSON integer field (not a float, string or bool), else :class:`IRError`."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise IRError(f"{field} {v!r} is not an integer")
+    return v
+
+
+def _int_tuple(v, field: str) -> tuple[int, ...]:
+    if not isinstance(v, list):
+        raise IRError(f"{field} {v!r} is not a list of integers")
+    bad = [s for s in v if isinstance(s, bool) or not isinstance(s, int)]
+    if bad:
+        raise IRError(f"{field} {v!r}: {bad[0]!r} is not an integer")
+    return tuple(v)
 
 
 def _untuple(attrs: dict) -> dict:

@@ -153,7 +153,8 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
             model: Path = typer.Argument(..., help="QONNX model (.onnx) or IR (.json)"),
             inputs: Path = typer.Argument(..., help="batch-first input array (.npy)"),
-            output: Path = typer.Option(..., "-o", "--output", help="output .npy"),
+            output: Path = typer.Option(..., "-o", "--output",
+                                        help="output .npy (a folder: FOLDER/INPUT.out.npy)"),
             strategy: str = typer.Option("lcp", help="single | lcp | data | pipeline | hidp"),
             scheduler: Optional[str] = typer.Option(None, help="running scheduler (default: an "
                                                                "embedded local cluster)"),
@@ -170,7 +171,7 @@ def register(app: typer.Typer) -> None:
                                            help="the input array holds quantized integers"),
     ):
         """Run a batch through the cluster with one strategy and write the output."""
-        from lcp.sw.commands import load_input, load_model
+        from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
 
         from .dispatcher import STRATEGIES, run_batch
         from .wire import ENCODINGS
@@ -183,6 +184,12 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--workers must be >= 1")
         m = load_model(model)
         x = load_input(inputs, m, integer=int_input)
+        out = output_file(output, inputs)
+        if len(x) == 0:
+            y = empty_output(m, integer)
+            write_npy(out, y)
+            typer.echo(f"{strategy}: 0 input(s) -> {out} {y.shape} {y.dtype} [nothing to run]")
+            return
         xq = x if int_input else m.input.quantize(x)
         res = run_batch(m, xq, strategy, scheduler=scheduler, n_workers=workers,
                         security=_security(tls_dir), encoding=encoding, stages=stages,
@@ -192,9 +199,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"lcp: error: no answer within {timeout} s ({res.error})", err=True)
             raise typer.Exit(1)
         y = res.y if integer else m.dequant(res.y)
-        import numpy as np
-        np.save(output, y)
-        typer.echo(f"{strategy}: {len(x)} input(s) -> {output} {y.shape} {y.dtype} "
+        write_npy(out, y)
+        typer.echo(f"{strategy}: {len(x)} input(s) -> {out} {y.shape} {y.dtype} "
                    f"[{res.status}, {1e3 * res.latency:.1f} ms]")
         if res.status == "degraded":
             typer.echo(f"lcp: warning: degraded answer, branches {list(res.missing)} missing "
