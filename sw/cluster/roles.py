@@ -14,10 +14,10 @@ with a :class:`RoleError` and the connection closed. Scheduler and client certif
 call everything: the scheduler and the operator run code on the nodes by design.
 
 *Decoding* (:func:`install`): every TLS connection whose peer holds neither a scheduler nor a
-client certificate is read without unpickling anything (the unpickler raises
-:class:`PermissionError` for it), and what a trusted reader would unpickle later is dropped
-from its messages (pickled objects a non-deserializing server would pass on, the pickled
-exception of an error reply, replaced by its text). Such a peer can send only plain msgpack
+client certificate is read without deserializing (Dask's ``deserialize=False``) and without
+unpickling anything (the unpickler raises :class:`PermissionError` for it), and what a reader
+would unpickle later is dropped from its messages (serialized objects become a placeholder
+text, the pickled exception of an error reply its text). Such a peer can send only plain msgpack
 data, which is all the lcp runtime sends between nodes; Dask's own worker-to-worker data,
 task results and ``client.run`` results arrive as placeholders on a TLS lcp cluster.
 (``retire_workers`` and ``log_event`` are not open to workers: the first unpickles an argument,
@@ -213,6 +213,14 @@ def install() -> None:
         @allow_offload.setter
         def allow_offload(self, value):
             self.__dict__["_allow_offload"] = value
+
+        @property
+        def deserialize(self):          # serialized objects stay opaque, then are dropped
+            return self.__dict__.get("_deserialize", True) and self.lcp_trusted
+
+        @deserialize.setter
+        def deserialize(self, value):
+            self.__dict__["_deserialize"] = value
 
         async def read(self, deserializers=None):
             if self.lcp_trusted:

@@ -260,6 +260,9 @@ def _verify(d: Path, role: str) -> tuple[Path, Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    held = _pair_role(d)
+    if held != role:
+        raise ValueError(f"{d}: holds a {held} certificate, a {role} is needed here")
     ca_p, cert_p, key_p = d / "ca.pem", d / f"{role}.pem", d / f"{role}-key.pem"
     got, _ = cert_role(cert_p)
     if got != role:
