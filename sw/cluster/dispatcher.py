@@ -330,21 +330,34 @@ class Dispatcher:
             self._slots = await self._plan_hidp(nodes)
         self.plan.update({"strategy": s, "model": m.name, "encoding": self.encoding,
                           "placement": self.placement})
-        await asyncio.gather(*[self._load(sl.addr, sl.part) for sl in self._slots])
+        await asyncio.gather(*[self._place(sl) for sl in self._slots])
         await self._load_replicas(nodes)
         if self._uses_pipeline():
             await self._start_sink()
         self.started = True
         return self
 
+    async def _place(self, sl: _Slot) -> None:
+        """Load ``sl`` on its node; a node that died since the scheduler listed it is marked
+        dead and the part goes to a live node."""
+        try:
+            await self._load(sl.addr, sl.part)
+        except _NET_ERRORS:
+            if not self.replace:
+                raise
+            await self._replace([sl], sl.addr)
+
     async def _load_replicas(self, nodes: list[str]) -> None:
-        """Load every part on ``replicas - 1`` more nodes: the next ones after its own."""
+        """Load every part on ``replicas - 1`` more nodes: the next ones after its own (a
+        standby that cannot load is skipped)."""
         loads = []
         for r in range(1, min(self.replicas, len(nodes))):
             for sl in self._slots:
                 at = nodes.index(sl.addr) if sl.addr in nodes else 0
                 loads.append(self._load(nodes[(at + r) % len(nodes)], sl.part))
-        await asyncio.gather(*loads)
+        for res in await asyncio.gather(*loads, return_exceptions=True):
+            if isinstance(res, BaseException):
+                logger.warning("lcp: a standby copy was not loaded: %r", res)
 
     def _uses_pipeline(self) -> bool:
         return any(sl.part.kind == "stage" for sl in self._slots)

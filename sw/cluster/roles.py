@@ -53,6 +53,8 @@ WORKER_MAY_CALL = {
     "nanny": frozenset({"close_gracefully"}),
     "dispatcher": frozenset({"lcp_deliver"}),
 }
+
+
 class RoleError(RuntimeError):
     """A peer called a handler its certificate's role does not allow (not an OSError, which
     Dask's client would take for a network failure and retry)."""

@@ -129,9 +129,8 @@ def test_tls_cluster_serves_and_refuses_strangers_and_worker_keys(tmp_path, zoo)
                     with pytest.raises(Exception, match=f"the worker refuses '{op}'"):
                         await getattr(r, op)()
             # ... and what it sends is never unpickled, while the client's is (by design)
-            for who, conn, marker in ((as_client, args, tmp_path / "by-worker"),
-                                      (sec, sec.get_connection_args("client"),
-                                       tmp_path / "by-client")):
+            for conn, marker in ((args, tmp_path / "by-worker"),
+                                 (sec.get_connection_args("client"), tmp_path / "by-client")):
                 for target in (addr, node):
                     async with rpc(target, connection_args=conn) as r:
                         try:
