@@ -27,10 +27,10 @@ while and its parts are re-placed on a live node (one that already holds them wh
 ``replicas > 1``, else loading them there), and the request is retried until its deadline.
 Calls connect with one attempt (:mod:`~lcp.sw.cluster.rpc`): a node whose process died refuses
 or resets the connection and is marked dead at once, so the request moves to a live node
-without waiting for a timeout; a silent node is found by ``call_timeout``. For ``lcp`` and ``hidp`` a request whose branch cannot be served
-within ``timeout`` is answered *degraded*: the missing branch outputs are zeros, the result is
-marked ``"degraded"`` with the missing branch indices. Other strategies answer ``"failed"`` at
-the deadline. Every request is answered exactly once (duplicate deliveries are dropped).
+without waiting for a timeout; a silent node is found by ``call_timeout``. For ``lcp`` and
+``hidp`` a request whose branch cannot be served within ``timeout`` is answered *degraded*:
+the missing branch outputs are zeros, the result is marked ``"degraded"`` with the missing
+branch indices. Other strategies answer ``"failed"`` at the deadline. Every request is answered exactly once (duplicate deliveries are dropped).
 In-flight requests are bounded by ``max_inflight``; nodes bound their own queues.
 """
 

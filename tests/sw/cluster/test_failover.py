@@ -19,11 +19,11 @@ CALL_TIMEOUT = 10.0
 def test_sigkill_at_random_points_fails_over_without_a_timeout(fresh_cluster, zoo,
                                                                record_property):
     """5 runs of 200 requests (LeNet-5 split4, one branch per node; runs 1 and 3 with a standby
-    copy of every part on the next node); in each run the node of a
-    random branch is killed after a random number of answers (the next run starts at once, on
-    the nodes alive then, the nanny's replacement among them once it has registered). Every
-    request is answered once and exact; no request waits for the call timeout. The worst latency of each run is printed
-    (the issue's target is 1.5 s; on a loaded 2-core machine it is a measurement, not an
+    copy of every part on the next node); in each run the node of a random branch is killed
+    after a random number of answers (the next run starts at once, on the nodes alive then, the
+    nanny's replacement among them once it has registered). Every request is answered once and
+    exact; no request waits for the call timeout. The worst latency of each run is printed (the
+    issue's target is 1.5 s; on a loaded 2-core machine it is a measurement, not an
     assertion)."""
     m = zoo["lenet5_s4"]
     rng = random.Random(20240613)
