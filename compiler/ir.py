@@ -243,8 +243,11 @@ class InputSpec:
     @classmethod
     def from_json(cls, d: dict) -> "InputSpec":
         pre = tuple((op, np.asarray(k, dtype=np.float32)) for op, k in d.get("pre", []))
-        return cls(d["name"], tuple(d["shape"]), float(d["scale"]), int(d["lo"]), int(d["hi"]),
-                   d.get("rounding", "ROUND"), d.get("format", "quant"), pre)
+        for f in ("lo", "hi"):
+            if not isinstance(d[f], int) or isinstance(d[f], bool):
+                raise IRError(f"{f}={d[f]!r} is not an integer")
+        return cls(d["name"], TensorSpec((*d["shape"],), 0, 0).shape, float(d["scale"]),
+                   d["lo"], d["hi"], d.get("rounding", "ROUND"), d.get("format", "quant"), pre)
 
 
 @dataclass
@@ -451,7 +454,7 @@ def load(path: str | Path) -> Model:
     try:
         with np.load(npath, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise IRError(f"{npath}: not a readable IR array file ({e})") from None
     return _from_doc(doc, arrays, jpath).validate_in(jpath)
 

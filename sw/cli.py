@@ -33,7 +33,8 @@ class UsageError(Exception):
 
 def _errors() -> tuple[type[BaseException], ...]:
     from lcp.ir import IRError
-    return (UsageError, IRError, FileNotFoundError, IsADirectoryError, PermissionError)
+    return (UsageError, IRError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            FileExistsError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except _errors() as e:
         print(f"lcp: error: {e}", file=sys.stderr)
         return 2
-    except typer.Abort:
+    except typer.Abort as e:
+        if isinstance(e.__context__, EOFError):     # click turns every EOFError into Abort
+            print(f"lcp: error: unexpected end of a file ({e.__context__ or 'no data left'})",
+                  file=sys.stderr)
+            return 2
         print("lcp: aborted", file=sys.stderr)
         return 130
     except SystemExit as e:
@@ -62,4 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m lcp.sw.cli``: run the imported module's main, so that the UsageError the
+    # commands raise (lcp.sw.cli.UsageError) is the class caught there, not __main__'s copy
+    from lcp.sw.cli import main as _main
+    sys.exit(_main())

@@ -207,10 +207,13 @@ class Lowering:
         if len(g.output) != 1:
             raise FrontendError(f"the model has {len(g.output)} outputs; exactly one is "
                                 f"supported")
+        foreign = list(dict.fromkeys(n.op_type for n in g.node if n.op_type not in HANDLERS))
         for node in g.node:
             handler = HANDLERS.get(node.op_type)
             if handler is None:
-                raise node_error(node, f"op type {node.op_type!r} is not supported "
+                others = [t for t in foreign if t != node.op_type]     # e.g. the LSTM itself
+                also = f" (nor are {', '.join(others)}, also in this model)" if others else ""
+                raise node_error(node, f"op type {node.op_type!r} is not supported{also} "
                                        f"(supported: {', '.join(SUPPORTED_OPS)})")
             handler(self, node)
         if self.input_spec is None:

@@ -4,9 +4,11 @@
 - :mod:`.parts`: partition the IR into parts (whole model, branches, pipeline stages).
 - :mod:`.node`: the worker plugin that keeps parts loaded and runs them.
 - :mod:`.dispatcher`: the strategies (single, lcp, data, pipeline, hidp), failures, timeouts.
+- :mod:`.rpc`: remote calls that fail fast when a node's process is gone.
 - :mod:`.netcount`: bytes on the wire from kernel counters.
 - :mod:`.emulate`: network namespaces with bandwidth-limited links.
-- :mod:`.security`: TLS certificates for mutual authentication.
+- :mod:`.security`: per-node TLS certificates for mutual authentication.
+- :mod:`.roles`: what each certificate role may call and send (see README.md, threat model).
 - :mod:`.bench`: the benchmark (latency, throughput, bytes, memory, every strategy with
   every encoding).
 - :mod:`.report`: each strategy at its best encoding, headline ratios, tables and plots.

@@ -1,4 +1,11 @@
-"""``lcp worker`` and the ``lcp cluster`` commands (run, bench, emulate, certs, scheduler)."""
+"""``lcp worker`` and the ``lcp cluster`` commands (run, bench, emulate, certs, scheduler).
+
+Secure by default: every server listens on loopback unless ``--host`` says otherwise, and
+listening on (or connecting to) another address without TLS (``--tls-dir``) needs
+``--insecure``, which prints what it exposes. Dask's dashboard is off unless ``--dashboard``
+asks for it, and then on loopback; the metrics/health HTTP endpoint every Dask server has
+stays on loopback.
+"""
 
 from __future__ import annotations
 
@@ -32,11 +39,55 @@ def parse_resources(text: str) -> dict[str, float]:
     return out
 
 
-def _security(tls_dir: Optional[Path]):
+def _security(tls_dir: Optional[Path], role: str = "client", name: Optional[str] = None, *,
+              local: bool = False):
+    """The Security of ``role`` from ``--tls-dir`` (all roles for an embedded cluster when
+    ``local``); None without ``--tls-dir``; bad certificates are a UsageError."""
     if tls_dir is None:
         return None
-    from .security import load_security
-    return load_security(tls_dir)
+    from .security import load_security, local_security
+    try:
+        return local_security(tls_dir) if local else load_security(tls_dir, role, name)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"--tls-dir: {e}") from None
+
+
+def _host_of(address: str) -> str:
+    from distributed.comm.addressing import get_address_host, parse_address
+    try:
+        parse_address(address, strict=True)
+        return get_address_host(address)
+    except ValueError:
+        raise UsageError(f"{address!r}: expected tcp://HOST:PORT or tls://HOST:PORT") from None
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_scheme(address: str, sec, what: str) -> None:
+    if sec is not None and not address.startswith("tls://"):
+        raise UsageError(f"{what} {address}: with --tls-dir the address is tls://HOST:PORT")
+    if sec is None and address.startswith("tls://"):
+        raise UsageError(f"{what} {address}: a tls:// address needs --tls-dir (the node's "
+                         f"certificates, `lcp cluster certs`)")
+
+
+def _exposed(where: str, sec, insecure: bool, risk: str) -> None:
+    """Refuse plain TCP beyond this machine unless ``--insecure``; then say what is exposed."""
+    if sec is not None:
+        return
+    if not insecure:
+        raise UsageError(f"{where} is not loopback and there is no TLS: pass --tls-dir DIR "
+                         f"(certificates from `lcp cluster certs`) or --insecure")
+    typer.echo(f"lcp: warning: --insecure: {where} without TLS or authentication: {risk}",
+               err=True)
 
 
 async def _serve(server) -> None:
@@ -83,7 +134,7 @@ def _bench_config(families, nodes, requests, throughput_requests, concurrency, o
                        throughput_requests=throughput_requests, concurrency=concurrency,
                        out=Path(out), scheduler=scheduler, links=link_info, delay_ms=delay_ms,
                        runs=list(runs) if runs else None, cache=Path(cache), train=train,
-                       epochs=epochs, security=_security(tls_dir))
+                       epochs=epochs, security=_security(tls_dir, "client"))
 
 
 def register(app: typer.Typer) -> None:
@@ -97,8 +148,11 @@ def register(app: typer.Typer) -> None:
             name: Optional[str] = typer.Option(None, help="worker name (default: Dask's)"),
             nthreads: int = typer.Option(1, help="compute threads (the node's local split)"),
             resources: str = typer.Option("", help="e.g. fpga=1 (nodes with an accelerator)"),
-            host: Optional[str] = typer.Option(None, help="address to listen on"),
-            tls_dir: Optional[Path] = typer.Option(None, help="certificates (lcp cluster certs)"),
+            host: str = typer.Option("127.0.0.1", help="address to listen on (not loopback: "
+                                                       "--tls-dir or --insecure)"),
+            tls_dir: Optional[Path] = typer.Option(None, help="this node's certificate folder "
+                                                              "(lcp cluster certs)"),
+            insecure: bool = typer.Option(False, help="allow plain TCP beyond this machine"),
             nanny: bool = typer.Option(True, help="restart the worker process if it dies"),
             slowdown: float = typer.Option(1.0, help="emulate a node this many times slower"),
             delay_ms: float = typer.Option(0.0, help="one-way delay per received data message"),
@@ -106,19 +160,32 @@ def register(app: typer.Typer) -> None:
         """Serve as an LCP node: a Dask worker that keeps model parts loaded."""
         from distributed import Nanny, Worker
 
+        from .node import NodePlugin
+        from .roles import PRELOAD
+
         if nthreads < 1 or slowdown < 1.0 or delay_ms < 0:
             raise UsageError("--nthreads must be >= 1, --slowdown >= 1, --delay-ms >= 0")
         res = parse_resources(resources)
-        sec = _security(tls_dir)
+        sec = _security(tls_dir, "worker", name)
+        _check_scheme(scheduler, sec, "--scheduler")
+        sched_host = _host_of(scheduler)
+        if _loopback(host) and not _loopback(sched_host):
+            raise UsageError(f"--host {host}: the scheduler {scheduler} is on another machine "
+                             f"and cannot reach a worker on loopback; pass --host with an "
+                             f"address of this machine that the scheduler and the dispatcher "
+                             f"reach")
+        if not (_loopback(host) and _loopback(sched_host)):
+            _exposed(f"the node at {host} (scheduler {scheduler})", sec, insecure,
+                     "anyone who reaches it or the scheduler can run any code on this machine")
         os.environ["LCP_NODE_SLOWDOWN"] = str(slowdown)
         os.environ["LCP_LINK_DELAY_MS"] = str(delay_ms)
-        from .node import NodePlugin
 
         async def main():
             kw = dict(nthreads=nthreads, name=name, resources=res or None, security=sec,
-                      host=host, memory_limit=0)
+                      host=host, memory_limit=0, dashboard_address="127.0.0.1:0",
+                      preload=[PRELOAD] if sec else [])
             if nanny:
-                server = Nanny(scheduler, **kw)
+                server = Nanny(scheduler, preload_nanny=[PRELOAD] if sec else [], **kw)
             else:
                 server = Worker(scheduler, plugins={NodePlugin()}, **kw)
             await server
@@ -129,22 +196,37 @@ def register(app: typer.Typer) -> None:
 
     @cluster.command("scheduler")
     def scheduler_cmd(
-            host: str = typer.Option("127.0.0.1", help="address to listen on"),
+            host: str = typer.Option("127.0.0.1", help="address to listen on (not loopback: "
+                                                       "--tls-dir or --insecure)"),
             port: int = typer.Option(8786, help="port (0: any free port)"),
             scheduler_file: Optional[Path] = typer.Option(None, help="write the address here"),
-            tls_dir: Optional[Path] = typer.Option(None, help="certificates (lcp cluster certs)"),
+            tls_dir: Optional[Path] = typer.Option(None, help="the scheduler's certificate "
+                                                              "folder (lcp cluster certs)"),
+            insecure: bool = typer.Option(False, help="allow plain TCP beyond this machine"),
+            dashboard: bool = typer.Option(False, help="serve Dask's dashboard (on loopback)"),
+            dashboard_port: int = typer.Option(8787, help="dashboard port (0: any free port)"),
     ):
         """Run a Dask scheduler for LCP nodes (several machines: start it on the dispatcher)."""
         from distributed import Scheduler
 
-        sec = _security(tls_dir)
+        from .roles import PRELOAD
+
+        sec = _security(tls_dir, "scheduler")
+        if not _loopback(host):
+            _exposed(f"the scheduler on {host}:{port}", sec, insecure,
+                     "anyone who reaches this port can run any code on every worker")
+        http = f"127.0.0.1:{dashboard_port if dashboard else 0}"
 
         async def main():
-            s = Scheduler(host=host, port=port, security=sec, dashboard=False,
-                          protocol="tls" if sec else "tcp",
+            s = Scheduler(host=host, port=port, security=sec, dashboard=dashboard,
+                          dashboard_address=http, protocol="tls" if sec else "tcp",
+                          preload=[PRELOAD] if sec else [],
                           scheduler_file=str(scheduler_file) if scheduler_file else None)
             await s
             typer.echo(f"lcp scheduler at {s.address}", err=True)
+            if dashboard:
+                typer.echo(f"dashboard at http://{http.rsplit(':', 1)[0]}:"
+                           f"{s.http_server.port}/status (loopback only)", err=True)
             await _serve(s)
 
         asyncio.run(main())
@@ -153,7 +235,8 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
             model: Path = typer.Argument(..., help="QONNX model (.onnx) or IR (.json)"),
             inputs: Path = typer.Argument(..., help="batch-first input array (.npy)"),
-            output: Path = typer.Option(..., "-o", "--output", help="output .npy"),
+            output: Path = typer.Option(..., "-o", "--output",
+                                        help="output .npy (a folder: FOLDER/INPUT.out.npy)"),
             strategy: str = typer.Option("lcp", help="single | lcp | data | pipeline | hidp"),
             scheduler: Optional[str] = typer.Option(None, help="running scheduler (default: an "
                                                                "embedded local cluster)"),
@@ -164,7 +247,13 @@ def register(app: typer.Typer) -> None:
             timeout: float = typer.Option(60.0, help="seconds per request"),
             backend: str = typer.Option("golden", help="executor on CPU nodes"),
             accel_backend: Optional[str] = typer.Option(None, help="executor on fpga nodes"),
-            tls_dir: Optional[Path] = typer.Option(None, help="certificates (lcp cluster certs)"),
+            tls_dir: Optional[Path] = typer.Option(None, help="the dispatcher's certificate "
+                                                              "folder (embedded cluster: the "
+                                                              "folder lcp cluster certs wrote)"),
+            insecure: bool = typer.Option(False, help="allow plain TCP to a scheduler beyond "
+                                                      "this machine"),
+            replicas: int = typer.Option(1, help="nodes that load each part (standbys for "
+                                                 "failover)"),
             integer: bool = typer.Option(False, "--int", help="write the integer output"),
             int_input: bool = typer.Option(False, "--int-input",
                                            help="the input array holds quantized integers"),
@@ -173,7 +262,7 @@ def register(app: typer.Typer) -> None:
                            "uint8:SCALE or int8:SCALE"),
     ):
         """Run a batch through the cluster with one strategy and write the output."""
-        from lcp.sw.commands import load_input, load_model
+        from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
 
         from .dispatcher import STRATEGIES, run_batch
         from .wire import ENCODINGS
@@ -184,20 +273,34 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--encoding {encoding!r}: one of {', '.join(ENCODINGS)}")
         if workers is not None and workers < 1:
             raise UsageError("--workers must be >= 1")
+        if replicas < 1:
+            raise UsageError("--replicas must be >= 1")
+        sec = _security(tls_dir, "client", local=scheduler is None)
+        if scheduler is not None:
+            _check_scheme(scheduler, sec, "--scheduler")
+            if not _loopback(_host_of(scheduler)):
+                _exposed(f"the scheduler {scheduler}", sec, insecure,
+                         "requests, parts and results cross the network in clear, and the "
+                         "pipeline delivery port of this machine accepts anyone")
         m = load_model(model, input_format)
         x = load_input(inputs, m, integer=int_input)
+        out = output_file(output, inputs)
+        if len(x) == 0:
+            y = empty_output(m, integer)
+            write_npy(out, y)
+            typer.echo(f"{strategy}: 0 input(s) -> {out} {y.shape} {y.dtype} [nothing to run]")
+            return
         xq = x if int_input else m.input.quantize(x)
         res = run_batch(m, xq, strategy, scheduler=scheduler, n_workers=workers,
-                        security=_security(tls_dir), encoding=encoding, stages=stages,
+                        security=sec, encoding=encoding, stages=stages,
                         timeout=timeout, call_timeout=min(timeout, 30.0), backend=backend,
-                        accel_backend=accel_backend)
+                        accel_backend=accel_backend, replicas=replicas)
         if res.status == "failed":
             typer.echo(f"lcp: error: no answer within {timeout} s ({res.error})", err=True)
             raise typer.Exit(1)
         y = res.y if integer else m.dequant(res.y)
-        import numpy as np
-        np.save(output, y)
-        typer.echo(f"{strategy}: {len(x)} input(s) -> {output} {y.shape} {y.dtype} "
+        write_npy(out, y)
+        typer.echo(f"{strategy}: {len(x)} input(s) -> {out} {y.shape} {y.dtype} "
                    f"[{res.status}, {1e3 * res.latency:.1f} ms]")
         if res.status == "degraded":
             typer.echo(f"lcp: warning: degraded answer, branches {list(res.missing)} missing "
@@ -220,7 +323,10 @@ def register(app: typer.Typer) -> None:
             cache: Path = typer.Option(Path("runs/cluster-cache"), help="compiled model cache"),
             train: bool = typer.Option(True, help="train LeNet-5 (cached) or random weights"),
             epochs: int = typer.Option(30, help="LeNet-5 training epochs"),
-            tls_dir: Optional[Path] = typer.Option(None, help="certificates (lcp cluster certs)"),
+            tls_dir: Optional[Path] = typer.Option(None, help="certificates: the folder lcp "
+                                                              "cluster certs wrote"),
+            insecure: bool = typer.Option(False, help="allow plain TCP to a scheduler beyond "
+                                                      "this machine"),
             quick: bool = typer.Option(False, help="few requests (a smoke run)"),
     ):
         """Benchmark every strategy: latency, throughput, bytes per link, memory per node."""
@@ -231,6 +337,11 @@ def register(app: typer.Typer) -> None:
                             scheduler, links, delay_ms, run, cache, train, epochs, tls_dir,
                             quick)
         if scheduler is not None:
+            _check_scheme(scheduler, cfg.security, "--scheduler")
+            if not _loopback(_host_of(scheduler)):
+                _exposed(f"the scheduler {scheduler}", cfg.security, insecure,
+                         "the benchmark's data and the delivery port of this machine are open "
+                         "to the network")
             run_benchmark(cfg)
             return
         env = {"LCP_LINK_DELAY_MS": str(delay_ms)}
@@ -298,6 +409,8 @@ def register(app: typer.Typer) -> None:
                         args += ["--run", r]
                     if tls_dir:
                         args += ["--tls-dir", str(Path(tls_dir).resolve())]
+                    else:       # private namespaces: only this machine reaches them
+                        args += ["--insecure"]
                     cmd = ["ip", "netns", "exec", topo.dispatcher_ns, sys.executable, "-m",
                            "lcp.sw.cli", *args]
                     driver = subprocess.Popen(cmd)
@@ -318,18 +431,35 @@ def register(app: typer.Typer) -> None:
     @cluster.command("certs")
     def certs_cmd(
             folder: Path = typer.Argument(..., help="output folder"),
+            worker: Optional[List[str]] = typer.Option(None, "--worker",
+                                                       help="a worker node's name (repeat)"),
+            client: Optional[List[str]] = typer.Option(None, "--client",
+                                                       help="a dispatcher's name (repeat)"),
             days: int = typer.Option(365, help="validity"),
             host: Optional[List[str]] = typer.Option(None, "--host", help="extra SAN names"),
-            force: bool = typer.Option(False, help="overwrite existing files"),
+            force: bool = typer.Option(False, help="overwrite existing node folders"),
     ):
-        """Make a CA and scheduler/worker/client certificates for mutual TLS."""
+        """Issue per-node certificates for mutual TLS: a new authority with a scheduler, the
+        --worker and --client nodes (default: one of each); an existing authority issues only
+        the nodes named. Each node gets a folder with the CA certificate and its own pair."""
         from .security import make_certificates
 
         if days < 1:
             raise UsageError("--days must be >= 1")
+        new = not (folder / "ca.pem").is_file()
+        workers = list(worker or (["worker"] if new else []))
+        clients = list(client or (["client"] if new else []))
         try:
-            paths = make_certificates(folder, days=days, hosts=list(host or []), overwrite=force)
-        except FileExistsError as e:
+            paths = make_certificates(folder, workers=workers, clients=clients, days=days,
+                                      hosts=list(host or []), overwrite=force)
+        except (FileExistsError, FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
-        typer.echo(f"wrote {len(paths)} files to {folder} (keep {paths['ca_key'].name} off "
-                   f"the nodes); use --tls-dir {folder}")
+        if new:
+            typer.echo(f"{folder}: a new authority (ca.pem; keep ca-key.pem off the nodes)")
+        use = {"scheduler": "lcp cluster scheduler --tls-dir {d}",
+               **{w: f"lcp worker --tls-dir {{d}} --name {w} --scheduler tls://..."
+                  for w in workers},
+               **{c: "lcp cluster run --tls-dir {d} --scheduler tls://..." for c in clients}}
+        for name, d in paths.items():
+            if name != "ca":
+                typer.echo(f"  {d}/  copy to the node; {use[name].format(d=d)}")

@@ -23,11 +23,14 @@ Strategies (all on the same IR; results equal :class:`lcp.golden.Golden` bit for
     ``fpga`` resource).
 
 Failures: every remote call has a timeout; a node that fails or times out is marked dead for a
-while and its parts are re-placed on a live node (loading them there), and the request is
-retried until its deadline. For ``lcp`` and ``hidp`` a request whose branch cannot be served
-within ``timeout`` is answered *degraded*: the missing branch outputs are zeros, the result is
-marked ``"degraded"`` with the missing branch indices. Other strategies answer ``"failed"`` at
-the deadline. Every request is answered exactly once (duplicate deliveries are dropped).
+while and its parts are re-placed on a live node (one that already holds them when
+``replicas > 1``, else loading them there), and the request is retried until its deadline.
+Calls connect with one attempt (:mod:`~lcp.sw.cluster.rpc`): a node whose process died refuses
+or resets the connection and is marked dead at once, so the request moves to a live node
+without waiting for a timeout; a silent node is found by ``call_timeout``. For ``lcp`` and
+``hidp`` a request whose branch cannot be served within ``timeout`` is answered *degraded*:
+the missing branch outputs are zeros, the result is marked ``"degraded"`` with the missing
+branch indices. Other strategies answer ``"failed"`` at the deadline. Every request is answered exactly once (duplicate deliveries are dropped).
 In-flight requests are bounded by ``max_inflight``; nodes bound their own queues.
 """
 
@@ -47,9 +50,10 @@ from distributed.comm.core import CommClosedError
 from lcp.golden import Golden
 from lcp.ir import IRError, Model
 
-from . import wire
+from . import roles, wire
 from .node import NodePlugin, PLUGIN_NAME
 from .parts import Part, branch_parts, choose_cuts, part_to_wire, stage_parts, whole_part
+from .rpc import FastRPC
 
 __all__ = ["STRATEGIES", "Result", "Dispatcher", "connect", "run_batch"]
 
@@ -138,6 +142,9 @@ class Dispatcher:
         Seconds per remote call before the node is considered failed.
     replace : bool
         Re-place the parts of failed nodes on live nodes (else answer degraded at once).
+    replicas : int
+        Nodes that load each part (distinct when there are enough): the first serves it, the
+        others stand by, so that a failed node's parts move without loading anything.
     max_inflight : int
         Requests in flight at once (:meth:`infer` waits for a slot).
     backend : str
@@ -148,6 +155,9 @@ class Dispatcher:
     delay_ms : float
         One-way delay added to every data message the dispatcher receives (link latency
         emulation; nodes read ``LCP_LINK_DELAY_MS``).
+    dead_ttl : float
+        Seconds a failed node stays out of placement (unless the scheduler still lists it
+        after that, it is gone for good).
     """
 
     def __init__(self, client, model: Model, strategy: str = "lcp", *,
@@ -155,13 +165,13 @@ class Dispatcher:
                  stages: int | None = None, timeout: float = 30.0, call_timeout: float = 10.0,
                  replace: bool = True, max_inflight: int = 16, backend: str = "golden",
                  accel_backend: str | None = None, delay_ms: float = 0.0,
-                 dead_ttl: float = 15.0):
+                 dead_ttl: float = 15.0, replicas: int = 1):
         if strategy not in STRATEGIES:
             raise IRError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
         if encoding not in wire.ENCODINGS:
             raise IRError(f"unknown encoding {encoding!r} (known: {', '.join(wire.ENCODINGS)})")
-        if timeout <= 0 or call_timeout <= 0 or max_inflight < 1:
-            raise IRError("timeout, call_timeout must be > 0 and max_inflight >= 1")
+        if timeout <= 0 or call_timeout <= 0 or max_inflight < 1 or replicas < 1:
+            raise IRError("timeout, call_timeout must be > 0, max_inflight and replicas >= 1")
         self.client = client
         self.model = model
         self.strategy = strategy
@@ -174,6 +184,8 @@ class Dispatcher:
         self.accel_backend = accel_backend
         self.delay = max(0.0, float(delay_ms)) / 1e3
         self.dead_ttl = dead_ttl
+        self.replicas = int(replicas)
+        self._pool = FastRPC(getattr(client, "connection_args", None))
         self._want_nodes = nodes
         self._golden = Golden(model)
         self._ids = itertools.count()
@@ -232,8 +244,8 @@ class Dispatcher:
 
     # -- remote calls --------------------------------------------------------------------------
     async def _rpc(self, addr: str, op: str, timeout: float | None = None, **msg):
-        call = getattr(self.client.rpc(addr), op)
-        reply = await asyncio.wait_for(call(**msg), timeout or self.call_timeout)
+        reply = await asyncio.wait_for(self._pool.call(addr, op, **msg),
+                                       timeout or self.call_timeout)
         if reply is None and msg.get("reply", True):
             raise IRError(f"node {self._name(addr)} does not answer {op}: the lcp node plugin "
                           f"is not installed (connect with lcp.sw.cluster.connect)")
@@ -262,6 +274,7 @@ class Dispatcher:
     def _mark_dead(self, addr: str) -> None:
         self._dead[addr] = time.monotonic()
         self._loaded.pop(addr, None)
+        self._pool.forget(addr)
 
     async def _replace(self, slots: list[_Slot], failed: str) -> None:
         """Move every slot of ``slots`` still on ``failed`` to a live node (loading it)."""
@@ -317,11 +330,34 @@ class Dispatcher:
             self._slots = await self._plan_hidp(nodes)
         self.plan.update({"strategy": s, "model": m.name, "encoding": self.encoding,
                           "placement": self.placement})
-        await asyncio.gather(*[self._load(sl.addr, sl.part) for sl in self._slots])
+        await asyncio.gather(*[self._place(sl) for sl in self._slots])
+        await self._load_replicas(nodes)
         if self._uses_pipeline():
             await self._start_sink()
         self.started = True
         return self
+
+    async def _place(self, sl: _Slot) -> None:
+        """Load ``sl`` on its node; a node that died since the scheduler listed it is marked
+        dead and the part goes to a live node."""
+        try:
+            await self._load(sl.addr, sl.part)
+        except _NET_ERRORS:
+            if not self.replace:
+                raise
+            await self._replace([sl], sl.addr)
+
+    async def _load_replicas(self, nodes: list[str]) -> None:
+        """Load every part on ``replicas - 1`` more nodes: the next ones after its own (a
+        standby that cannot load is skipped)."""
+        loads = []
+        for r in range(1, min(self.replicas, len(nodes))):
+            for sl in self._slots:
+                at = nodes.index(sl.addr) if sl.addr in nodes else 0
+                loads.append(self._load(nodes[(at + r) % len(nodes)], sl.part))
+        for res in await asyncio.gather(*loads, return_exceptions=True):
+            if isinstance(res, BaseException):
+                logger.warning("lcp: a standby copy was not loaded: %r", res)
 
     def _uses_pipeline(self) -> bool:
         return any(sl.part.kind == "stage" for sl in self._slots)
@@ -337,7 +373,10 @@ class Dispatcher:
         if not host.startswith("127.") and host not in ("localhost", "::1"):
             host = get_ip(host)
         self._server = Server({"lcp_deliver": self._on_deliver})
-        kwargs = self.client.security.get_listen_args("client") if self.client.security else {}
+        sec = self.client.security
+        kwargs = sec.get_listen_args("client") if sec else {}
+        if sec is not None and sec.require_encryption:
+            roles.guard(self._server, "dispatcher")        # deliveries from workers only
         await self._server.listen(f"{proto}://{host}:0", **kwargs)
         self._sink = self._server.listen_address
 
@@ -349,6 +388,7 @@ class Dispatcher:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        await self._pool.close()
 
     async def __aenter__(self):
         return await self.start()
@@ -457,11 +497,15 @@ class Dispatcher:
         """Answer one request: integer inputs ``(N, *model.input.shape)`` -> :class:`Result`.
 
         Never raises for node failures (they become ``degraded``/``failed`` results); raises
-        :class:`IRError` for an input that does not fit the model.
+        :class:`IRError` for an input that does not fit the model. A batch of zero images is
+        answered at once with an empty output.
         """
         if not self.started:
             raise IRError("Dispatcher.start() was not called")
         xq = self._golden.check_int_input(xq)
+        if len(xq) == 0:                       # nothing to send: the empty answer, exact
+            out = self.model.tensors[self.model.output]
+            return Result(next(self._ids), np.zeros((0, *out.shape), np.int64), "exact")
         async with self._sem:
             t0 = time.monotonic()
             req = _Req(next(self._ids), t0, t0 + self.timeout)
@@ -652,10 +696,13 @@ class Dispatcher:
         async with self._route_lock:
             if self._route is None or self._route[1] != chain:
                 rid = uuid.uuid4().hex[:8]
-                await asyncio.gather(*[
+                addrs = sorted({c[0] for c in chain})
+                replies = await asyncio.gather(*[
                     self._rpc(a, "lcp_route", route=rid, chain=chain, reply_to=self._sink,
-                              enc=self.encoding)
-                    for a in sorted({c[0] for c in chain})])
+                              enc=self.encoding) for a in addrs])
+                for a, r in zip(addrs, replies):
+                    if r.get("status") != "OK":
+                        raise IRError(f"node {self._name(a)} refuses the route: {r.get('error')}")
                 self._route = (rid, chain)
             return self._route[0], chain[0][0]
 
@@ -705,6 +752,10 @@ class Dispatcher:
         return [(s.part.name, s.part.key, s.addr) for s in self._slots]
 
 
+def _ignore_event(event) -> None:
+    logger.info("lcp: ignored a warn event from the cluster: %.200r", event)
+
+
 @asynccontextmanager
 async def connect(scheduler: str | None = None, *, n_workers: int = 4,
                   threads_per_worker: int = 1, security=None, processes: bool = True,
@@ -716,28 +767,45 @@ async def connect(scheduler: str | None = None, *, n_workers: int = 4,
     scheduler : str, optional
         Address of a running scheduler (``tcp://HOST:PORT`` or ``tls://...``); None starts an
         embedded :class:`distributed.LocalCluster` with ``n_workers`` worker processes (names
-        ``0 .. n_workers-1``), closed on exit.
+        ``0 .. n_workers-1``) on loopback, without dashboard, closed on exit.
     security : distributed.Security, optional
-        TLS settings (see :mod:`lcp.sw.cluster.security`); the embedded cluster then uses TLS.
+        TLS settings (:mod:`lcp.sw.cluster.security`: :func:`~.security.load_security` of the
+        client's folder; for the embedded cluster :func:`~.security.local_security`, whose
+        servers then load :mod:`~lcp.sw.cluster.roles`).
     plugin : NodePlugin, optional
         The node plugin to register (default ``NodePlugin()``), e.g. with a smaller queue.
+
+    The client ignores Dask's ``warn`` events: its default handler unpickles them, and any
+    worker can log one.
     """
     from distributed import Client, LocalCluster
+
+    class _Client(Client):
+        def subscribe_topic(self, topic, handler):
+            super().subscribe_topic(topic, _ignore_event if topic == "warn" else handler)
 
     cluster = None
     try:
         if scheduler is None:
             kw = {}
             if security is not None:
-                kw = {"security": security, "protocol": "tls://"}
-            cluster = await LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                                         processes=processes, asynchronous=True,
-                                         dashboard_address=":0", memory_limit=0, **kw)
+                roles.install()
+                kw = {"security": security, "protocol": "tls://",
+                      "preload": [roles.PRELOAD], "preload_nanny": [roles.PRELOAD]}
+            cluster = await LocalCluster(
+                n_workers=n_workers, threads_per_worker=threads_per_worker,
+                processes=processes, asynchronous=True, host="127.0.0.1",
+                dashboard_address=None, memory_limit=0,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0",
+                                  "preload": [roles.PRELOAD] if security is not None else []},
+                **kw)
             target = cluster
         else:
+            if security is not None:
+                roles.install()
             target = scheduler
         client = await asyncio.wait_for(
-            Client(target, asynchronous=True, security=security, timeout=timeout), timeout)
+            _Client(target, asynchronous=True, security=security, timeout=timeout), timeout)
         try:
             await client.register_plugin(plugin or NodePlugin(), name=PLUGIN_NAME)
             yield client

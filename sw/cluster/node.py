@@ -16,7 +16,8 @@ as :mod:`~lcp.sw.cluster.wire` messages, parts as IR JSON + npz bytes, nothing i
 ``lcp_route(route, chain, reply_to, enc)``
     Set up a pipeline route once (as DEFER tells each node its next node at setup):
     ``chain`` is ``[[address, part key], ...]`` of the stages, ``reply_to`` the dispatcher's
-    delivery address. Kept per node (the last ``max_parts`` routes).
+    delivery address, which must be on the host the route comes from (a node never sends
+    results to a third party). Kept per node (the last ``max_parts`` routes).
 ``lcp_forward(req, attempt, route, pos, x)``
     One-way (``reply=False``) pipeline hop carrying only the request ids, the route id and the
     tensor: run stage ``chain[pos]``, send the result to ``chain[pos + 1]`` or, at the end,
@@ -25,6 +26,13 @@ as :mod:`~lcp.sw.cluster.wire` messages, parts as IR JSON + npz bytes, nothing i
     the dispatcher times out, sends its routes again and retries).
 ``lcp_stats(reset)``, ``lcp_probe(data)``, ``lcp_unload(keys)``
     Memory (RSS), loaded parts, counters and kernel TCP byte counters; a bandwidth probe.
+
+Who may call what: on a TLS cluster the worker's handler table is guarded by
+:mod:`~lcp.sw.cluster.roles` (only ``lcp_forward`` is open to other workers, everything else
+needs the dispatcher's client certificate), and a node sends a pipeline hop only to a peer
+holding a worker certificate and a delivery only to one holding a client certificate. Hops
+and deliveries connect with one attempt (:mod:`~lcp.sw.cluster.rpc`): a dead next stage is
+reported to the dispatcher at once.
 
 Emulation knobs, read from the worker's environment at setup: ``LCP_NODE_SLOWDOWN`` (a node
 ``s`` times slower than the machine: compute time is stretched by sleeping in the compute
@@ -50,6 +58,8 @@ from lcp.ir import Model
 
 from . import wire
 from .parts import part_from_wire
+from .roles import peer_role
+from .rpc import FastRPC
 
 __all__ = ["NodePlugin", "PLUGIN_NAME", "HANDLERS"]
 
@@ -102,6 +112,17 @@ class _Node:
         self.tasks: set[asyncio.Task] = set()
         self.routes: OrderedDict[str, tuple] = OrderedDict()
         self._threading = threading
+        self.rpc = FastRPC(worker.connection_args)
+        sec = getattr(worker, "security", None)
+        self.tls = bool(sec is not None and sec.require_encryption)
+
+    def _peer_must_be(self, role: str):
+        """A connection check for :meth:`FastRPC.call`: on TLS, the peer's certificate role."""
+        def check(comm):
+            if self.tls and peer_role(comm) != role:
+                raise PermissionError(f"{comm.peer_address} holds no {role} certificate "
+                                      f"({peer_role(comm)})")
+        return check
 
     # -- handlers ---------------------------------------------------------------------------
     def install(self) -> None:
@@ -195,8 +216,18 @@ class _Node:
             time.sleep((time.perf_counter() - t0) * (self.slowdown - 1.0))
         return np.asarray(y, dtype=np.int64)
 
-    async def lcp_route(self, route: str, chain: list, reply_to: str,
+    async def lcp_route(self, comm, route: str, chain: list, reply_to: str,
                         enc: str = "packed") -> dict:
+        from distributed.comm.addressing import get_address_host
+
+        caller = get_address_host(comm.peer_address)
+        try:
+            target = get_address_host(reply_to)
+        except ValueError:
+            target = None
+        if target != caller:
+            return {"status": "error", "error": f"reply_to {reply_to!r} is not on the host of "
+                                               f"the caller ({caller})"}
         self.routes[route] = ([list(c) for c in chain], reply_to, enc)
         self.routes.move_to_end(route)
         while len(self.routes) > self.max_parts:
@@ -244,8 +275,8 @@ class _Node:
         nxt = chain[pos + 1][0]
         try:
             await asyncio.wait_for(
-                self.worker.rpc(nxt).lcp_forward(reply=False, req=req, attempt=attempt,
-                                                 route=route, pos=pos + 1, x=y),
+                self.rpc.call(nxt, "lcp_forward", reply=False, check=self._peer_must_be("worker"),
+                              req=req, attempt=attempt, route=route, pos=pos + 1, x=y),
                 timeout=10.0)
         except Exception as e:
             await self._deliver(reply_to, req, attempt, error=f"forward failed: {e!r}",
@@ -254,8 +285,9 @@ class _Node:
     async def _deliver(self, reply_to, req, attempt, y=None, error=None, pos=None):
         try:
             await asyncio.wait_for(
-                self.worker.rpc(reply_to).lcp_deliver(reply=False, req=req, attempt=attempt,
-                                                      y=y, error=error, pos=pos),
+                self.rpc.call(reply_to, "lcp_deliver", reply=False,
+                              check=self._peer_must_be("client"), req=req, attempt=attempt,
+                              y=y, error=error, pos=pos),
                 timeout=10.0)
         except Exception as e:      # the dispatcher times the request out on its own
             logger.info("lcp: could not deliver request %s to %s: %r", req, reply_to, e)

@@ -30,7 +30,11 @@ class ProcessCluster:
     topology : Topology, optional
         Run every process in its namespace of this (already built) topology.
     tls_dir : path, optional
-        Certificates (:func:`lcp.sw.cluster.security.make_certificates`): TLS everywhere.
+        Certificates (the folder :func:`lcp.sw.cluster.security.make_certificates` wrote):
+        TLS everywhere, the scheduler with its folder, worker ``nodeNN`` with folder ``nodeNN``
+        when there is one (else the only worker folder). Without TLS the processes listen on
+        loopback, or, with a ``topology``, on its private namespace addresses (``--insecure``:
+        only this machine reaches them).
     nthreads : int
         Threads per worker.
     env : dict, optional
@@ -81,6 +85,8 @@ class ProcessCluster:
         host = topo.dispatcher_ip if topo else "127.0.0.1"
         sfile = Path(self._tmp.name) / "scheduler.json"
         tls = ["--tls-dir", str(self.tls_dir)] if self.tls_dir else []
+        if topo is not None and not self.tls_dir:
+            tls = ["--insecure"]
         self._popen(topo.dispatcher_ns if topo else None,
                     ["cluster", "scheduler", "--host", host, "--port", "0",
                      "--scheduler-file", str(sfile), *tls], self.env, "scheduler.log")

@@ -113,7 +113,8 @@ def int_inputs(model, n: int, seed: int = 0) -> np.ndarray:
 def _local_cluster(n):
     from distributed import LocalCluster
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                        dashboard_address=":0", memory_limit=0)
+                        dashboard_address=None, memory_limit=0,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def test_fpga_nodes_run_branches_on_the_accelerator_backend(zoo):
                 r = await d.infer(x)
                 return r, await d.node_stats(tcp=False)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       memory_limit=0, resources={"fpga": 1}) as c:
         r, stats = arun(main(c.scheduler_address), timeout=1800)
     assert r.status == "exact"
