@@ -245,7 +245,7 @@ class InputSpec:
         pre = tuple((op, np.asarray(k, dtype=np.float32)) for op, k in d.get("pre", []))
         for f in ("lo", "hi"):
             if not isinstance(d[f], int) or isinstance(d[f], bool):
-                raise IRError(f"{f}={d[f]!r} is not an integer")
+                raise IRError(f"{f} {d[f]!r} is not an integer")
         return cls(d["name"], TensorSpec((*d["shape"],), 0, 0).shape, float(d["scale"]),
                    d["lo"], d["hi"], d.get("rounding", "ROUND"), d.get("format", "quant"), pre)
 
@@ -463,7 +463,7 @@ def _field(d, key, what: str):
     if not isinstance(d, dict):
         raise IRError(f"{what} is not a JSON object")
     if key not in d:
-        raise IRError(f"{what} has no field {key!r}")
+        raise IRError(f"missing field or array {key!r}")
     return d[key]
 
 
@@ -474,13 +474,14 @@ def _from_doc(doc: dict, arrays: dict, jpath: Path) -> "Model":
             return fn()
         except IRError as e:
             raise IRError(f"{jpath}: {what}: {e}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise IRError(f"{jpath}: {what}: bad or missing field "
-                          f"({type(e).__name__}: {e})") from None
+        except KeyError as e:
+            raise IRError(f"{jpath}: {what}: missing field or array {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise IRError(f"{jpath}: {what}: bad field ({type(e).__name__}: {e})") from None
 
     def layer(ld, gname):
         name = ld.get("name", "?") if isinstance(ld, dict) else "?"
-        what = f"{gname}, layer {name!r}"
+        what = f"{gname} layer {name!r}"
 
         def make():
             params = {}
@@ -505,11 +506,11 @@ def _from_doc(doc: dict, arrays: dict, jpath: Path) -> "Model":
     dq = guard("model", lambda: _field(doc, "dequant", "the model"))
     return Model(
         name=guard("model", lambda: _field(doc, "name", "the model")),
-        input=guard("the input", lambda: InputSpec.from_json(
+        input=guard("input", lambda: InputSpec.from_json(
             _field(doc, "input", "the model"))),
         tensors=tensors,
         branches=[graph(b, f"branch {i}") for i, b in enumerate(branches)],
-        merge=graph(guard("model", lambda: _field(doc, "merge", "the model")), "the merge"),
+        merge=graph(guard("model", lambda: _field(doc, "merge", "the model")), "merge"),
         dequant=guard("the dequantization", lambda: Dequant(
             np.array(_field(dq, "scale", "dequant"), dtype=np.float64),
             np.array(_field(dq, "offset", "dequant"), dtype=np.float64),

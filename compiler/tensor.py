@@ -77,11 +77,11 @@ class TensorSpec:
     def __post_init__(self):
         try:
             shape = tuple(self.shape)
-            if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                       for s in shape):
-                raise TypeError
         except TypeError:
-            raise IRError(f"tensor shape {self.shape!r} is not a list of integers") from None
+            raise IRError(f"shape {self.shape!r} is not a list of integers") from None
+        for s in shape:
+            if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+                raise IRError(f"shape {list(shape)}: {s!r} is not an integer")
         object.__setattr__(self, "shape", tuple(int(s) for s in shape))
         for f in ("lo", "hi"):
             v = getattr(self, f)

@@ -207,15 +207,15 @@ class Lowering:
         if len(g.output) != 1:
             raise FrontendError(f"the model has {len(g.output)} outputs; exactly one is "
                                 f"supported")
-        foreign = list(dict.fromkeys(n.op_type for n in g.node if n.op_type not in HANDLERS))
+        foreign = [n for n in g.node if n.op_type not in HANDLERS]
+        if foreign:     # named before any handler runs: an LSTM, not the Transpose before it
+            others = list(dict.fromkeys(n.op_type for n in foreign[1:]
+                                        if n.op_type != foreign[0].op_type))
+            also = f" (nor are {', '.join(others)}, also in this model)" if others else ""
+            raise node_error(foreign[0], f"op type {foreign[0].op_type!r} is not supported{also} "
+                                         f"(supported: {', '.join(SUPPORTED_OPS)})")
         for node in g.node:
-            handler = HANDLERS.get(node.op_type)
-            if handler is None:
-                others = [t for t in foreign if t != node.op_type]     # e.g. the LSTM itself
-                also = f" (nor are {', '.join(others)}, also in this model)" if others else ""
-                raise node_error(node, f"op type {node.op_type!r} is not supported{also} "
-                                       f"(supported: {', '.join(SUPPORTED_OPS)})")
-            handler(self, node)
+            HANDLERS[node.op_type](self, node)
         if self.input_spec is None:
             raise FrontendError("the model input is never quantized by a Quant node (declare "
                                 "its integer domain with --input-format if the model reads "
