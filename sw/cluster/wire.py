@@ -15,7 +15,9 @@ Encodings
     ``b`` of 8, 16, 32 or 64 as little-endian unsigned words; ``b`` below 8 bit-packed
     least-significant bit first (value ``i`` occupies bits ``i*b .. i*b+b-1`` of the stream,
     bytes filled from bit 0); other ``b`` rounded up to the next word. One image of a 4-bit
-    activation therefore costs ``TensorSpec.nbytes`` = ``ceil(size * 4 / 8)`` bytes.
+    activation therefore costs ``TensorSpec.nbytes`` = ``ceil(size * 4 / 8)`` bytes. A
+    bipolar tensor (values -1 and +1 only, ``TensorSpec.bipolar``) goes as one bit per value,
+    1 meaning +1, and the message says so with ``"bp": 1``.
 ``packed-lz4``
     ``packed``, then an LZ4 frame.
 ``float32``
@@ -206,7 +208,13 @@ def encode(x: np.ndarray, spec: TensorSpec, encoding: str = "packed") -> dict:
     msg = {"e": encoding, "s": [int(s) for s in x.shape], "lo": int(spec.lo), "b": b,
            "sc": scale}
     if encoding in ("packed", "packed-lz4"):
-        d = _pack((x.astype(np.int64) - spec.lo).astype(np.uint64), b)
+        if spec.bipolar:
+            if x.size and np.any(x == 0):
+                raise IRError("wire: a bipolar tensor holds a 0")
+            msg.update(b=1, lo=0, bp=1)
+            d = _pack(((x.astype(np.int64) + 1) // 2).astype(np.uint64), 1)
+        else:
+            d = _pack((x.astype(np.int64) - spec.lo).astype(np.uint64), b)
         if encoding == "packed-lz4":
             import lz4.frame
             d = lz4.frame.compress(d)
@@ -244,6 +252,8 @@ def decode(msg: dict, spec: TensorSpec | None = None) -> np.ndarray:
             import lz4.frame
             d = lz4.frame.decompress(d)
         x = (_unpack(d, b, n) + lo).reshape(shape)
+        if msg.get("bp"):
+            x = 2 * x - 1
     elif enc == "float32":
         f = np.frombuffer(d, dtype="<f4")
         if f.size != n:

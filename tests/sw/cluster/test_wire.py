@@ -31,6 +31,19 @@ def test_packed_size_is_ir_nbytes(bits):
     assert len(wire.encode(x, spec)["d"]) == spec.nbytes
 
 
+@pytest.mark.parametrize("encoding", wire.ENCODINGS)
+def test_bipolar_tensors_go_as_one_bit(encoding):
+    """-1/+1 activations (FINN's binary layers): one bit per value on the wire, as counted."""
+    spec = TensorSpec((13, 3, 3), -1, 1, scale=1.0, bipolar=True)
+    x = np.where(np.random.default_rng(0).random((2, 13, 3, 3)) < 0.5, -1, 1)
+    msg = wire.encode(x, spec, encoding)
+    np.testing.assert_array_equal(wire.decode(msg, spec), x)
+    if encoding == "packed":
+        assert len(msg["d"]) == (2 * 13 * 9 + 7) // 8 and spec.nbytes == (13 * 9 + 7) // 8
+    with pytest.raises(IRError, match="bipolar tensor holds a 0"):
+        wire.encode(np.zeros((1, 13, 3, 3), np.int64), spec, "packed")
+
+
 def test_odd_sizes_and_flat_tensors():
     spec = TensorSpec((13,), 0, 15)
     x = np.arange(13).reshape(1, 13) % 16
