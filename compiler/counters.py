@@ -50,6 +50,7 @@ class ModelCount:
     peak_activation_bytes: int         # largest over branches and merge (one device each)
     peak_activation_bytes_single: int  # everything on one device, branches one after another
     traffic_bytes: int                 # input to every branch + every branch output to merge
+                                       # + every exchanged tensor to each branch reading it
     input_bytes: int
     graphs: list[GraphCount] = field(default_factory=list)
 
@@ -90,9 +91,10 @@ def count(model: Model) -> ModelCount:
     graphs = [count_graph(model, g) for g in model.graphs]
     inp = model.tensors[model.input.name].nbytes
     branch_out = sum(model.tensors[b.output].nbytes for b in model.branches)
-    # one device: branches one after another, then the merge, with liveness across all of them
-    whole = Branch("all", [model.input.name], [l for g in model.graphs for l in g.layers],
-                   model.output)
+    exchanged = sum(model.tensors[t].nbytes for t, _, _ in model.exchanges)
+    # one device: the branches' layers in schedule order, then the merge, with liveness
+    whole = Branch("all", [model.input.name],
+                   [l for _, l in model.schedule()] + list(model.merge.layers), model.output)
     single = count_graph(model, whole).peak_activation_bytes
     return ModelCount(
         name=model.name, branches=len(model.branches),
@@ -100,4 +102,5 @@ def count(model: Model) -> ModelCount:
         macs=sum(g.macs for g in graphs),
         peak_activation_bytes=max(g.peak_activation_bytes for g in graphs),
         peak_activation_bytes_single=single,
-        traffic_bytes=inp * len(model.branches) + branch_out, input_bytes=inp, graphs=graphs)
+        traffic_bytes=inp * len(model.branches) + branch_out + exchanged, input_bytes=inp,
+        graphs=graphs)

@@ -56,16 +56,27 @@ class Golden:
             raise IRError(f"{where}: a bipolar input takes only -1 and +1")
         return xq.astype(np.int64, copy=False)
 
-    def run_branch(self, index: int, xq: np.ndarray, trace=None) -> np.ndarray:
-        return run_graph(self.model, self.model.branches[index], [xq], trace)
+    def run_branch(self, index: int, xq: np.ndarray, trace=None, exchanged=()) -> np.ndarray:
+        """Branch ``index`` on input ``xq``; ``exchanged``: the values of its inputs from other
+        branches, in the order of ``branch.inputs[1:]``."""
+        return run_graph(self.model, self.model.branches[index], [xq, *exchanged], trace)
 
     def run_merge(self, branch_outputs: list[np.ndarray], trace=None) -> np.ndarray:
         return run_graph(self.model, self.model.merge, list(branch_outputs), trace)
 
     def run_int(self, xq: np.ndarray, trace: dict | None = None) -> np.ndarray:
         xq = self.check_int_input(xq)
-        outs = [self.run_branch(i, xq, trace) for i in range(len(self.model.branches))]
-        return self.run_merge(outs, trace)
+        m = self.model
+        if not m.exchanges:
+            outs = [self.run_branch(i, xq, trace) for i in range(len(m.branches))]
+            return self.run_merge(outs, trace)
+        env = {m.input.name: xq}
+        for _, layer in m.schedule():
+            env[layer.output] = run_layer(layer, [env[t] for t in layer.inputs],
+                                          [m.tensors[t] for t in layer.inputs])
+            if trace is not None:
+                trace[layer.output] = env[layer.output]
+        return self.run_merge([env[b.output] for b in m.branches], trace)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.model.dequant(self.run_int(self.model.input.quantize(x)))

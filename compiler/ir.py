@@ -2,7 +2,12 @@
 estimators and the cluster runtime read.
 
 A :class:`Model` is a set of :class:`Branch` es that all read the model's quantized input, plus a
-``merge`` graph that reads the branch outputs (``concat`` first, then the last layer(s)). Every
+``merge`` graph that reads the branch outputs (``concat`` first, then the last layer(s)).
+Branches may also meet before the merge, at *exchange points*: a branch lists, after the model
+input, tensors produced by other branches that it reads (the separable-network family between
+LCP, no exchange, and model parallelism, an exchange after every layer); :attr:`Model.exchanges`
+lists them and :meth:`Model.schedule` orders the branch layers so that each runs after its
+inputs exist. A plain LCP model has none, and its branches run one after another. Every
 tensor is an integer tensor described by a :class:`TensorSpec` (per-image shape, integer range,
 bit width). Layers are plain records (:class:`Layer`): an op name from :data:`OPS`, input and
 output tensor names, attributes (JSON scalars and lists) and integer parameter arrays.
@@ -295,6 +300,39 @@ class Model:
         for g in self.graphs:
             yield from g.layers
 
+    @property
+    def exchanges(self) -> list[tuple[str, int, int]]:
+        """``(tensor, from_branch, to_branch)`` for every tensor a branch reads from another
+        branch before the merge (empty for a plain LCP model)."""
+        producer = {l.output: i for i, b in enumerate(self.branches) for l in b.layers}
+        return [(t, producer[t], i) for i, b in enumerate(self.branches) for t in b.inputs[1:]]
+
+    def schedule(self) -> list[tuple[int, Layer]]:
+        """Every branch layer as ``(branch index, layer)`` in an order that runs each layer after
+        its inputs exist: branch after branch for a plain LCP model; with exchanges, each
+        branch runs until it waits for another's tensor. :class:`IRError` on a cycle."""
+        if not any(len(b.inputs) > 1 for b in self.branches):
+            return [(i, l) for i, b in enumerate(self.branches) for l in b.layers]
+        done = {self.input.name}
+        pos = [0] * len(self.branches)
+        order: list[tuple[int, Layer]] = []
+        total = sum(len(b.layers) for b in self.branches)
+        while len(order) < total:
+            progress = False
+            for i, b in enumerate(self.branches):
+                while pos[i] < len(b.layers) and all(t in done for t in b.layers[pos[i]].inputs):
+                    l = b.layers[pos[i]]
+                    order.append((i, l))
+                    done.add(l.output)
+                    pos[i] += 1
+                    progress = True
+            if not progress:
+                stuck = [b.layers[pos[i]].name for i, b in enumerate(self.branches)
+                         if pos[i] < len(b.layers)]
+                raise IRError(f"the branches' exchanges form a cycle (waiting: "
+                              f"{', '.join(stuck)})")
+        return order
+
     def layer(self, name: str) -> Layer:
         for l in self.layers():
             if l.name == name:
@@ -340,9 +378,16 @@ class Model:
                 known.add(l.output)
             if g.output not in known:
                 raise IRError(f"{g.name}: output {g.output!r} is never produced")
-        for b in self.branches:
-            if b.inputs != [self.input.name]:
-                raise IRError(f"{b.name} must read only the model input {self.input.name!r}")
+        producer = {l.output: i for i, b in enumerate(self.branches) for l in b.layers}
+        for i, b in enumerate(self.branches):
+            if not b.inputs or b.inputs[0] != self.input.name:
+                raise IRError(f"{b.name} must read the model input {self.input.name!r} first")
+            for t in b.inputs[1:]:
+                if producer.get(t, i) == i:
+                    raise IRError(f"{b.name}: input {t!r} is not produced by another branch "
+                                  f"(a branch reads the model input and, at exchange points, "
+                                  f"tensors of other branches)")
+        self.schedule()             # the branches' exchanges must not form a cycle
         if self.merge.inputs != [b.output for b in self.branches]:
             raise IRError("merge must read the branch outputs in branch order")
         n_out = self.tensors[self.output].channels

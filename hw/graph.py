@@ -60,6 +60,14 @@ def _check_engine(layer, ins) -> None:
                       f"(--backend golden)")
 
 
+def _check_no_exchange(model: Model) -> None:
+    if model.exchanges:
+        t, a, b = model.exchanges[0]
+        raise IRError(f"{model.name}: branch {b} reads {t!r} of branch {a} before the merge; "
+                      f"the hardware generator builds LCP cores and branches without exchange "
+                      f"points (the golden reference and the cluster's exchange strategy run it)")
+
+
 #: Back-to-back images in the cycle model (the initiation interval is measured between the
 #: last two).
 TIMING_FRAMES = 3
@@ -571,6 +579,7 @@ def lower_branch(model: Model, index: int, folding) -> PlanGraph:
         naming the layer when an engine cannot be built (op, bit width, folding).
     """
     br = model.branches[index]
+    _check_no_exchange(model)
     folding.check(model)
     g = PlanGraph(f"{model.name}_{br.name}")
     low = _Lowering(model, folding, g)
@@ -584,6 +593,7 @@ def lower_branch(model: Model, index: int, folding) -> PlanGraph:
 def lower_core(model: Model, folding) -> PlanGraph:
     """Plan graph of the whole model on one chip: AXI input broadcast to every branch, the
     branches side by side, the merge, AXI output (the model output tensor)."""
+    _check_no_exchange(model)
     folding.check(model)
     g = PlanGraph(f"{model.name}_core")
     low = _Lowering(model, folding, g)

@@ -17,6 +17,7 @@ onwards.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..ir import Model
@@ -27,10 +28,28 @@ from .passes import fuse_thresholds, push_requant_into_concat, rename, split_bra
 
 __all__ = ["FrontendError", "SUPPORTED_OPS", "BIT_RANGE", "load_onnx", "cleaned",
            "prefold_constants", "lower", "push_requant_into_concat", "fuse_thresholds",
-           "split_branches", "rename", "PASSES", "compile_onnx"]
+           "split_branches", "rename", "PASSES", "PARTITION_KEY", "compile_onnx"]
 
 #: The IR -> IR passes after lowering, in order.
 PASSES = (push_requant_into_concat, fuse_thresholds, split_branches, rename)
+
+
+#: ONNX metadata key of a model whose branches exchange tensors before the merge: a JSON
+#: object ``{"weights": {ONNX weight tensor: branch index}}`` (written by the exporter of the
+#: exchange family, :mod:`lcp.models`), so that each weighted layer lands on its branch.
+PARTITION_KEY = "lcp.partition"
+
+
+def _partition(proto) -> dict | None:
+    for p in proto.metadata_props:
+        if p.key == PARTITION_KEY:
+            try:
+                doc = json.loads(p.value)
+                return {str(k): int(v) for k, v in doc["weights"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise FrontendError(f"metadata {PARTITION_KEY!r} is not a partition "
+                                    f"({type(e).__name__}: {e})") from None
+    return None
 
 
 def compile_onnx(source, name: str | None = None, *, input_format: str | None = None) -> Model:
@@ -53,7 +72,7 @@ def compile_onnx(source, name: str | None = None, *, input_format: str | None = 
         raise
     except Exception as e:
         raise FrontendError(f"qonnx cleanup failed: {type(e).__name__}: {e}") from None
-    model = lower(mw, name, input_format)
+    model = lower(mw, name, input_format, _partition(proto))
     for p in PASSES:
         model = p(model)
     model.meta.update({"source": src, "producer": proto.producer_name,

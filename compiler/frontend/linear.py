@@ -95,6 +95,8 @@ def linear(lw, node, x: Act, s_x: np.ndarray, w: QConst, bias_name: str | None,
             raise node_error(node, f"bias {bias_name!r} must be a constant")
     attrs = dict(attrs, weight_bits=wbits, weight_format=fmt)
     layer = lw.emit(op, [x.tensor], attrs, params)
+    if w.source:
+        lw.weights[layer.name] = w.source
     chain = [("mul", s_acc.copy())]
     if np.any(offset != 0):
         chain.append(("add", offset))
@@ -134,7 +136,7 @@ def op_gemm(lw, node):
     w = _weights(lw, node, node.input[1])
     weight = w.q if attrs.get("transB", 0) else w.q.T
     if attrs.get("transB", 0) == 0 and w.scale.ndim == 2:
-        w = QConst(w.q, w.scale.T, w.bits, w.node, w.bipolar)
+        w = QConst(w.q, w.scale.T, w.bits, w.node, w.bipolar, w.source)
     linear(lw, node, x, s_x, w, node.input[2] if len(node.input) > 2 else None, "dense", {},
            weight)
 
@@ -144,7 +146,8 @@ def op_matmul(lw, node):
     w = _weights(lw, node, node.input[1])
     if w.q.ndim != 2:
         raise node_error(node, "only matrix weights are supported")
-    w = QConst(w.q, w.scale.T if w.scale.ndim == 2 else w.scale, w.bits, w.node, w.bipolar)
+    w = QConst(w.q, w.scale.T if w.scale.ndim == 2 else w.scale, w.bits, w.node, w.bipolar,
+               w.source)
     linear(lw, node, x, s_x, w, None, "dense", {}, w.q.T)
 
 

@@ -39,8 +39,11 @@ class Lowering:
     :func:`lcp.ir.parse_input_format`) for a model that reads its float input directly.
     """
 
-    def __init__(self, mw, name: str, input_format: str | None = None):
+    def __init__(self, mw, name: str, input_format: str | None = None,
+                 partition: dict | None = None):
         self.mw = mw
+        self.partition = partition
+        self.weights: dict[str, str] = {}     # weighted layer -> its ONNX weight tensor
         self.graph = mw.graph
         self.name = name
         self.input_format = input_format
@@ -226,9 +229,12 @@ class Lowering:
                                 f"the input")
         self.reinfer()
         dequant = _dequant(out, self.specs[out.tensor].shape[0])
+        meta = {"weights": dict(self.weights)}
+        if self.partition:
+            meta["partition"] = self.partition
         model = Model(self.name, self.input_spec, dict(self.specs),
                       [Branch("branch0", ["input"], list(self.layers), out.tensor)],
-                      Branch("merge", [out.tensor], [], out.tensor), dequant)
+                      Branch("merge", [out.tensor], [], out.tensor), dequant, meta)
         return model.validate()
 
 
@@ -251,6 +257,8 @@ def _dequant(out: Act, C: int) -> Dequant:
     return Dequant(scale, offset, relu)
 
 
-def lower(mw, name: str, input_format: str | None = None) -> Model:
-    """The flat IR model of a cleaned QONNX ``ModelWrapper``."""
-    return Lowering(mw, name, input_format).run()
+def lower(mw, name: str, input_format: str | None = None, partition: dict | None = None) -> Model:
+    """The flat IR model of a cleaned QONNX graph. ``meta["weights"]`` maps each weighted layer
+    to its ONNX weight tensor; ``partition`` (ONNX weight tensor -> branch, from the model's
+    ``lcp.partition`` metadata) is kept in ``meta["partition"]`` for :func:`split_branches`."""
+    return Lowering(mw, name, input_format, partition).run()

@@ -2,8 +2,9 @@
 
 :func:`push_requant_into_concat`
     ``threshold(concat(a, b))`` -> ``concat(threshold(a), threshold(b))`` when the concat has
-    no other reader, so branches send low-bit activations to the merge (and a concatenation
-    of differently scaled tensors is requantized per input, exactly).
+    no other reader and no input gets wider, so branches send low-bit activations to the merge
+    (and a concatenation of differently scaled tensors is requantized per input, exactly); a
+    branch receiving narrower tensors at an exchange point requantizes them after they cross.
 :func:`fuse_thresholds`
     ``threshold(threshold(x))`` -> one ``threshold(x)`` when nothing else reads the inner
     one (an LCP branch's own quantizer followed by the merge's requantization).
@@ -70,7 +71,9 @@ def push_requant_into_concat(model: Model) -> Model:
             continue
         r = readers.get(l.output, [])
         if l.op == "concat" and len(r) == 1 and r[0].op == "threshold" and \
-                l.output != model.output and r[0].params["thresholds"].shape[1] > 0:
+                l.output != model.output and r[0].params["thresholds"].shape[1] > 0 and \
+                all(model.tensors[r[0].output].wire_bits <= model.tensors[t].wire_bits
+                    for t in l.inputs):
             thr = r[0]
             t = thr.params["thresholds"]
             new_inputs, start = [], 0
@@ -174,12 +177,15 @@ def split_branches(model: Model) -> Model:
                      Branch("merge", outs, merge, merge[-1].output if merge else outs[0]),
                      model.dequant, dict(model.meta)).validate()
 
+    part = model.meta.get("partition")
     for l in layers:
         if l.op != "concat":
             continue
         merge = cut_at(l)
         if merge is None:
             continue
+        if part:
+            return _by_partition(model, layers, merge, l, part, specs, build)
         anc = [ancestors(t) for t in l.inputs]
         shared = set().union(*(anc[i] & anc[j] for i in range(len(anc))
                                for j in range(i + 1, len(anc))))
@@ -214,34 +220,128 @@ def split_branches(model: Model) -> Model:
     return build([list(layers)], [])
 
 
+def _by_partition(model: Model, layers: list[Layer], merge: list[Layer], cat: Layer,
+                  part: dict, specs: dict, build) -> Model:
+    """Branches of a model whose branches exchange tensors before the merge, from its
+    partition (ONNX weight tensor -> branch): every weighted layer goes to its weight's branch,
+    every other layer to the branch of its producers (data flowing on), a concatenation to the
+    branch of its readers (the receiving side), a layer shared by several branches and only
+    moving data (:data:`SHAREABLE`) is copied into each. A tensor one branch reads from another
+    becomes an exchange input of the reader."""
+    weights = model.meta.get("weights", {})
+    in_merge = {l.name for l in merge}
+    body = [l for l in layers if l.name not in in_merge]
+    producer = {l.output: l for l in body}
+    readers: dict[str, list[Layer]] = {}
+    for l in layers:
+        for t in l.inputs:
+            readers.setdefault(t, []).append(l)
+    S = len(cat.inputs)
+    owner: dict[str, int] = {}
+    for l in body:
+        if l.opdef.weighted:
+            w = weights.get(l.name)
+            if w not in part:
+                raise FrontendError(f"the model's partition names no branch for layer "
+                                    f"{l.name!r} (weight {w!r})")
+            owner[l.name] = int(part[w])
+            if not 0 <= owner[l.name] < S:
+                raise FrontendError(f"the partition puts weight {w!r} in branch "
+                                    f"{owner[l.name]}, the merge reads {S} branches")
+    for i, t in enumerate(cat.inputs):            # the merge reads branch i's output i-th
+        if t in producer and producer[t].name not in owner and not producer[t].opdef.weighted:
+            owner.setdefault(producer[t].name, i)
+    changed = True
+    while changed:
+        changed = False
+        for l in body:
+            if l.name in owner:
+                continue
+            if l.op != "concat":
+                src = {owner.get(producer[t].name) for t in l.inputs if t in producer}
+                if len(src) == 1 and None not in src:
+                    owner[l.name] = src.pop()
+                    changed = True
+                    continue
+            dst = {owner.get(r.name, -1) if r.name not in in_merge else -2
+                   for r in readers.get(l.output, [])}
+            if len(dst) == 1 and min(dst) >= 0:
+                owner[l.name] = dst.pop()
+                changed = True
+    for i, t in enumerate(cat.inputs):
+        if t not in producer or owner.get(producer[t].name) != i:
+            raise FrontendError(f"the merge's input {i} does not come from branch {i} of the "
+                                f"model's partition")
+    branches = []
+    for i in range(S):
+        alias: dict[str, str] = {}
+        br, extra = [], []
+        mine = {l.name for l in body if owner.get(l.name) == i}
+
+        def need(l):     # unowned data movement this branch reads: copied into the branch
+            return l.name not in owner and any(
+                r.name in mine or (r.name not in owner and need(r))
+                for r in readers.get(l.output, []) if r.name not in in_merge)
+        for l in body:
+            if l.name not in owner:
+                if not need(l):
+                    continue
+                if l.op not in SHAREABLE:
+                    raise FrontendError(f"cannot tell which branch layer {l.name!r} ({l.op}) "
+                                        f"belongs to")
+                out_name = f"{l.output}_b{i}"
+                alias[l.output] = out_name
+                specs[out_name] = specs[l.output]
+                br.append(Layer(f"{l.name}_b{i}", l.op, [alias.get(t, t) for t in l.inputs],
+                                out_name, dict(l.attrs),
+                                {k: v.copy() for k, v in l.params.items()}))
+                continue
+            if l.name not in mine:
+                continue
+            for t in l.inputs:
+                if t in producer and producer[t].name not in mine and t not in alias \
+                        and t not in extra:
+                    extra.append(t)
+            br.append(Layer(l.name, l.op, [alias.get(t, t) for t in l.inputs], l.output,
+                            l.attrs, l.params))
+        branches.append((br, extra))
+    outs = list(cat.inputs)
+    bs = [Branch(f"branch{i}", [model.input.name, *extra], br, outs[i])
+          for i, (br, extra) in enumerate(branches)]
+    return Model(model.name, model.input, specs, bs, Branch("merge", outs, merge,
+                                                            merge[-1].output),
+                 model.dequant, dict(model.meta)).validate()
+
+
 def rename(model: Model) -> Model:
     """Readable names: ``b{i}_{op}{k}`` in branch i, ``m_{op}{k}`` in the merge; every tensor
     is named after the layer that produces it."""
     mapping = {model.input.name: "input"}
-
-    def rename_graph(prefix, layers):
+    names: dict[str, str] = {}          # old layer name -> its output tensor
+    graphs = [(f"b{i}_", b) for i, b in enumerate(model.branches)] + [("m_", model.merge)]
+    for prefix, g in graphs:            # every name first: branches read each other's tensors
         counts: dict[str, int] = {}
-        new = []
-        for l in layers:
+        for l in g.layers:
             k = counts.get(l.op, 0)
             counts[l.op] = k + 1
-            nn = f"{prefix}{l.op}{k}"
-            mapping[l.output] = nn
-            new.append(Layer(nn, l.op, [mapping[t] for t in l.inputs], nn, dict(l.attrs),
-                             {k_: v.copy() for k_, v in l.params.items()}))
-        return new
+            mapping[l.output] = f"{prefix}{l.op}{k}"
+            names[l.name] = l.output
 
-    branches = []
-    for i, b in enumerate(model.branches):
-        new = rename_graph(f"b{i}_", b.layers)
-        branches.append(Branch(f"branch{i}", ["input"], new, mapping[b.output]))
-    merge_inputs = [b.output for b in branches]
-    new_merge = rename_graph("m_", model.merge.layers)
-    merge_out = mapping[model.merge.output]
+    def rename_graph(layers):
+        return [Layer(mapping[l.output], l.op, [mapping[t] for t in l.inputs], mapping[l.output],
+                      dict(l.attrs), {k: v.copy() for k, v in l.params.items()})
+                for l in layers]
+
+    branches = [Branch(f"branch{i}", ["input", *(mapping[t] for t in b.inputs[1:])],
+                       rename_graph(b.layers), mapping[b.output])
+                for i, b in enumerate(model.branches)]
+    merge = Branch("merge", [b.output for b in branches], rename_graph(model.merge.layers),
+                   mapping[model.merge.output])
     tensors = {mapping[k]: v for k, v in model.tensors.items() if k in mapping}
-    inp = model.input
-    if inp.name != "input":
+    if model.input.name != "input":
         raise IRError("the model input must be named 'input'")
-    return Model(model.name, inp, tensors, branches,
-                 Branch("merge", merge_inputs, new_merge, merge_out), model.dequant,
-                 dict(model.meta)).validate()
+    meta = {k: v for k, v in model.meta.items() if k != "partition"}
+    meta["weights"] = {mapping.get(names.get(k, k), k): v
+                       for k, v in model.meta.get("weights", {}).items()}
+    return Model(model.name, model.input, tensors, branches, merge, model.dequant,
+                 meta).validate()

@@ -84,7 +84,8 @@ def op_quant(lw, node):
         w = v.value.astype(np.float32)
         sc = scale.astype(np.float32)
         q = round_float(np.clip(w / sc, qlo, qhi), rounding)
-        lw.values[node.output[0]] = QConst(q.astype(np.int64), sc, bits, node.name)
+        lw.values[node.output[0]] = QConst(q.astype(np.int64), sc, bits, node.name,
+                                           source=src)
         return
     check_bits(node, bits, "activation" if not isinstance(v, Raw) else "input")
     if isinstance(v, Raw):
@@ -116,7 +117,8 @@ def op_bipolar_quant(lw, node):
     v = lw.values.get(node.input[0])
     if isinstance(v, Const):
         q = np.where(v.value >= 0, 1, -1).astype(np.int64)
-        lw.values[node.output[0]] = QConst(q, scale.astype(np.float32), 1, node.name, True)
+        lw.values[node.output[0]] = QConst(q, scale.astype(np.float32), 1, node.name, True,
+                                           node.input[0])
         return
     if scale.size != 1:
         raise node_error(node, "activation quantizers must have one per-tensor scale")

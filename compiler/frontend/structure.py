@@ -1,4 +1,5 @@
-"""Handlers of the data-movement ops: ``Concat``, ``Flatten``, ``Reshape``, ``Transpose``.
+"""Handlers of the data-movement ops: ``Concat``, ``Flatten``, ``Reshape``, ``Transpose``, and a
+channel ``Slice`` or ``Split`` (what a branch sends at an exchange point).
 
 A concatenation of activations quantized at different scales keeps one scale per channel in
 its chain: a ``Quant`` after it requantizes each input exactly to the output's integers, a
@@ -87,6 +88,60 @@ def op_reshape(lw, node):
     _flatten(lw, node, a)
 
 
+def _channel_slice(lw, node, a: Act, start: int, stop: int, out: str):
+    C = lw.specs[a.tensor].shape[0]
+    start, stop = max(0, min(start, C)), max(0, min(stop, C))
+    if start == 0 and stop == C:
+        lw.values[out] = a
+        return
+    if start >= stop:
+        raise node_error(node, f"an empty channel range {start}..{stop}")
+    layer = lw.emit("slice", [a.tensor], {"start": start, "stop": stop},
+                    scale=lw.specs[a.tensor].scale)
+    chain = [(op, arr if arr is None or np.ndim(arr) == 0 else arr[start:stop])
+             for op, arr in a.chain]
+    lw.values[out] = Act(layer.output, chain)
+
+
+def _axis(node, axis: int, rank: int) -> None:
+    if axis % rank != 1:
+        raise node_error(node, f"only slicing along channels (axis 1) is supported, not axis "
+                               f"{axis}")
+
+
+def op_slice(lw, node):
+    a = lw.act(node, node.input[0])
+    rank = len(lw.specs[a.tensor].shape) + 1
+    starts, ends = (lw.const(node, t).reshape(-1) for t in node.input[1:3])
+    axes = lw.const(node, node.input[3]).reshape(-1) if len(node.input) > 3 and node.input[3] \
+        else np.arange(len(starts))
+    steps = lw.const(node, node.input[4]).reshape(-1) if len(node.input) > 4 and \
+        node.input[4] else np.ones(len(starts), dtype=np.int64)
+    if len(starts) != 1 or int(steps[0]) != 1:
+        raise node_error(node, "only a contiguous slice of one axis is supported")
+    _axis(node, int(axes[0]), rank)
+    _channel_slice(lw, node, a, int(starts[0]), int(min(ends[0], 1 << 40)), node.output[0])
+
+
+def op_split(lw, node):
+    a = lw.act(node, node.input[0])
+    rank = len(lw.specs[a.tensor].shape) + 1
+    attrs = attributes(node)
+    _axis(node, int(attrs.get("axis", 0)), rank)
+    C = lw.specs[a.tensor].shape[0]
+    if len(node.input) > 1 and node.input[1]:
+        sizes = [int(v) for v in lw.const(node, node.input[1]).reshape(-1)]
+    elif "split" in attrs:
+        sizes = [int(v) for v in attrs["split"]]
+    else:
+        n = len(node.output)
+        sizes = [C // n] * n
+    start = 0
+    for out, size in zip(node.output, sizes):
+        _channel_slice(lw, node, a, start, start + size, out)
+        start += size
+
+
 def op_transpose(lw, node):
     """Only of quantized weights (Brevitas exports ``Quant -> Transpose -> MatMul``)."""
     v = lw.values.get(node.input[0])
@@ -94,8 +149,9 @@ def op_transpose(lw, node):
         raise node_error(node, "only a transpose of quantized weights is supported")
     perm = attributes(node).get("perm", list(range(v.q.ndim))[::-1])
     scale = v.scale.transpose(perm) if v.scale.ndim == v.q.ndim else v.scale
-    lw.values[node.output[0]] = QConst(v.q.transpose(perm), scale, v.bits, v.node, v.bipolar)
+    lw.values[node.output[0]] = QConst(v.q.transpose(perm), scale, v.bits, v.node, v.bipolar,
+                                       v.source)
 
 
 HANDLERS = {"Concat": op_concat, "Flatten": op_flatten, "Reshape": op_reshape,
-            "Transpose": op_transpose}
+            "Transpose": op_transpose, "Slice": op_slice, "Split": op_split}

@@ -49,6 +49,7 @@ class QConst:
     bits: int
     node: str
     bipolar: bool = False
+    source: str = ""        # the ONNX initializer the integers come from
 
 
 @dataclass

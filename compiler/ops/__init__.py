@@ -12,14 +12,14 @@ from ..tensor import IRError
 from .base import REQUIRED, OpDef, Window, window_out
 from .linear import Conv, Dense, acc_range
 from .pointwise import Add, Relu, Threshold
-from .structure import Concat, Flatten
+from .structure import Concat, Flatten, Slice
 from .window import AvgPool, MaxPool, round_shift
 
 __all__ = ["OPS", "get", "OpDef", "REQUIRED", "Window", "window_out", "acc_range",
            "round_shift"]
 
 _DEFS = (Conv(), Dense(), Threshold(), MaxPool(), AvgPool(), Add(), Concat(), Flatten(),
-         Relu())
+         Relu(), Slice())
 
 #: Op name -> its definition.
 OPS: dict[str, OpDef] = {d.name: d for d in _DEFS}

@@ -7,6 +7,9 @@
     carries one scale per channel.
 ``flatten``
     ``(C, ...) -> (C * ...,)`` in C order.
+``slice``
+    Channels ``start .. stop - 1`` of the input (axis 0 of the per-image shape): the ``k``
+    channels a branch sends to the others at an exchange point.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import IRError, TensorSpec
-from .base import OpDef
+from .base import REQUIRED, OpDef
 
-__all__ = ["Concat", "Flatten"]
+__all__ = ["Concat", "Flatten", "Slice"]
 
 
 class Concat(OpDef):
@@ -47,3 +50,25 @@ class Flatten(OpDef):
 
     def run(self, layer, xs, specs):
         return xs[0].reshape(xs[0].shape[0], -1)
+
+
+class Slice(OpDef):
+    name = "slice"
+    attrs = {"start": REQUIRED, "stop": REQUIRED}
+    narrow_output = True
+
+    def check_attrs(self, layer) -> None:
+        a, b = layer.attrs["start"], layer.attrs["stop"]
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (a, b)) \
+                or not 0 <= a < b:
+            raise IRError(f"start={a!r}, stop={b!r} is not a channel range")
+
+    def infer(self, layer, ins):
+        x = ins[0]
+        if layer.attrs["stop"] > x.shape[0]:
+            raise IRError(f"channels {layer.attrs['start']}..{layer.attrs['stop'] - 1} of a "
+                          f"{x.shape[0]}-channel input")
+        return x.with_(shape=(layer.attrs["stop"] - layer.attrs["start"],) + x.shape[1:])
+
+    def run(self, layer, xs, specs):
+        return np.ascontiguousarray(xs[0][:, layer.attrs["start"]:layer.attrs["stop"]])
