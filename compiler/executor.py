@@ -7,14 +7,17 @@ it, the source ONNX file) and maps a batch of inputs to outputs:
 * :meth:`Executor.run`: float inputs -> float outputs (the model's input quantizer, then
   :meth:`run_int`, then the model's dequantization), unless the backend overrides it.
 
-A new backend is one class registered in :data:`BACKENDS` (``name -> "module:Class"``,
-imported on first use so that e.g. the simulator's dependencies load only when asked for).
+A new backend is one class, declared as a package entry point in the group ``lcp.backends``
+(``name = "module:Class"`` in ``pyproject.toml``) and imported on first use, so that e.g. the
+simulator's dependencies load only when asked for and the compiler names no module of the
+packages above it. :func:`register` adds one at run time (a plugin, a test).
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
 
@@ -53,13 +56,14 @@ class Executor(abc.ABC):
         self.close()
 
 
-#: Backend name -> "module:Class". Later packages add theirs with :func:`register`.
+#: Entry-point group of the backends.
+GROUP = "lcp.backends"
+
+#: Backend name -> "module:Class": the compiler's own, then every installed entry point.
 BACKENDS: dict[str, str] = {
     "golden": "lcp.golden:GoldenExecutor",
     "qonnx": "lcp.oracle:QonnxExecutor",
-    "sim": "lcp.hw.sim:SimExecutor",
-    "pynq": "lcp.sw.pynq_driver:PynqExecutor",
-    "pynq-sim": "lcp.sw.pynq_driver:PynqSimExecutor",
+    **{e.name: e.value for e in entry_points(group=GROUP)},
 }
 
 
