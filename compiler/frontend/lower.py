@@ -21,7 +21,7 @@ from ..ir import (Branch, Dequant, InputSpec, Layer, Model, TensorSpec, bits_for
                   parse_input_format)
 from . import elementwise, linear, quant, structure, window
 from .errors import FrontendError, node_error
-from .values import Act, Const, QConst, Raw, channel_scales, per_channel, pure_scale, slope_sign
+from .values import Act, Const, QConst, Raw, affine, channel_scales, per_channel, slope_sign
 
 __all__ = ["HANDLERS", "SUPPORTED_OPS", "Lowering", "lower"]
 
@@ -106,12 +106,12 @@ class Lowering:
         raise node_error(node, f"input {name!r} is not available")
 
     def qact(self, node, name: str) -> tuple[Act, float]:
-        a = self.act(node, name)
-        s = pure_scale(a)
-        if s is None:
-            raise node_error(node, f"input {name!r} is not a quantized activation (no Quant "
-                                   f"between it and the previous layer)")
-        return a, s
+        """An activation with one positive scale (per tensor)."""
+        a, s = self.scaled_act(node, name)
+        if np.unique(s).size != 1:
+            raise node_error(node, f"input {name!r} has one scale per channel; this op needs "
+                                   f"one scale (requantize it with a per-tensor quantizer)")
+        return a, float(s.reshape(-1)[0])
 
     def scaled_act(self, node, name: str) -> tuple[Act, np.ndarray]:
         """An activation whose chain is positive scales only: per-channel (an array) or per
@@ -239,22 +239,17 @@ class Lowering:
 
 
 def _dequant(out: Act, C: int) -> Dequant:
-    scale, offset, relu = np.ones(C), np.zeros(C), False
-    for op, arr in per_channel(out.chain, C):
-        if relu and op != "relu":
-            raise FrontendError("the model output applies float ops after a ReLU without a "
-                                "Quant; this output dequantization is not supported")
-        if op == "mul":
-            scale, offset = scale * arr, offset * arr
-        elif op == "div":
-            scale, offset = scale / arr, offset / arr
-        elif op == "add":
-            offset = offset + arr
-        elif op == "sub":
-            offset = offset - arr
-        elif op == "relu":
-            relu = True
-    return Dequant(scale, offset, relu)
+    """The output dequantization: the output's chain as one affine map per channel, then a
+    ReLU if the chain ends with one."""
+    chain = list(out.chain)
+    relu = bool(chain) and chain[-1][0] == "relu"
+    if relu:
+        chain.pop()
+    aff = affine(chain, C)
+    if aff is None:
+        raise FrontendError("the model output applies float ops after a ReLU without a "
+                            "Quant; this output dequantization is not supported")
+    return Dequant(aff[0], aff[1], relu)
 
 
 def lower(mw, name: str, input_format: str | None = None, partition: dict | None = None) -> Model:
