@@ -31,6 +31,7 @@ from brevitas.export import export_qonnx as _brevitas_export_qonnx
 from brevitas.graph.calibrate import finalize_collect_stats
 
 from .common import INPUT_BITS, INPUT_SCALE
+from .exchange import PARTITION_KEY, partition_metadata
 
 __all__ = ["export_qonnx", "example_input", "calibrate", "check_export_contract",
            "CONTRACT_OPS"]
@@ -75,7 +76,9 @@ def export_qonnx(model: torch.nn.Module, path, *, dynamo: bool = False,
         Exported in eval mode; its training flag is restored afterwards.
     path : str or Path
         The ``.onnx`` file; its folder is created. With ``dynamo=True`` the weights go to an extra
-        ``path + ".data"`` file next to it.
+        ``path + ".data"`` file next to it. An exchange net
+        (:class:`~lcp.models.exchange.ExchangeNet`) gets its branch partition as the model's
+        ``lcp.partition`` metadata.
     dynamo : bool
         Use the torch.export based exporter (default: TorchScript, one self-contained file).
     example : Tensor, optional
@@ -91,6 +94,12 @@ def export_qonnx(model: torch.nn.Module, path, *, dynamo: bool = False,
         _brevitas_export_qonnx(model, example, export_path=os.fspath(path), dynamo=dynamo)
     finally:
         model.train(was_training)
+    part = partition_metadata(model)
+    if part is not None:               # branches that exchange: tell the compiler which is which
+        import onnx
+        proto = onnx.load(os.fspath(path), load_external_data=False)
+        proto.metadata_props.add(key=PARTITION_KEY, value=part)
+        onnx.save(proto, os.fspath(path))
     return path
 
 

@@ -57,11 +57,12 @@ import torch.nn.functional as F
 from brevitas.graph.calibrate import finalize_collect_stats
 
 from .data import load as load_dataset
+from .exchange import build_exchange
 from .export import export_qonnx
 from .net import LCPNet
 from .zoo import ARCHS, build, model_name
 
-__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "run_dir", "evaluate",
+__all__ = ["TrainConfig", "TrainResult", "train", "load_run", "build_from_config", "run_dir", "evaluate",
            "count_params", "main", "RECIPE_VERSION", "DEFAULT_RUNS_DIR"]
 
 #: Bumped whenever the training recipe changes, so that cached runs are not reused across it.
@@ -94,16 +95,23 @@ class TrainConfig:
     train_subset: int | None = None
     lr_schedule: str = "cosine"
     recipe: int = RECIPE_VERSION
+    exchange: str | None = None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; ``exchange`` only when set (so that plain LCP runs keep the
+        cache keys they had before the exchange family existed)."""
+        d = dataclasses.asdict(self)
+        if not d["exchange"]:
+            del d["exchange"]
+        return d
 
     @property
     def name(self) -> str:
         """Folder name: model name, data set and a hash of the whole config."""
         digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        x = "_x" if self.exchange else ""
         return f"{model_name(self.arch, self.split, self.widen, self.weight_bits, self.act_bits)}" \
-               f"-{self.dataset}-{digest[:8]}"
+               f"{x}-{self.dataset}-{digest[:8]}"
 
 
 @dataclass
@@ -192,11 +200,19 @@ def load_run(out_dir) -> tuple[LCPNet, dict]:
     metrics = _read_metrics(out_dir)
     if metrics is None:
         raise FileNotFoundError(f"no readable {METRICS} in {out_dir}")
-    cfg = dict(metrics["model"])
-    model = build(cfg.pop("arch"), **cfg)
+    model = build_from_config(metrics["model"])
     state = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval(), metrics
+
+
+def build_from_config(config: dict) -> LCPNet:
+    """The network of ``LCPNet.config()`` (an exchange net when it names exchange points)."""
+    cfg = dict(config)
+    exchange = cfg.pop("exchange", None)
+    if exchange:
+        return build_exchange(cfg.pop("arch"), exchange, **cfg)
+    return build(cfg.pop("arch"), **cfg)
 
 
 def train(arch: str = "lenet5", dataset: str = "mnist", split: int = 4, widen: int = 0,
@@ -204,7 +220,7 @@ def train(arch: str = "lenet5", dataset: str = "mnist", split: int = 4, widen: i
           batch_size: int = 64, lr: float = 1e-2, seed: int = 0, out_dir=None,
           force: bool = False, branch_dropout: float = 0.0, *, weight_decay: float = 5e-4,
           shift: int = 2, label_smoothing: float = 0.0, train_subset: int | None = None,
-          lr_schedule: str = "cosine",
+          lr_schedule: str = "cosine", exchange: str | None = None,
           threads: int | None = None, progress: bool = True) -> TrainResult:
     """Train ``arch`` split ``split`` with QAT on ``dataset``; write or reuse a run folder.
 
@@ -235,6 +251,9 @@ def train(arch: str = "lenet5", dataset: str = "mnist", split: int = 4, widen: i
         Cross-entropy label smoothing.
     lr_schedule : str
         "cosine" (to 0 over ``epochs``) or "exp" (x0.94 per epoch, the paper's).
+    exchange : str, optional
+        Exchange points (:class:`lcp.models.exchange.ExchangePolicy` text, e.g.
+        ``"3:k1:b2"``): the branches meet there before the merge; None or "" = plain LCP.
     train_subset : int, optional
         Use only the first ``train_subset`` training images (after a seeded shuffle); for tests.
     threads : int, optional
@@ -259,7 +278,8 @@ def train(arch: str = "lenet5", dataset: str = "mnist", split: int = 4, widen: i
                       seed=int(seed), branch_dropout=float(branch_dropout),
                       weight_decay=float(weight_decay), shift=int(shift),
                       label_smoothing=float(label_smoothing),
-                      train_subset=train_subset, lr_schedule=lr_schedule)
+                      train_subset=train_subset, lr_schedule=lr_schedule,
+                      exchange=exchange or None)
     if lr_schedule not in ("cosine", "exp"):
         raise ValueError(f"lr_schedule must be 'cosine' or 'exp', not {lr_schedule!r}")
     if arch not in ARCHS:
@@ -296,10 +316,10 @@ def _train(cfg: TrainConfig, out_dir: Path, progress: bool) -> TrainResult:
         keep = torch.randperm(len(x_tr), generator=gen)[:cfg.train_subset]
         x_tr, y_tr = x_tr[keep], y_tr[keep]
 
-    model = build(cfg.arch, split=cfg.split, widen=cfg.widen, weight_bits=cfg.weight_bits,
-                  act_bits=cfg.act_bits, per_channel=cfg.per_channel,
-                  num_classes=data.num_classes, in_shape=data.in_shape,
-                  branch_dropout=cfg.branch_dropout)
+    model = build_from_config(dict(
+        arch=cfg.arch, split=cfg.split, widen=cfg.widen, weight_bits=cfg.weight_bits,
+        act_bits=cfg.act_bits, per_channel=cfg.per_channel, num_classes=data.num_classes,
+        in_shape=data.in_shape, branch_dropout=cfg.branch_dropout, exchange=cfg.exchange))
     decay = [p for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
              for p in [m.weight]]
     decay_ids = {id(p) for p in decay}
@@ -384,6 +404,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--branch-dropout", type=float, default=d.branch_dropout)
+    ap.add_argument("--exchange", default=None, help="exchange points, e.g. 3:k1:b2")
     ap.add_argument("--out-dir", default=None, help="run folder (default runs/NAME-DATA-HASH)")
     ap.add_argument("--force", action="store_true", help="retrain a cached run")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -391,7 +412,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     r = train(a.arch, a.dataset, a.split, a.widen, a.weight_bits, a.act_bits, a.per_channel,
               a.epochs, a.batch_size, a.lr, a.seed, a.out_dir, a.force, a.branch_dropout,
-              progress=not a.quiet)
+              exchange=a.exchange, progress=not a.quiet)
     print(json.dumps({"out_dir": str(r.out_dir), "accuracy": r.accuracy, "cached": r.cached,
                       "train_seconds": round(r.train_seconds, 1),
                       "wall_seconds": round(time.perf_counter() - t0, 1),

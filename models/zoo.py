@@ -45,7 +45,8 @@ from .net import BasicBlock, Bottleneck as BottleneckBlock, LCPNet
 __all__ = [
     "SPLITS", "WIDENS", "Conv", "DepthwiseConv", "MaxPool", "Dense", "Block", "Bottleneck",
     "GlobalAvgPool", "ArchSpec",
-    "ARCHS", "branch_width", "build", "from_name", "model_name", "ENTRY_POINTS",
+    "ARCHS", "branch_width", "build", "build_segment", "from_name", "model_name",
+    "ENTRY_POINTS",
 ]
 
 #: Split factors of the LCP method.
@@ -262,12 +263,24 @@ def _window(size: int, kernel: int, stride: int, pad: int, what: str) -> int:
 
 def _build_branch(spec: ArchSpec, in_shape, split, widen, weight_bits, act_bits, per_channel):
     """One branch (``nn.Sequential``), its hidden widths and its output width."""
+    seq, widths, shape = build_segment(spec, in_shape, split, widen, weight_bits, act_bits,
+                                       per_channel)
+    return seq, widths, shape[0]
+
+
+def build_segment(spec: ArchSpec, in_shape, split, widen, weight_bits, act_bits, per_channel,
+                  start: int = 0, stop: int | None = None):
+    """Layers ``start .. stop - 1`` of one branch of ``spec`` for an input of ``in_shape``:
+    ``(nn.Sequential, hidden widths, output shape)``. The whole branch (``stop`` None) ends
+    flattened; a segment that stops earlier ends on its last layer's activation (what an
+    exchange point sends, :mod:`lcp.models.exchange`)."""
     mods: list[nn.Module] = []
     widths: list[int] = []
     shape = tuple(in_shape)
     kw = dict(weight_bits=weight_bits, per_channel=per_channel)
     last = len(spec.layers) - 1
-    for i, layer in enumerate(spec.layers):
+    stop = len(spec.layers) if stop is None else stop
+    for i, layer in enumerate(spec.layers[start:stop], start):
         what = f"{spec.name} layer {i} {layer}"
         if isinstance(layer, Conv):
             if len(shape) != 3:
@@ -342,10 +355,10 @@ def _build_branch(spec: ArchSpec, in_shape, split, widen, weight_bits, act_bits,
             shape = (shape[0],)
         else:
             raise TypeError(f"{what}: unknown layer spec {type(layer).__name__}")
-    if len(shape) != 1:
+    if stop == len(spec.layers) and len(shape) != 1:
         mods.append(nn.Flatten())
         shape = (math.prod(shape),)
-    return nn.Sequential(*mods), widths, shape[0]
+    return nn.Sequential(*mods), widths, shape
 
 
 def build(arch: str, *, split: int = 1, widen: int = 0, weight_bits: int = 4, act_bits: int = 4,
