@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 #: Modules with a ``register(app)`` function, in help order.
 COMMAND_MODULES = [
     "lcp.sw.commands",
+    "lcp.sw.search_cli",
     "lcp.sw.cluster.cli",
     "lcp.hw.cli",
     "lcp.synth.cli",

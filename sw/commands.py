@@ -293,6 +293,8 @@ def _register_project(app):
             epochs: Optional[int] = typer.Option(None, help="default: the recipe's"),
             seed: int = typer.Option(0),
             branch_dropout: float = typer.Option(0.0, help="drop whole branches in training"),
+            exchange: Optional[str] = typer.Option(None, help="exchange points, e.g. 3:k1:b2 "
+                                                              "(lcp.models.exchange)"),
             out_dir: Optional[Path] = typer.Option(None, "-o", "--out-dir",
                                                    help="run folder (default RUNS/NAME-DATA-HASH)"),
             runs: Path = typer.Option(Path("runs"), help="runs root"),
@@ -303,7 +305,7 @@ def _register_project(app):
         from lcp.models.train import TrainConfig, run_dir, train
         kw = dict(arch=arch, dataset=dataset, split=split, widen=widen,
                   weight_bits=weight_bits, act_bits=act_bits, per_channel=per_channel,
-                  seed=seed, branch_dropout=branch_dropout)
+                  seed=seed, branch_dropout=branch_dropout, exchange=exchange or None)
         if epochs is not None:
             kw["epochs"] = epochs
         try:
