@@ -22,6 +22,14 @@ Strategies (all on the same IR; results equal :class:`lcp.golden.Golden` bit for
     branches side by side on its threads (or its accelerator backend for nodes with an
     ``fpga`` resource).
 
+``exchange``
+    A model whose branches exchange tensors before the merge (the exchange family): one
+    branch per node, the exchanged tensors sent node to node (:mod:`~lcp.sw.cluster.exchange`).
+``model-parallel``
+    A single-branch model with every layer's output channels divided over the nodes and an
+    all-gather wherever a layer needs the whole tensor (:mod:`~lcp.sw.cluster.modelpar`),
+    served as ``exchange``.
+
 Failures: every remote call has a timeout; a node that fails or times out is marked dead for a
 while and its parts are re-placed on a live node (one that already holds them when
 ``replicas > 1``, else loading them there), and the request is retried until its deadline.
@@ -52,13 +60,17 @@ from lcp.ir import IRError, Model
 
 from . import roles, wire
 from .node import NodePlugin, PLUGIN_NAME
+from .exchange import ExchangeServer
+from .modelpar import model_parallel
 from .parts import Part, branch_parts, choose_cuts, part_to_wire, stage_parts, whole_part
 from .rpc import FastRPC
 
-__all__ = ["STRATEGIES", "Result", "Dispatcher", "connect", "run_batch"]
+__all__ = ["STRATEGIES", "EXCHANGE_STRATEGIES", "Result", "Dispatcher", "connect", "run_batch"]
 
+#: Strategies served by :mod:`~lcp.sw.cluster.exchange` (branches meeting node to node).
+EXCHANGE_STRATEGIES = ("exchange", "model-parallel")
 #: Strategy names accepted by :class:`Dispatcher`.
-STRATEGIES = ("single", "lcp", "data", "pipeline", "hidp")
+STRATEGIES = ("single", "lcp", "data", "pipeline", "hidp", *EXCHANGE_STRATEGIES)
 
 logger = logging.getLogger(__name__)
 
@@ -326,12 +338,19 @@ class Dispatcher:
             k = self.stages or len(nodes)
             parts = stage_parts(m, choose_cuts(m, k))
             self._slots = [_Slot(i, p, nodes[i % len(nodes)]) for i, p in enumerate(parts)]
+        elif s in EXCHANGE_STRATEGIES:
+            served = model_parallel(m, len(nodes)) if s == "model-parallel" else m
+            self._xserver = ExchangeServer(served)
+            self._slots = [_Slot(p.index, p, a) for p, a in self._xserver.place(nodes)]
         else:
             self._slots = await self._plan_hidp(nodes)
         self.plan.update({"strategy": s, "model": m.name, "encoding": self.encoding,
                           "placement": self.placement})
         await asyncio.gather(*[self._place(sl) for sl in self._slots])
         await self._load_replicas(nodes)
+        if s in EXCHANGE_STRATEGIES:
+            await self._xserver.send_routes(self._rpc, [(sl.part, sl.addr) for sl in self._slots],
+                                            uuid.uuid4().hex[:8], self.encoding)
         if self._uses_pipeline():
             await self._start_sink()
         self.started = True
@@ -514,6 +533,10 @@ class Dispatcher:
                     y = await self._infer_pipeline(req, xq)
                 elif self.strategy == "data":
                     y = await self._infer_data(req, xq)
+                elif self.strategy in EXCHANGE_STRATEGIES:
+                    y = await self._xserver.infer(
+                        self._rpc, [(sl.part, sl.addr) for sl in self._slots], req.rid, xq,
+                        self.encoding, max(0.0, req.deadline - time.monotonic()))
                 else:
                     y = await self._infer_parts(req, xq)
             except _NET_ERRORS + (ConnectionError, IRError) as e:

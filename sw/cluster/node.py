@@ -24,6 +24,8 @@ as :mod:`~lcp.sw.cluster.wire` messages, parts as IR JSON + npz bytes, nothing i
     ``lcp_deliver`` it to the dispatcher. Errors are delivered to the dispatcher too, so that
     it never waits for a lost hop longer than its timeout (an unknown route cannot be answered:
     the dispatcher times out, sends its routes again and retries).
+``lcp_xroute``, ``lcp_xrun``, ``lcp_xput``
+    Branches that exchange tensors node to node (:mod:`~lcp.sw.cluster.exchange`).
 ``lcp_stats(reset)``, ``lcp_probe(data)``, ``lcp_unload(keys)``
     Memory (RSS), loaded parts, counters and kernel TCP byte counters; a bandwidth probe.
 
@@ -57,6 +59,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from lcp.ir import Model
 
 from . import wire
+from .exchange import NodeExchange
 from .parts import part_from_wire
 from .roles import peer_role
 from .rpc import FastRPC
@@ -66,7 +69,7 @@ __all__ = ["NodePlugin", "PLUGIN_NAME", "HANDLERS"]
 PLUGIN_NAME = "lcp-node"
 #: Handler names a node adds to its Dask worker.
 HANDLERS = ("lcp_load", "lcp_run", "lcp_route", "lcp_forward", "lcp_stats", "lcp_probe",
-            "lcp_unload")
+            "lcp_unload", *NodeExchange.HANDLERS)
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +129,12 @@ class _Node:
 
     # -- handlers ---------------------------------------------------------------------------
     def install(self) -> None:
+        if not hasattr(self, "exchange"):
+            self.exchange = NodeExchange(self)
+        self.exchange.install(self.worker)
         for name in HANDLERS:
-            self.worker.handlers[name] = getattr(self, name)
+            if name not in NodeExchange.HANDLERS:
+                self.worker.handlers[name] = getattr(self, name)
 
     async def lcp_load(self, key: str, kind: str, index: int, doc: str, npz: bytes,
                        backend: str = "golden") -> dict:
@@ -153,7 +160,8 @@ class _Node:
 
         model = part_from_wire({"key": key, "doc": doc, "npz": npz})
         ex = get_executor(backend, model)
-        pb = sum(count_layer(model, l).param_bytes for l in model.layers())
+        own = model.branches[int(index)].layers if kind == "xbranch" else model.layers()
+        pb = sum(count_layer(model, l).param_bytes for l in own)
         return _Loaded(model, ex, kind, int(index), backend, pb, lock=self._threading.Lock())
 
     async def lcp_unload(self, keys: list[str] | None = None) -> dict:

@@ -8,7 +8,7 @@ objects and pickle-serialized frames, from the handshake on). With the per-role 
 
 *Handlers* (:func:`guard`): a peer holding a worker certificate may call only the handlers
 :data:`WORKER_MAY_CALL` lists for that kind of server (register and heartbeat at the scheduler,
-a pipeline hop or a data fetch at another node, a delivery at the dispatcher); anything else
+a pipeline hop, an exchanged tensor or a data fetch at another node, a delivery at the dispatcher); anything else
 (``register-client``, ``broadcast``, ``run``, ``plugin-add``, ``upload_file``, ...) is answered
 with a :class:`RoleError` and the connection closed. Scheduler and client certificates may
 call everything: the scheduler and the operator run code on the nodes by design.
@@ -49,7 +49,7 @@ TRUSTED_ROLES = ("scheduler", "client")
 WORKER_MAY_CALL = {
     "scheduler": frozenset({"register-worker", "heartbeat_worker", "who_has", "unregister",
                             "register_nanny"}),
-    "worker": frozenset({"get_data", "ping", "lcp_forward"}),
+    "worker": frozenset({"get_data", "ping", "lcp_forward", "lcp_xput"}),
     "nanny": frozenset({"close_gracefully"}),
     "dispatcher": frozenset({"lcp_deliver"}),
 }
