@@ -66,6 +66,7 @@ class SearchConfig:
     link_latency: float = 1e-3
     target_reduction: float = 0.866
     max_drop: float = 0.01
+    train_subset: int | None = None
 
 
 class SuperNet(ExchangeNet):
@@ -223,8 +224,17 @@ def _accuracy(net, x, y) -> float:
     return float((net(x).argmax(1) == y).float().mean())
 
 
-def search(cfg: SearchConfig, out: Path, log=print, train_fn=None) -> dict:
-    """Run the search (module doc); write ``out/pareto.json`` and ``out/pareto.png``."""
+def _run_name(cfg: SearchConfig, text: str) -> str:
+    from .train import TrainConfig
+    return TrainConfig(arch=cfg.arch, dataset=cfg.dataset, split=cfg.split, widen=cfg.widen,
+                       weight_bits=cfg.weight_bits, act_bits=cfg.act_bits,
+                       epochs=cfg.retrain_epochs, seed=cfg.seed, exchange=text or None,
+                       train_subset=cfg.train_subset).name
+
+
+def search(cfg: SearchConfig, out: Path, log=print, train_fn=None, runs=None) -> dict:
+    """Run the search (module doc); write ``out/pareto.json`` and ``out/pareto.png``; the
+    retrained models go to run folders under ``runs`` (default: the training default)."""
     from brevitas.graph.calibrate import finalize_collect_stats  # noqa: F401 (brevitas loaded)
 
     out = Path(out)
@@ -278,6 +288,8 @@ def search(cfg: SearchConfig, out: Path, log=print, train_fn=None) -> dict:
     x_tr, y_tr = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     perm = torch.randperm(len(x_tr), generator=g)
     va, tr = perm[:cfg.val], perm[cfg.val:]
+    if cfg.train_subset is not None:          # small runs (tests)
+        tr = tr[:cfg.train_subset]
     log(f"[search] {cfg.arch} split{cfg.split}: supernet over points {afters}, "
         f"{len(rows)} policies to score on {cfg.val} validation images")
     old_threads = torch.get_num_threads()
@@ -324,7 +336,8 @@ def search(cfg: SearchConfig, out: Path, log=print, train_fn=None) -> dict:
         res = train_fn(cfg.arch, cfg.dataset, split=cfg.split, widen=cfg.widen,
                        weight_bits=cfg.weight_bits, act_bits=cfg.act_bits,
                        epochs=cfg.retrain_epochs, seed=cfg.seed, exchange=text or None,
-                       progress=False)
+                       train_subset=cfg.train_subset, out_dir=runs / _run_name(cfg, text)
+                       if runs is not None else None, progress=False)
         row = next(r for r in rows if r["policy"] == text)
         retrained[text] = {"test_accuracy": res.accuracy, "run": res.out_dir.name,
                            "bytes": row["bytes"], "reduction_vs_mp": row["reduction_vs_mp"],

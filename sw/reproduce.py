@@ -171,6 +171,7 @@ SECTIONS = [
     ("Synthesis (FPGA and ASIC)", "lcp.synth.bench:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.sw.pynq_driver:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
+    ("Model parallelism, LCP and the exchange-point search", "lcp.sw.cluster.xreport:markdown"),
 ]
 
 

@@ -8,7 +8,6 @@ folders under ``--runs`` (checkpoint, QONNX with the branch partition, metrics),
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -51,12 +50,11 @@ def register(app: typer.Typer) -> None:
         if any(not 2 <= b <= 8 for b in bw) or split not in (2, 4, 8):
             raise UsageError("--bits must be in 2..8 and --split one of 2, 4, 8")
         out = out or Path("results/search") / f"{arch}-split{split}"
-        os.environ.setdefault("LCP_RUNS_DIR", str(runs))
         cfg = SearchConfig(arch=arch, dataset=dataset, split=split, widen=widen, bits=bw,
                            supernet_epochs=supernet_epochs, samples=samples, val=val,
                            retrain=retrain, retrain_epochs=retrain_epochs, seed=seed)
         try:
-            r = search(cfg, out, log=lambda m: typer.echo(m, err=True))
+            r = search(cfg, out, log=lambda m: typer.echo(m, err=True), runs=runs)
         except ValueError as e:
             raise UsageError(str(e)) from None
         typer.echo(f"wrote {out / 'pareto.json'} and {out / 'pareto.png'}")

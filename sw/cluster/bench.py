@@ -16,6 +16,9 @@ hidp-original      original    hidp       profiled global placement + local spli
 lcp-split4         split4      lcp        4 branches on 4 nodes, merge on the dispatcher
 lcp-split8         split8      lcp        8 branches on 8 nodes, merge on the dispatcher
 hidp-split8        split8      hidp       HiDP's placement of the LCP model's branches
+model-parallel4    original    model-par  every layer's channels over 4 nodes, all-gathers
+model-parallel8    original    model-par  the same over 8 nodes
+exchange-split4    split4-x    exchange   split4 with the exchange points of :data:`EXCHANGE`
 =================  ==========  =========  =====================================================
 
 Every group but the two references runs once per wire encoding (``packed``, ``packed-lz4``,
@@ -43,6 +46,7 @@ import itertools
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,11 +61,15 @@ from .dispatcher import Dispatcher, connect
 from .netcount import diff_connections, link_counters, tcp_connections
 from .wire import ENCODINGS
 
-__all__ = ["FAMILIES", "RunSpec", "BenchConfig", "Family", "default_runs", "prepare_family",
+__all__ = ["FAMILIES", "EXCHANGE", "RunSpec", "BenchConfig", "Family", "default_runs", "prepare_family",
            "degraded_accuracy", "run_benchmark"]
 
 #: Model families the benchmark knows.
 FAMILIES = ("cifarnet", "lenet5")
+#: Exchange points of each family's ``split4-x`` variant (:mod:`lcp.models.exchange`): for
+#: LeNet-5 the policy ``lcp search`` chose (results/search/lenet5-split4), for CifarNet the
+#: same points (after the second pool: 1 of 16 channels at 2 bits; after the first FC).
+EXCHANGE = {"lenet5": "3:k1:b2", "cifarnet": "3:k1:b2"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,10 @@ def default_runs(nodes: int) -> list[RunSpec]:
               ("hidp-original", "original", "hidp", nodes, {}),
               ("lcp-split4", "split4", "lcp", min(4, nodes), {}),
               ("lcp-split8", "split8", "lcp", min(8, nodes), {}),
-              ("hidp-split8", "split8", "hidp", nodes, {})]
+              ("hidp-split8", "split8", "hidp", nodes, {}),
+              ("model-parallel4", "original", "model-parallel", min(4, nodes), {}),
+              ("model-parallel8", "original", "model-parallel", min(8, nodes), {}),
+              ("exchange-split4", "split4-x", "exchange", min(4, nodes), {})]
     for g, variant, strategy, n, kw in groups:
         runs += [RunSpec(f"{g}/{e}", variant, strategy, n, e, group=g, **kw) for e in ENCODINGS]
     return runs
@@ -220,6 +231,7 @@ def prepare_family(name: str, cache: Path, *, train: bool = True, epochs: int = 
 
     ``cifarnet``: :func:`lcp.models.build` with random weights (seeded), activation scales
     calibrated on random images; inputs are random images (there is no CIFAR data here).
+    Both families also get ``split4-x``, split4 with the exchange points of :data:`EXCHANGE`.
     ``lenet5``: trained with :func:`lcp.models.train.train` on the MNIST subset (cached run
     folders), plus split4 trained with branch dropout 0.25 (``extra["split4-dropout"]``); inputs
     are the 1,000 held-out MNIST images. With ``train=False`` LeNet-5 gets random weights too.
@@ -228,7 +240,8 @@ def prepare_family(name: str, cache: Path, *, train: bool = True, epochs: int = 
 
     import lcp
     import lcp.models as M
-    from lcp.models.export import calibrate, example_input
+    from lcp.models.exchange import build_exchange
+    from lcp.models.export import calibrate, example_input, export_qonnx
 
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -239,31 +252,41 @@ def prepare_family(name: str, cache: Path, *, train: bool = True, epochs: int = 
         from lcp.models.train import train as train_fn
         data = M.load_dataset("mnist")
         models, notes, extra = {}, [], {}
-        jobs = [(v, s, 0.0) for v, s in _VARIANTS.items()] + [("split4-dropout", 4, 0.25)]
-        for variant, split, drop in jobs:
-            log(f"[{name}] training/loading {variant} (split {split}, branch dropout {drop})")
+        jobs = [(v, s, 0.0, None) for v, s in _VARIANTS.items()] + \
+            [("split4-dropout", 4, 0.25, None), ("split4-x", 4, 0.0, EXCHANGE[name])]
+        for variant, split, drop, exchange in jobs:
+            log(f"[{name}] training/loading {variant} (split {split}, branch dropout {drop}"
+                f"{', exchange ' + exchange if exchange else ''})")
             res = train_fn(arch, "mnist", split=split, epochs=epochs, seed=seed,
-                           branch_dropout=drop, progress=False)
+                           branch_dropout=drop, exchange=exchange, progress=False)
             key = f"{res.out_dir.name}"
             model = _compile_cached(cache, key, lambda: lcp.compile_onnx(
                 res.out_dir / "model.onnx", name=f"{arch}_{variant}"))
-            (models if variant in _VARIANTS else extra)[variant] = model
+            (models if variant in _VARIANTS or exchange else extra)[variant] = model
             notes.append(f"{arch} {variant}: MNIST held-out accuracy {res.accuracy:.4f} "
                          f"(torch, {epochs} epochs)")
         return Family(name, models, data.x_test, data.y_test, notes, extra)
 
     models = {}
-    for variant, split in _VARIANTS.items():
-        key = f"{arch}_split{split}_random_seed{seed}"
+    for variant, split in [*_VARIANTS.items(), ("split4-x", 4)]:
+        exchange = EXCHANGE[name] if variant == "split4-x" else ""
+        key = f"{arch}_split{split}{'_x' + exchange.replace(':', '') if exchange else ''}" \
+              f"_random_seed{seed}"
 
-        def make(split=split, variant=variant):
+        def make(split=split, variant=variant, exchange=exchange):
             log(f"[{name}] building {variant} (random weights, seed {seed}) and compiling")
             torch.manual_seed(seed)
-            net = M.build(arch, split=split)
+            net = build_exchange(arch, exchange, split=split) if exchange else \
+                M.build(arch, split=split)
             calibrate(net, [example_input(net.in_shape, batch=16, seed=seed + k)
                             for k in range(4)])
-            return lcp.compile_torch(net, example_input(net.in_shape, batch=2, seed=seed),
-                                     name=f"{arch}_{variant}")
+            if not exchange:
+                return lcp.compile_torch(net, example_input(net.in_shape, batch=2, seed=seed),
+                                         name=f"{arch}_{variant}")
+            with tempfile.TemporaryDirectory() as d:     # the partition rides in the QONNX
+                path = export_qonnx(net, Path(d) / "m.onnx",
+                                    example=example_input(net.in_shape, batch=1, seed=seed))
+                return lcp.compile_onnx(path, name=f"{arch}_{variant}")
 
         models[variant] = _compile_cached(cache, key, make)
     shape = models["original"].input.shape

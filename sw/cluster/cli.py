@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from lcp.sw.cli import UsageError
@@ -237,7 +238,8 @@ def register(app: typer.Typer) -> None:
             inputs: Path = typer.Argument(..., help="batch-first input array (.npy)"),
             output: Path = typer.Option(..., "-o", "--output",
                                         help="output .npy (a folder: FOLDER/INPUT.out.npy)"),
-            strategy: str = typer.Option("lcp", help="single | lcp | data | pipeline | hidp"),
+            strategy: str = typer.Option("lcp", help="single | lcp | data | pipeline | hidp | "
+                                                     "exchange | model-parallel"),
             scheduler: Optional[str] = typer.Option(None, help="running scheduler (default: an "
                                                                "embedded local cluster)"),
             workers: Optional[int] = typer.Option(None, help="embedded cluster size"),
@@ -260,6 +262,9 @@ def register(app: typer.Typer) -> None:
             input_format: Optional[str] = typer.Option(
                 None, help="integer domain of a float input the model reads directly: uint8, "
                            "uint8:SCALE or int8:SCALE"),
+            check: bool = typer.Option(False, "--check", help="compare the answer with the "
+                                                              "golden reference (exit 1 if not "
+                                                              "equal)"),
     ):
         """Run a batch through the cluster with one strategy and write the output."""
         from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
@@ -305,6 +310,14 @@ def register(app: typer.Typer) -> None:
         if res.status == "degraded":
             typer.echo(f"lcp: warning: degraded answer, branches {list(res.missing)} missing "
                        f"(zeroed): {res.error}", err=True)
+        if check:
+            from lcp.golden import Golden
+            ref = Golden(m).run_int(xq)
+            same = int(np.sum(np.all(res.y.reshape(len(ref), -1) == ref.reshape(len(ref), -1),
+                                     axis=1)))
+            typer.echo(f"golden: {same}/{len(ref)} answers equal bit for bit")
+            if same != len(ref):
+                raise typer.Exit(1)
 
     @cluster.command("bench")
     def bench_cmd(

@@ -61,7 +61,8 @@ def test_degraded_accuracy_zero_missing_is_plain_accuracy(zoo):
 def test_default_runs_cover_every_strategy_with_every_encoding():
     from lcp.sw.cluster.wire import ENCODINGS
     runs = B.default_runs(8)
-    assert {r.strategy for r in runs} == {"single", "lcp", "data", "pipeline", "hidp"}
+    from lcp.sw.cluster.dispatcher import STRATEGIES
+    assert {r.strategy for r in runs} == set(STRATEGIES)
     assert len({r.label for r in runs}) == len(runs)
     groups = {}
     for r in runs:
@@ -70,3 +71,4 @@ def test_default_runs_cover_every_strategy_with_every_encoding():
         assert encs == (set(ENCODINGS) if not g.endswith("@1") else {"packed"}), g
     assert {"pipeline", "data", "lcp-split8", "lcp-split4"} <= set(groups)
     assert all(r.stages == 8 for r in runs if r.strategy == "pipeline")
+    assert {r.nodes for r in runs if r.strategy == "model-parallel"} == {4, 8}
