@@ -6,6 +6,8 @@
 - :mod:`.net`: :class:`LCPNet` (input quantizer, branches, shared branch quantizer, merge).
 - :mod:`.export`: :func:`export_qonnx` and the export contract (:func:`check_export_contract`).
 - :mod:`.data`: MNIST subset and sklearn digits with fixed splits.
+- :mod:`.exchange`: the exchange-point family (branches that meet before the merge, from LCP
+  to model parallelism); :mod:`.search`: the one-shot search over its points (``lcp search``).
 - :mod:`.train`: QAT with a run cache; :mod:`.report`: the split accuracy table.
 - :mod:`.peers`: Brevitas' own example networks (bnn_pynq, MobileNet-v1 4-bit) built with random
   weights, calibrated and exported to QONNX (imported on demand, not here).
