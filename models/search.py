@@ -17,7 +17,10 @@ parallelism retrained the same way; their held-out accuracies are the ones repor
 Bytes: what the branches send each other per image (:func:`exchange_bytes`, equal to the
 compiler's traffic counter minus the input scattered to the branches and the branch outputs
 gathered by the merge, which every member of the family sends alike). Modelled latency:
-``MACs of one branch / mac_rate + per point (link_latency + bytes one node receives / bandwidth)``.
+``MACs of one LCP branch / mac_rate + per point (link_latency + bytes one node receives /
+bandwidth)`` (the MACs the received channels add to the next layer are left out: a few percent
+for the small ``k`` the front keeps). It is recorded for every policy; the front is drawn on
+accuracy and bytes.
 
 :func:`search` returns and writes ``pareto.json``; :func:`plot` draws ``pareto.png``.
 """
