@@ -66,9 +66,9 @@ __all__ = ["FAMILIES", "EXCHANGE", "RunSpec", "BenchConfig", "Family", "default_
 
 #: Model families the benchmark knows.
 FAMILIES = ("cifarnet", "lenet5")
-#: Exchange points of each family's ``split4-x`` variant (:mod:`lcp.models.exchange`): for
-#: LeNet-5 the policy ``lcp search`` chose (results/search/lenet5-split4), for CifarNet the
-#: same points (after the second pool: 1 of 16 channels at 2 bits; after the first FC).
+#: Exchange points of each family's ``split4-x`` variant (:mod:`lcp.models.exchange`): one
+#: point after the second pool, each branch sending 1 channel at 2 bits (the cheap end of the
+#: family; ``lcp search`` finds the trade-off, results/search/lenet5-split4).
 EXCHANGE = {"lenet5": "3:k1:b2", "cifarnet": "3:k1:b2"}
 
 
