@@ -6,7 +6,10 @@ Method: a one-shot weight-sharing supernet, sized for 2 CPU cores. The supernet 
 net with a point at every candidate layer sending all channels, with one sending quantizer per
 bit width choice; at every training step each point draws a choice at random (off, or ``k``
 channels at ``b`` bits: the received channels beyond ``k`` are zeros, "off" zeros them all),
-so all policies share the weights. Then many policies are scored with the shared weights on a
+so all policies share the weights. Each point is off with probability ``p_off`` (0.5), else
+one of its other choices uniformly: with a uniform draw over all choices the sparse policies
+(LCP: every point off) are almost never trained and the supernet ranks them far below what
+they reach once retrained. Then many policies are scored with the shared weights on a
 validation split carved from the training set (never the held-out test set): the random ones,
 every single-point policy, LCP (no point) and model parallelism (:func:`all_points`). The
 Pareto front of validation accuracy against exchanged bytes is written, a few policies are
@@ -70,6 +73,7 @@ class SearchConfig:
     target_reduction: float = 0.866
     max_drop: float = 0.01
     train_subset: int | None = None
+    p_off: float = 0.5
 
 
 class SuperNet(ExchangeNet):
@@ -207,7 +211,8 @@ def _train_supernet(net, space, x, y, cfg, log):
         for i in range(0, len(order), 64):
             idx = order[i:i + 64]
             xb = _shift(x[idx], gen) if shift else x[idx]
-            net.set_policy(_policy(net.afters, [rng.choice(c) for c in space]))
+            net.set_policy(_policy(net.afters, [None if rng.random() < cfg.p_off
+                                                else rng.choice(c[1:]) for c in space]))
             loss = F.cross_entropy(net(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -394,6 +399,7 @@ def plot(result: dict, path: Path) -> Path:
                      f"{result['config']['dataset']}: exchange-point search")
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=-1)
     ax.set_xlabel("bytes exchanged between branches per image")
     ax.grid(alpha=0.3)
     fig.tight_layout()
