@@ -8,8 +8,8 @@ Reads ``RESULTS/cluster-mp/bench.json``, written by::
         --run model-parallel4/packed --run model-parallel8/packed --run lcp-split4/packed \\
         --run lcp-split8/packed --run exchange-split4/packed -o results/cluster-mp
 
-and ``RESULTS/search/lenet5-split4/pareto.json``, written by ``lcp search --arch lenet5
---split 4``.
+and ``RESULTS/search/{lenet5,lenet_fc}-split4/pareto.json``, written by ``lcp search --arch
+lenet5 --split 4`` and ``lcp search --arch lenet_fc --split 4``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ PAPER_REDUCTION = {4: 0.60, 8: 0.86}
 BENCH_CMD = ("lcp cluster bench --family lenet5 --family cifarnet --nodes 8 --no-train "
              "--run model-parallel4/packed --run model-parallel8/packed --run lcp-split4/packed "
              "--run lcp-split8/packed --run exchange-split4/packed -o results/cluster-mp")
-SEARCH_CMD = "lcp search --arch lenet5 --split 4"
+SEARCH_CMD = "lcp search --arch {arch} --split 4"
+#: The searches the section shows (arch, title).
+SEARCHES = (("lenet5", "LeNet-5 split4, MNIST"), ("lenet_fc", "LeNet-300-100 MLP split4, MNIST"))
 
 
 def _json(path: Path):
@@ -61,7 +63,9 @@ def mp_vs_lcp(bench: dict) -> list[dict]:
 
 def _search_md(res: dict, rel: str) -> list[str]:
     mp = res["model_parallel"]
-    lines = [f"Command: `{SEARCH_CMD}` ({res['seconds'] / 60:.0f} min on the 2-core machine). "
+    cmd = SEARCH_CMD.format(arch=res["config"]["arch"])
+    lines = [f"Command: `{cmd}` ({res['seconds'] / 60:.0f} min wall time on the shared 2-core "
+             f"machine). "
              f"One-shot supernet over the exchange points after layers "
              f"{res['candidate_points']} (off, or 1 / half / all channels at "
              f"{'/'.join(map(str, res['config']['bits']))} bits), "
@@ -76,7 +80,7 @@ def _search_md(res: dict, rel: str) -> list[str]:
     for t, v in res.get("retrained", {}).items():
         name = "LCP (no exchange)" if not t else (f"model parallelism `{t}`" if t == mp
                                                   else f"`{t}`")
-        lines.append(f"| {name} | {v['bytes']} | {-100 * v['reduction_vs_mp']:+.1f} % | "
+        lines.append(f"| {name} | {v['bytes']} | {0.0 - 100 * v['reduction_vs_mp']:+.1f} % | "
                      f"{100 * v['test_accuracy']:.1f} % |")
     tgt = res.get("target", {})
     met = tgt.get("met_by") or []
@@ -115,11 +119,12 @@ def markdown(results_dir, runs=Path("runs")) -> str:
                 lines.append(f"\n{r['family']} split4 with exchange points (`exchange` "
                              f"strategy, node to node): {r['bytes']:,.0f} B/inf, answers "
                              f"{'equal to golden' if r['exact'] else 'NOT equal to golden'}.")
-    res = _json(results_dir / "search" / "lenet5-split4" / "pareto.json")
-    lines.append("")
-    if res is None or "retrained" not in res:
-        lines.append(f"_Search not run yet: `{SEARCH_CMD}` writes "
-                     "`results/search/lenet5-split4/pareto.json`._")
-    else:
-        lines += _search_md(res, "results/search/lenet5-split4/pareto.png")
+    for arch, title in SEARCHES:
+        res = _json(results_dir / "search" / f"{arch}-split4" / "pareto.json")
+        lines += ["", f"**Exchange-point search, {title}.**", ""]
+        if res is None or "retrained" not in res:
+            lines.append(f"_Search not run yet: `{SEARCH_CMD.format(arch=arch)}` writes "
+                         f"`results/search/{arch}-split4/pareto.json`._")
+        else:
+            lines += _search_md(res, f"results/search/{arch}-split4/pareto.png")
     return "\n".join(lines)
