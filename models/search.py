@@ -399,7 +399,7 @@ def plot(result: dict, path: Path) -> Path:
                      f"{result['config']['dataset']}: exchange-point search")
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlim(left=-1)
+    ax.set_xlim(-1, 2 * max(r["bytes"] for r in rows) + 10)
     ax.set_xlabel("bytes exchanged between branches per image")
     ax.grid(alpha=0.3)
     fig.tight_layout()
