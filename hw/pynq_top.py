@@ -66,37 +66,34 @@ every response is OKAY (a SLVERR would become a bus error on the Zynq's GP port)
 
 :func:`generate_pynq` writes the top (``lcp_pynq.v``), the engine build files of
 :func:`lcp.hw.build.generate`, and ``lcp_engine.json`` (the :class:`EngineInfo`, the register map
-and the stream formats), which the driver :mod:`lcp.sw.pynq_driver` reads; ``REGISTERS.md`` is
+and the stream formats), which the driver :mod:`lcp.sw.pynq.driver` reads; ``REGISTERS.md`` is
 the same map as a table. :func:`cached_pynq_build` keeps builds in a content-addressed cache.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import shutil
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 from amaranth.hdl import ClockDomain, ClockSignal, Module, Mux, ResetInserter, ResetSignal, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from lcp.cache import build_once, cache_root, digest, source_digest
+from lcp.frames import Port
 from lcp.ir import IRError, Model
 
 from .base import StreamFormat
-from .build import GENERATOR_VERSION, cache_key, cache_root, generate
+from .build import GENERATOR_VERSION, cache_key, generate
 from .folding import Folding
 from .graph import PlanGraph
 
 __all__ = [
     "PYNQ_TOP_VERSION", "REGMAP_VERSION", "TOP_NAME", "VLNV", "ID_MAGIC", "AXIL_ADDR_WIDTH",
-    "DMA_WIDTHS", "Field", "Register", "PortInfo", "EngineInfo", "RegisterFile", "PynqTop",
+    "DMA_WIDTHS", "Field", "Register", "EngineInfo", "RegisterFile", "PynqTop",
     "PynqBuild", "generate_pynq", "cached_pynq_build", "regmap_json", "regmap_markdown",
     "register_values", "ENGINE_INSTANCE", "DMA_INSTANCE", "DMA_VLNV", "CLOCK_MHZ", "soc_json",
 ]
@@ -205,58 +202,6 @@ def _s32(v: int) -> int:
 
 
 @dataclass(frozen=True)
-class PortInfo:
-    """One stream port: the IR tensor it carries and how it is packed.
-
-    ``perm`` maps stream position -> IR flat index (:class:`~lcp.hw.base.StreamFormat`);
-    ``width`` is the ``tdata`` bits, ``words`` the words per image.
-    """
-
-    tensor: str
-    shape: tuple[int, ...]
-    lo: int
-    hi: int
-    bits: int
-    signed: bool
-    width: int
-    words: int
-    perm: tuple[int, ...] = field(repr=False)
-
-    @classmethod
-    def of(cls, tensor: str, shape, fmt: StreamFormat, width: int) -> "PortInfo":
-        """``shape``: the IR tensor's shape (the stream may carry it flattened)."""
-        words = -(-fmt.size * fmt.bits // width)
-        return cls(tensor, tuple(int(s) for s in shape), fmt.lo, fmt.hi, fmt.bits, fmt.signed,
-                   int(width), words, tuple(int(p) for p in fmt.perm))
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def frame_bytes(self) -> int:
-        return self.words * self.width // 8
-
-    def format_word(self) -> int:
-        return self.bits | (int(self.signed) << 8) | (len(self.shape) << 12) | (self.width << 16)
-
-    def to_json(self) -> dict:
-        natural = self.perm == tuple(range(self.size))
-        return {"tensor": self.tensor, "shape": list(self.shape), "lo": self.lo, "hi": self.hi,
-                "bits": self.bits, "signed": self.signed, "tdata_bits": self.width,
-                "words_per_frame": self.words, "bytes_per_frame": self.frame_bytes,
-                "perm": None if natural else list(self.perm)}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "PortInfo":
-        shape = tuple(int(s) for s in d["shape"])
-        perm = d.get("perm")
-        perm = tuple(range(int(np.prod(shape)))) if perm is None else tuple(int(p) for p in perm)
-        return cls(d["tensor"], shape, int(d["lo"]), int(d["hi"]), int(d["bits"]),
-                   bool(d["signed"]), int(d["tdata_bits"]), int(d["words_per_frame"]), perm)
-
-
-@dataclass(frozen=True)
 class EngineInfo:
     """What the register block of one build reports: the model, the scope and both ports."""
 
@@ -265,18 +210,16 @@ class EngineInfo:
     scope: str
     index: int
     branches: int
-    inp: PortInfo
-    out: PortInfo
+    inp: Port
+    out: Port
 
     @classmethod
     def of(cls, model: Model, graph: PlanGraph, scope: str = "core",
            index: int = 0) -> "EngineInfo":
         out_tensor = model.output if scope == "core" else model.branches[index].output
         return cls(model.name, model.digest(), scope, int(index), len(model.branches),
-                   PortInfo.of(model.input.name, model.tensors[model.input.name].shape,
-                               graph.in_fmt, graph.in_width),
-                   PortInfo.of(out_tensor, model.tensors[out_tensor].shape, graph.out_fmt,
-                               graph.out_width))
+                   _port(model, model.input.name, graph.in_fmt, graph.in_width),
+                   _port(model, out_tensor, graph.out_fmt, graph.out_width))
 
     def to_json(self) -> dict:
         return {"model": self.model, "digest": self.digest, "scope": self.scope,
@@ -286,7 +229,12 @@ class EngineInfo:
     @classmethod
     def from_json(cls, d: dict) -> "EngineInfo":
         return cls(d["model"], d["digest"], d["scope"], int(d["index"]), int(d["branches"]),
-                   PortInfo.from_json(d["input"]), PortInfo.from_json(d["output"]))
+                   Port.from_json(d["input"]), Port.from_json(d["output"]))
+
+
+def _port(model: Model, tensor: str, fmt: StreamFormat, width: int) -> Port:
+    """The port carrying IR ``tensor`` (its own shape; the stream may carry it flattened)."""
+    return Port.of(tensor, model.tensors[tensor].shape, fmt.lo, fmt.hi, fmt.perm, width)
 
 
 def _dims(shape) -> list[int]:
@@ -797,7 +745,7 @@ class PynqBuild:
 def soc_json(info: EngineInfo) -> dict:
     """The system around the engine: instance names, address windows, the DMA's configuration
     (the parameter names PYNQ's DMA driver reads), the PL clock. The Vivado project of
-    :mod:`lcp.synth.bitstream` and the simulated board of :mod:`lcp.sw.pynq_sim` both follow
+    :mod:`lcp.synth.bitstream` and the simulated board of :mod:`lcp.sw.pynq.sim` both follow
     it."""
     return {
         "clock_mhz": CLOCK_MHZ,
@@ -868,40 +816,24 @@ def generate_pynq(model: Model, out_dir: str | Path, *, folding: Folding | None 
 
 
 #: This module's source, in the cache key: an edited top never reuses a stale build.
-_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+_SOURCE_HASH = source_digest(Path(__file__))[:12]
 
 
 def cached_pynq_build(model: Model, folding: Folding, *, scope: str = "core", index: int = 0,
                       root: Path | None = None) -> PynqBuild:
     """:func:`generate_pynq` into ``root/KEY`` unless it exists (``KEY``: the engine's cache key,
     :data:`PYNQ_TOP_VERSION` and this module's source hash; ``root`` defaults to
-    ``cache_root()/pynq``)."""
-    root = Path(root) if root is not None else cache_root() / "pynq"
-    h = hashlib.sha256(f"{cache_key(model, folding, scope, index, False)}/{PYNQ_TOP_VERSION}/"
-                       f"{_SOURCE_HASH}".encode()).hexdigest()[:24]
-    d = root / h
-    with _locked(root / f"{h}.lock"):
-        doc = d / "lcp_engine.json"
-        if doc.exists() and (d / f"{TOP_NAME}.v").exists():
-            j = json.loads(doc.read_text())
-            rep = json.loads((d / "report.json").read_text())
-            return PynqBuild(d, d / f"{TOP_NAME}.v", EngineInfo.from_json(j["engine"]),
-                             Folding.load(d / "folding.json"), rep)
-        tmp = root / f"{h}.tmp"
-        for p in (d, tmp):
-            if p.exists():
-                shutil.rmtree(p)
-        b = generate_pynq(model, tmp, folding=folding, scope=scope, index=index)
-        tmp.rename(d)
+    ``cache_root()/pynq``; :func:`lcp.cache.build_once`)."""
+    def load_build(d: Path) -> PynqBuild:
+        j = json.loads((d / "lcp_engine.json").read_text())
+        return PynqBuild(d, d / f"{TOP_NAME}.v", EngineInfo.from_json(j["engine"]),
+                         Folding.load(d / "folding.json"),
+                         json.loads((d / "report.json").read_text()))
+
+    def build(d: Path) -> PynqBuild:
+        b = generate_pynq(model, d, folding=folding, scope=scope, index=index)
         return PynqBuild(d, d / f"{TOP_NAME}.v", b.info, b.folding, b.report)
+
+    return build_once(Path(root) if root is not None else cache_root() / "pynq",
+                      digest(cache_key(model, folding, scope, index, False), PYNQ_TOP_VERSION,
+                             _SOURCE_HASH), build, load_build)

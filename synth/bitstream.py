@@ -32,11 +32,11 @@ constant ``always @*`` blocks).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcp.hw.pynq_top import CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, ENGINE_INSTANCE, VLNV, generate_pynq
 from lcp.ir import IRError, Model, save
 
 from .tools import SynthError, ToolFailed, find_tool, have_tool, run_tool, verilator_env
@@ -184,7 +184,6 @@ close_project
 
 
 def _tcl_build(p: Project, jobs: int) -> str:
-    from lcp.hw.pynq_top import CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, ENGINE_INSTANCE, VLNV
 
     b = p.board
     eng, eng_base, eng_range = ENGINE_INSTANCE
@@ -328,8 +327,6 @@ def write_project(model: Model, out_dir: str | Path, *, board: str = "pynq-z2", 
     SynthError
         when the top does not pass the lint.
     """
-    from lcp.hw.pynq_top import generate_pynq
-
     if board not in BOARDS:
         raise IRError(f"unknown board {board!r} (known: {', '.join(BOARDS)})")
     if folding is not None:
@@ -368,7 +365,7 @@ Build (Vivado {VIVADO_VERSION}, {p.board.board_files}):
 It packages `hdl/lcp_pynq.v` as IP, builds the block design, runs implementation and writes
 `overlay/{_OVERLAY}.bit` and `overlay/{_OVERLAY}.hwh`. Then copy `overlay/` to the board and:
 
-    from lcp.sw.pynq_driver import LcpOverlay
+    from lcp.sw.pynq.executors import LcpOverlay
     ol = LcpOverlay("overlay/{_OVERLAY}.bit")
     y = ol.predict(x)
 

@@ -90,7 +90,7 @@ def test_register_values(tiny):
 
 
 def test_driver_vlnv_matches():
-    from lcp.sw import pynq_driver
+    from lcp.sw.pynq import driver as pynq_driver
     assert pynq_driver.VLNV == pynq_top.VLNV
 
 
@@ -99,7 +99,8 @@ def test_cocotb_registers_and_streams(tmp_path):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    from lcp.sw.pynq_simtb import _verilator_path, compile_top, sim_dir
+    from lcp.hw.sim import verilator_env
+    from lcp.sw.pynq.simtb import compile_top, sim_dir
 
     b = tiny_build(32)
     compile_top(b.dir)
@@ -115,7 +116,7 @@ def test_cocotb_registers_and_streams(tmp_path):
     (tmp_path / "expected.json").write_text(json.dumps(
         {"consts": {str(k): v for k, v in register_values(b.info).items()},
          "in_width": 32, "out_width": 32}))
-    _verilator_path()
+    verilator_env()
     env = {"LCP_PYNQ_TB_DIR": str(tmp_path), "COCOTB_LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     xml = tmp_path / "results.xml"
