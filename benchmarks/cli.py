@@ -2,7 +2,8 @@
 ``sim-demo``, ``hw-bench``, ``pynq-bench``.
 
 Registered with the command line through the ``lcp.commands`` entry points (pyproject.toml), so
-the library never imports this package.
+the library never imports this package. Each command imports its benchmark module when it
+runs: they pull in torch, Brevitas, pynq and Dask, which no other ``lcp`` command needs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import typer
 
 from lcp.usage import UsageError
 
-from . import bench, demo, hw, pynq, reproduce, sim_demo
-
 __all__ = ["register"]
 
 
@@ -25,6 +24,7 @@ def register(app: typer.Typer) -> None:
                  force: bool = typer.Option(False, help="retrain the cached demo model")):
         """Train (or reuse) LeNet-5 split4 w4a4, golden reference on the held-out images,
         accuracy and counters."""
+        from . import demo  # late: see the module docstring
         demo.run_demo(runs, force=force, out=typer.echo)
 
     @app.command("bench")
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
                       None, help="comma-separated parts: golden,hw,synth,pynq,cluster"),
                   quick: bool = typer.Option(False, help="fewer models and requests")):
         """Benchmarks with their baselines measured in the same run (JSON in RESULTS/)."""
+        from . import bench  # late: see the module docstring
         parts = bench.PARTS if only is None else tuple(p.strip() for p in only.split(",") if p)
         try:
             status = bench.run_bench(runs, results, only=parts, quick=quick, out=typer.echo)
@@ -52,8 +53,10 @@ def register(app: typer.Typer) -> None:
                       readme: Optional[Path] = typer.Option(
                           Path("README.md"), help="README whose figure block is refreshed")):
         """Write REPRODUCTION.md (counters of the zoo, accuracies, every benchmark section)."""
-        reproduce.write_reproduction(output, results, runs, cache=runs / "ir-cache",
-                           progress=lambda name: typer.echo(f"counted {name}", err=True))
+        from . import reproduce  # late: see the module docstring
+        reproduce.write_reproduction(
+            output, results, runs, cache=runs / "ir-cache",
+            progress=lambda name: typer.echo(f"counted {name}", err=True))
         typer.echo(f"wrote {output}")
         if readme is not None and readme.exists():
             reproduce.update_readme_figures(readme, reproduce.readme_block(results, runs))
@@ -66,6 +69,7 @@ def register(app: typer.Typer) -> None:
             budget: str = typer.Option("xc7z020", help="device budget for the folding"),
             waves: bool = typer.Option(False, "--waves", help="write a VCD of the first batch")):
         """Held-out MNIST images through the simulated LCP core, checked against golden."""
+        from . import sim_demo  # late: see the module docstring
         sim_demo.run_demo(model, images=images, budget=budget, waves=waves, out=typer.echo)
 
     @app.command("hw-bench")
@@ -76,6 +80,7 @@ def register(app: typer.Typer) -> None:
             output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                   help="also write the rows as JSON")):
         """Hardware benchmarks: simulated vs modelled cycles, simulator speed, resources."""
+        from . import hw  # late: see the module docstring
         args = ["--runs", str(runs), "--results", str(results)] + (["--quick"] if quick else [])
         if output is not None:
             args += ["-o", str(output)]
@@ -89,6 +94,7 @@ def register(app: typer.Typer) -> None:
             images: int = typer.Option(64, help="images per batch size")):
         """The PYNQ driver on the simulated board: images/s through the driver, the driver's
         own overhead per call (time outside the simulator), hardware cycles per image."""
+        from . import pynq  # late: see the module docstring
         r = pynq.run_bench(results, runs, images=images, out=typer.echo)
         if not r["bit_exact"]:
             raise SystemExit(1)

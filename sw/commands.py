@@ -16,6 +16,7 @@ from lcp.usage import (INPUT_FORMAT_HELP, UsageError, check_parent, counters_tab
 
 __all__ = ["register"]
 
+
 def register(app: typer.Typer) -> None:
     _register_info(app)
     _register_project(app)
