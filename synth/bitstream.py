@@ -36,7 +36,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lcp.hw.pynq_top import CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, ENGINE_INSTANCE, VLNV, generate_pynq
+from lcp.hw.pynq_regs import CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, ENGINE_INSTANCE, VLNV
+from lcp.hw.pynq_top import generate_pynq
 from lcp.ir import IRError, Model, save
 
 from .tools import SynthError, ToolFailed, find_tool, have_tool, run_tool, verilator_env
@@ -264,7 +265,7 @@ connect_bd_net [get_bd_pins rst_ps7_0_{CLOCK_MHZ}M/peripheral_aresetn] \\
     [get_bd_pins ps7_0_axi_periph/M00_ARESETN] [get_bd_pins ps7_0_axi_periph/M01_ARESETN] \\
     [get_bd_pins axi_smc/aresetn] [get_bd_pins {eng}/aresetn]
 
-# address map (lcp.hw.pynq_top.ENGINE_INSTANCE / DMA_INSTANCE)
+# address map (lcp.hw.pynq_regs.ENGINE_INSTANCE / DMA_INSTANCE)
 set ps_data [get_bd_addr_spaces processing_system7_0/Data]
 assign_bd_address -offset 0x{dma_base:08X} -range {k(dma_range)} -target_address_space $ps_data \\
     [get_bd_addr_segs {dma}/S_AXI_LITE/Reg] -force

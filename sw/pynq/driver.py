@@ -57,7 +57,7 @@ from lcp.ir import IRError, Model
 __all__ = ["VLNV", "PynqError", "BoardUnavailable", "ModelMismatch", "InputMismatch",
            "DriverTimeout", "DmaError", "LcpEngine", "LcpDriver"]
 
-#: VLNV the engine's IP is packaged with (:data:`lcp.hw.pynq_top.VLNV`; checked by a test).
+#: VLNV the engine's IP is packaged with (:data:`lcp.hw.pynq_regs.VLNV`; checked by a test).
 VLNV = "lcp:lcp:lcp_engine:1.0"
 
 

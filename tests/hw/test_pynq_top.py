@@ -15,9 +15,10 @@ import pytest
 from lcp.golden import Golden
 from lcp.hw.build import lower
 from lcp.hw.plumbing import pack_frames
-from lcp.hw import pynq_top
-from lcp.hw.pynq_top import (AXIL_ADDR_WIDTH, ID_MAGIC, EngineInfo, PynqTop, RegisterFile,
-                             register_values, regmap_json, regmap_markdown)
+from lcp.hw import pynq_axil, pynq_regs
+from lcp.hw.pynq_axil import RegisterFile, register_values, regmap_json, regmap_markdown
+from lcp.hw.pynq_regs import AXIL_ADDR_WIDTH, ID_MAGIC, EngineInfo
+from lcp.hw.pynq_top import PynqTop
 
 from tests.pynq_common import tiny_build, tiny_folding, tiny_model
 
@@ -63,7 +64,7 @@ def test_register_offsets_are_distinct_and_fit():
 
 def test_docstring_table_lists_every_register():
     """The table in the module docstring names every register at its offset."""
-    doc = pynq_top.__doc__
+    doc = pynq_axil.__doc__
     rows = dict(re.findall(r"^(0x[0-9A-F]{3})\s+([A-Z_0-9./]+)", doc, re.M))
     for r in RegisterFile.MAP:
         key = f"0x{r.offset:03X}"
@@ -86,12 +87,12 @@ def test_register_values(tiny):
     assert lo == m.tensors[m.output].lo
     assert v[0x38] == info.inp.words and v[0x3C] == info.out.words
     j = regmap_json(info)
-    assert j["values"]["0x000"] == ID_MAGIC and j["vlnv"] == pynq_top.VLNV
+    assert j["values"]["0x000"] == ID_MAGIC and j["vlnv"] == pynq_regs.VLNV
 
 
 def test_driver_vlnv_matches():
     from lcp.sw.pynq import driver as pynq_driver
-    assert pynq_driver.VLNV == pynq_top.VLNV
+    assert pynq_driver.VLNV == pynq_regs.VLNV
 
 
 def test_cocotb_registers_and_streams(tmp_path):
