@@ -27,6 +27,8 @@ import numpy as np
 from lcp.ir import IRError, Model
 
 from .base import DEVICES, Resources, divisors
+from .graph import lower_branch, lower_core
+from .mvu import lut_mult_cost
 
 __all__ = ["Folding", "DEFAULT_AXIS_WIDTH", "choose", "candidates", "Choice", "allocate_dsps"]
 
@@ -210,8 +212,6 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     cost at most :data:`NARROW_SLACK` of latency and interval, and the greedy resumes with the
     freed resources.
     """
-    from .graph import lower_branch, lower_core
-
     if target is None and budget is None:
         raise IRError("choose a folding for a --target-cycles or a --budget (or both)")
     if isinstance(budget, str):
@@ -363,8 +363,6 @@ def allocate_dsps(graph, dsps: int) -> dict[str, int]:
     Changes the plans of ``graph`` in place; returns layer name -> DSP lanes (for every folded
     layer, 0 included).
     """
-    from .mvu import lut_mult_cost
-
     mvus = [n.plan.mvu for n in graph.nodes if n.kind in ("conv", "dense")
             and not n.plan.mvu.constant]
     mvus.sort(key=lambda p: (-lut_mult_cost(p.wbits, p.xbits), -p.pe * p.simd, p.name))

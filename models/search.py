@@ -41,8 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lcp.datasets import load as load_dataset
+
 from .common import quant_relu
-from .data import load as load_dataset
 from .exchange import (ExchangeNet, ExchangePoint, ExchangePolicy, _value, all_points,
                        build_exchange, candidate_points, exchange_bytes, exchange_shapes)
 from .zoo import ARCHS

@@ -2,7 +2,7 @@
 
 import json
 
-from lcp.hw.bench import BENCH_FILE, markdown
+from lcp.benchmarks.hw import BENCH_FILE, markdown
 
 
 def test_markdown_from_results(tmp_path):
