@@ -46,6 +46,7 @@ from lcp.datasets import load as load_dataset
 from .common import quant_relu
 from .exchange import (ExchangeNet, ExchangePoint, ExchangePolicy, _value, all_points,
                        build_exchange, candidate_points, exchange_bytes, exchange_shapes)
+from .train import TrainConfig, _shift as _train_shift, train
 from .zoo import ARCHS
 
 __all__ = ["SearchConfig", "SuperNet", "search_space", "modelled_latency", "pareto_front",
@@ -195,8 +196,7 @@ def pareto_front(rows: list[dict], acc="val_accuracy", cost="bytes") -> list[dic
 
 
 def _shift(x, gen, p=2):
-    from .train import _shift as shift
-    return shift(x, p, gen)
+    return _train_shift(x, p, gen)
 
 
 def _train_supernet(net, space, x, y, cfg, log):
@@ -234,7 +234,6 @@ def _accuracy(net, x, y) -> float:
 
 
 def _run_name(cfg: SearchConfig, text: str) -> str:
-    from .train import TrainConfig
     return TrainConfig(arch=cfg.arch, dataset=cfg.dataset, split=cfg.split, widen=cfg.widen,
                        weight_bits=cfg.weight_bits, act_bits=cfg.act_bits,
                        epochs=cfg.retrain_epochs, seed=cfg.seed, exchange=text or None,
@@ -338,7 +337,7 @@ def search(cfg: SearchConfig, out: Path, log=print, train_fn=None, runs=None) ->
     log(f"[search] Pareto front: {len(front)} policies; retraining {chosen} next to LCP and "
         f"model parallelism ({cfg.retrain_epochs} epochs each)")
     if train_fn is None:
-        from .train import train as train_fn
+        train_fn = train
     retrained = {}
     for text in ["", mp.text(), *chosen]:
         t0 = time.perf_counter()

@@ -13,11 +13,12 @@ from typing import Optional
 
 import typer
 
+from lcp.usage import UsageError
+
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    from .cli import UsageError
 
     @app.command("search")
     def search_cmd(
@@ -38,8 +39,9 @@ def register(app: typer.Typer) -> None:
                                                help="default results/search/ARCH-splitS"),
             runs: Path = typer.Option(Path("runs"), help="runs root of the retrained models")):
         """Search exchange points (one-shot supernet): accuracy vs bytes per inference."""
-        from lcp.models.search import SearchConfig, search
-        from lcp.models.zoo import ARCHS
+        # late: lcp.models pulls in torch and Brevitas, which only this command needs
+        from lcp.models.search import SearchConfig, search  # late: torch, as above
+        from lcp.models.zoo import ARCHS  # late: torch, as above
 
         if arch not in ARCHS:
             raise UsageError(f"--arch {arch!r}: one of {', '.join(ARCHS)}")

@@ -242,8 +242,8 @@ def prepare_family(name: str, cache: Path, *, train: bool = True, epochs: int = 
 
     # late: lcp.models pulls in torch and Brevitas, which only this path needs
     import lcp.models as M
-    from lcp.models.exchange import build_exchange
-    from lcp.models.export import calibrate, example_input, export_qonnx
+    from lcp.models.exchange import build_exchange  # late: torch and Brevitas, as above
+    from lcp.models.export import calibrate, example_input, export_qonnx  # late: as above
 
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)

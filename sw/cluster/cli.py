@@ -22,6 +22,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from lcp.golden import Golden
 from lcp.sw.cli import UsageError
 from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
 
@@ -308,7 +309,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"lcp: warning: degraded answer, branches {list(res.missing)} missing "
                        f"(zeroed): {res.error}", err=True)
         if check:
-            from lcp.golden import Golden
             ref = Golden(m).run_int(xq)
             same = int(np.sum(np.all(res.y.reshape(len(ref), -1) == ref.reshape(len(ref), -1),
                                      axis=1)))
