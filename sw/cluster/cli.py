@@ -20,6 +20,7 @@ from typing import List, Optional
 import typer
 
 from lcp.sw.cli import UsageError
+from . import simcli
 
 __all__ = ["register", "parse_resources"]
 
@@ -141,6 +142,7 @@ def register(app: typer.Typer) -> None:
     cluster = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="Distributed inference on Dask: run, benchmark, emulate links.")
     app.add_typer(cluster, name="cluster")
+    simcli.register(cluster)
 
     @app.command("worker")
     def worker_cmd(
