@@ -171,6 +171,8 @@ SECTIONS = [
     ("Synthesis (FPGA and ASIC)", "lcp.synth.bench:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.sw.pynq_driver:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
+    ("Cluster simulator, the paper's Raspberry Pi cluster, dynamic placement",
+     "lcp.sw.cluster.simreport:markdown"),
 ]
 
 

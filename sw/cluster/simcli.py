@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -30,6 +31,11 @@ import typer
 from lcp.ir import IRError
 
 from lcp.sw.cli import UsageError
+
+#: One compute thread per process (BLAS included): with as many worker processes as cores, no
+#: process has more busy threads than it has a core for (OpenBLAS' default of one thread per
+#: core makes every layer wait for a second thread that another process holds).
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 #: Benchmark runs checked on two nodes (labels of :func:`.bench.default_runs`).
 CHECK_RUNS = ("original@1", "lcp8@1", "data/packed", "pipeline/packed", "pipeline/float32",
@@ -172,6 +178,8 @@ def register(cluster: typer.Typer) -> None:
             throughput_requests: int = typer.Option(40, help="requests for throughput"),
             concurrency: int = typer.Option(4, help="requests in flight for throughput"),
             out: Path = typer.Option(Path("runs/cluster-calibrate"), "-o", "--out"),
+            results: Optional[Path] = typer.Option(None, help="also write check.json here "
+                                                              "(results/cluster/sim_check.json)"),
             cache: Path = typer.Option(Path("runs/cluster-cache"), help="compiled model cache"),
             timeout: float = typer.Option(3600.0, help="seconds for everything"),
     ):
@@ -196,13 +204,15 @@ def register(cluster: typer.Typer) -> None:
         try:
             with Topology(nodes, bandwidth) as topo:
                 links = topo.write_links(out / "links.json")
-                with ProcessCluster(nodes, topology=topo, log_dir=out / "logs") as pc:
+                with ProcessCluster(nodes, topology=topo, log_dir=out / "logs",
+                                    env=ONE_THREAD) as pc:
                     base = ["ip", "netns", "exec", topo.dispatcher_ns, sys.executable, "-m",
                             "lcp.sw.cli", "cluster"]
                     drv = [*base, "calibrate-driver", "--scheduler", pc.address, "--nodes",
                            str(nodes), "--family", family, "--cache", str(Path(cache).resolve()),
                            "-o", str(out / "calibration.json")]
-                    subprocess.run(drv, check=True, timeout=timeout)
+                    env = {**os.environ, **ONE_THREAD}
+                    subprocess.run(drv, check=True, timeout=timeout, env=env)
                     args = [*base, "bench", "--scheduler", pc.address, "--links", str(links),
                             "--nodes", str(nodes), "--requests", str(requests),
                             "--throughput-requests", str(throughput_requests), "--concurrency",
@@ -211,7 +221,7 @@ def register(cluster: typer.Typer) -> None:
                             "--insecure"]
                     for r in run or CHECK_RUNS:
                         args += ["--run", r]
-                    subprocess.run(args, check=True, timeout=timeout)
+                    subprocess.run(args, check=True, timeout=timeout, env=env)
         except subprocess.CalledProcessError as e:
             raise UsageError(f"the calibration inside the emulated network failed (exit "
                              f"{e.returncode}); logs in {out / 'logs'}") from None
@@ -228,6 +238,9 @@ def register(cluster: typer.Typer) -> None:
                        f"measured {th['measured']:7.1f} predicted {th['predicted']:7.1f} "
                        f"({100 * th['error']:+6.1f} %)")
         typer.echo(f"wrote {out / 'check.json'}")
+        if results is not None:
+            _write(results, res)
+            typer.echo(f"wrote {results}")
 
     @cluster.command("calibrate-driver", hidden=True)
     def calibrate_driver_cmd(
@@ -243,7 +256,7 @@ def register(cluster: typer.Typer) -> None:
 
         fam = prepare_family(family, cache, train=False)
         typer.echo("[calibrate] timing every layer of the golden executor")
-        comp = calibrate_compute(list(fam.models.values()))
+        comp = calibrate_compute(list(fam.models.values()), repeats=15)
         typer.echo("[calibrate] probing the links")
         links, call = asyncio.run(_probe(scheduler, nodes, fam.models["original"]))
         _write(out, {"compute": comp, "links": links, "call_overhead_s": call,
@@ -265,12 +278,11 @@ async def _probe(scheduler: str, nodes: int, model):
         await client.wait_for_workers(nodes, timeout=60)
         links = await probe_links(client)
         async with Dispatcher(client, model, "single", nodes=1) as d:
-            (_, _, name), = d.slots
             addr = d._slots[0].addr
+            name = d._name(addr)
             key = d._slots[0].part.key
             xq = np.full((1, *model.input.shape), model.input.lo, dtype=np.int64)
             xmsg = wire.encode(xq, model.tensors[model.input.name], "packed")
-            import time
             extra = []
             for _ in range(15):
                 t0 = time.perf_counter()
@@ -298,7 +310,7 @@ def _check(out: Path, family: str, cache: Path, nodes: int, concurrency: int,
                       concurrency=concurrency)
     res = {"conditions": {"nodes": nodes, "tbf_rate": bandwidth,
                           "tbf_bps": parse_rate(bandwidth), "family": family,
-                          "concurrency": concurrency,
+                          "concurrency": concurrency, "threads_per_process": 1,
                           "loadavg": [bench.get("loadavg_before"), bench.get("loadavg_after")]},
            "calibration": cal, "rows": rows}
     _write(out / "check.json", res)
@@ -316,6 +328,7 @@ def register_replan(cluster: typer.Typer) -> None:
             after_s: float = typer.Option(4.0, help="seconds of requests after the re-plan"),
             interval: float = typer.Option(0.5, help="seconds between link probes"),
             out: Path = typer.Option(Path("runs/cluster-replan/replan.json"), "-o", "--out"),
+            logs: Path = typer.Option(Path("runs/cluster-replan/logs"), help="process logs"),
             cache: Path = typer.Option(Path("runs/cluster-cache"), help="compiled model cache"),
     ):
         """(root) Serve with dynamic HiDP placement on emulated links, lower one link's rate
@@ -339,7 +352,7 @@ def register_replan(cluster: typer.Typer) -> None:
         out = Path(out).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         with Topology(nodes, bandwidth) as topo:
-            with ProcessCluster(nodes, topology=topo, log_dir=out.parent / "logs") as pc:
+            with ProcessCluster(nodes, topology=topo, log_dir=Path(logs).resolve()) as pc:
                 cmd = ["ip", "netns", "exec", topo.dispatcher_ns, sys.executable, "-m",
                        "lcp.sw.cli", "cluster", "replan-driver", "--scheduler", pc.address,
                        "--nodes", str(nodes), "--prefix", topo.prefix, "--slow-rate", slow_rate,
@@ -348,8 +361,7 @@ def register_replan(cluster: typer.Typer) -> None:
                        str(Path(cache).resolve()), "-o", str(out)]
                 rc = subprocess.run(cmd, timeout=600).returncode
         if rc != 0:
-            raise UsageError(f"the re-planning run failed (exit {rc}); logs in "
-                             f"{out.parent / 'logs'}")
+            raise UsageError(f"the re-planning run failed (exit {rc}); logs in {logs}")
         res = json.loads(out.read_text())
         typer.echo(f"plan before: {res['plan_before']}")
         typer.echo(f"plan after:  {res['plan_after']}")
