@@ -7,14 +7,17 @@ LCP split4 / split8; VGG16 9,381 ms on one device, 887 / 399 ms LCP split4 / spl
 
 What the model takes from the paper: a device's speed, from its one-device latency and the
 original model's MACs (IR counters; seconds per MAC, the same for every op that has MACs,
-nothing for the others), so the one-device figure is reproduced by construction and every other
-figure is a prediction; the WiFi as one shared medium (one message at a time) at 62 Mbit/s
+nothing for the others), so the compute of one device is the paper's one-device figure by
+construction (the predicted one-device latency adds sending the input and the output, as our
+dispatcher does) and every other figure is a prediction; the WiFi as one shared medium (one message at a time) at 62 Mbit/s
 with 9 ms per message. What it takes from the IR: each layer's MACs and every tensor's bytes,
 of our AlexNet / VGG16 at 224x224 (``alexnet_imagenet``, ``vgg16_imagenet`` of the zoo, random
 weights) and of their split4 / split8 LCP versions. Tensors travel as float32 (what a float
-framework on the Pi sends; the ``packed`` columns are our 4-bit wire). The merge runs on one
-more device of the same speed (the paper's final node); HiDP's placement of the split8 model
-is chosen by the same model.
+framework on the Pi sends), or in our packed wire format (8-bit input, 4-bit activations), each
+message to one device (unicast), or, last variant, packed with a tensor that goes to several
+devices sent once (``broadcast``: the input of every branch, each node's slice in an
+all-gather). The merge runs on one more device of the same speed (the paper's final node);
+HiDP's placement of the split8 model is chosen by the same model.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ PAPER_RPI = {
 #: WiFi 62 Mbit/s, about 9 ms per small message, one shared medium.
 RPI_LINK = {"bandwidth_bps": 62e6, "latency_s": 0.009}
 _ARCH = {"alexnet": "alexnet_imagenet", "vgg16": "vgg16_imagenet"}
+#: Wire variants: name -> (encoding, broadcast).
+WIRES = {"float32": ("float32", False), "packed": ("packed", False),
+         "packed+broadcast": ("packed", True)}
 #: (label, model variant, strategy, nodes)
 CONFIGS = [("single", "original", "single", 1),
            ("model-parallel4", "original", "model-parallel", 4),
@@ -48,7 +54,8 @@ CONFIGS = [("single", "original", "single", 1),
            ("pipeline8", "original", "pipeline", 8)]
 
 
-def rpi_cluster(original: Model, single_ms: float, nodes: int = 8) -> ClusterSpec:
+def rpi_cluster(original: Model, single_ms: float, nodes: int = 8,
+                broadcast: bool = False) -> ClusterSpec:
     """Devices whose seconds per MAC make ``original`` take ``single_ms`` on one of them."""
     per_mac = single_ms / 1e3 / count(original).macs
     ops = {}
@@ -61,7 +68,7 @@ def rpi_cluster(original: Model, single_ms: float, nodes: int = 8) -> ClusterSpe
         return NodeSpec(name, 1, 1 << 30, dict(ops))
     return ClusterSpec(dev(DISPATCHER), [dev(f"pi{i}") for i in range(nodes)],
                        {"*": LinkSpec(RPI_LINK["bandwidth_bps"], RPI_LINK["latency_s"], 0)},
-                       "shared")
+                       "shared", broadcast=broadcast)
 
 
 def load_models(cache: Path, log=print) -> dict[str, dict[str, Model]]:
@@ -95,16 +102,17 @@ def predict(models: dict[str, dict[str, Model]], *, plots: Path | None = None) -
     paper's figures where it has them."""
     result = {"setting": {"link": "62 Mbit/s WiFi, one shared medium, 9 ms per message",
                           "device": "seconds per MAC from the paper's one-device latency",
-                          "encodings": ["float32", "packed"]}, "models": {}}
+                          "wires": {k: {"encoding": e, "broadcast": b}
+                                    for k, (e, b) in WIRES.items()}}, "models": {}}
     for fam, ms in models.items():
         paper = PAPER_RPI[fam]
-        cl = rpi_cluster(ms["original"], paper["single"])
         rows = {}
         for label, variant, strategy, n in CONFIGS:
             row = {"model": ms[variant].name, "strategy": strategy, "nodes": n,
                    "macs": count(ms[variant]).macs}
-            for enc in ("float32", "packed"):
-                plan = build_plan(ms[variant], strategy, cl, encoding=enc, nodes=n)
+            for enc, (encoding, bcast) in WIRES.items():
+                cl = rpi_cluster(ms["original"], paper["single"], broadcast=bcast)
+                plan = build_plan(ms[variant], strategy, cl, encoding=encoding, nodes=n)
                 s = summarize(plan, cl, requests=3, concurrency=1)
                 row[enc] = {"latency_ms": s["latency_ms"]["p50"],
                             "bytes_per_inference": s["bytes_per_inference"],
@@ -117,10 +125,10 @@ def predict(models: dict[str, dict[str, Model]], *, plots: Path | None = None) -
             if label in paper:
                 row["paper_ms"] = paper[label]
             rows[label] = row
-        single = rows["single"]["float32"]["latency_ms"]
         for label, row in rows.items():
-            for enc in ("float32", "packed"):
-                row[enc]["speedup_vs_single"] = single / row[enc]["latency_ms"]
+            for enc in WIRES:
+                row[enc]["speedup_vs_single"] = (rows["single"][enc]["latency_ms"]
+                                                 / row[enc]["latency_ms"])
             if "paper_ms" in row:
                 row["paper_speedup_vs_single"] = paper["single"] / row["paper_ms"]
         result["models"][fam] = rows

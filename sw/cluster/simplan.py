@@ -7,7 +7,9 @@ output elements for an op without MACs). A :class:`LinkSpec` is a device's link 
 network: bandwidth, one-way latency per message, bytes of framing per message, loss. A
 :class:`ClusterSpec` holds the dispatcher, the nodes, their links, the medium (``switched``:
 every device its own full-duplex link; ``shared``: one medium, WiFi-like, one message at a
-time) and optionally the host cores every device shares (an emulation on one machine).
+time; with ``broadcast`` a tensor one device sends to several is one transmission, as a
+multicast on a radio medium) and optionally the host cores every device shares (an emulation
+on one machine).
 
 :func:`build_plan` turns ``(model, strategy, cluster)`` into a :class:`Plan`: a list of
 :class:`Task` in dependency order. Strategies (the runtime's, :mod:`.dispatcher`, plus two
@@ -43,12 +45,14 @@ from . import wire
 from .parts import chain, choose_cuts
 
 __all__ = ["OpCost", "NodeSpec", "LinkSpec", "ClusterSpec", "Task", "Plan", "SIM_STRATEGIES",
-           "SIM_ENCODINGS", "layer_work", "wire_bytes", "build_plan", "DISPATCHER"]
+           "SIM_ENCODINGS", "layer_work", "wire_bytes", "build_plan", "DISPATCHER", "BROADCAST"]
 
 SIM_STRATEGIES = ("single", "data", "pipeline", "lcp", "hidp", "model-parallel", "exchange")
 #: Encodings whose size does not depend on the values (the simulator has none).
 SIM_ENCODINGS = ("packed", "float32")
 DISPATCHER = "dispatcher"
+#: Destination of a broadcast message (every device hears it).
+BROADCAST = "*"
 
 
 @dataclass
@@ -97,10 +101,13 @@ class ClusterSpec:
     links: dict                      # device name -> LinkSpec ("*": every other device)
     medium: str = "switched"         # or "shared"
     host_cores: int | None = None    # every device's compute shares these (emulation)
+    broadcast: bool = False          # shared medium: one transmission for several receivers
 
     def __post_init__(self):
         if self.medium not in ("switched", "shared"):
             raise IRError(f"medium must be switched or shared, not {self.medium!r}")
+        if self.broadcast and self.medium != "shared":
+            raise IRError("broadcast needs the shared medium")
         if not self.nodes:
             raise IRError("a cluster needs at least one node")
 
@@ -129,7 +136,8 @@ class ClusterSpec:
         try:
             return cls(node(d["dispatcher"]), [node(n) for n in d["nodes"]],
                        {k: LinkSpec(**v) for k, v in d["links"].items()},
-                       d.get("medium", "switched"), d.get("host_cores"))
+                       d.get("medium", "switched"), d.get("host_cores"),
+                       bool(d.get("broadcast", False)))
         except (KeyError, TypeError) as e:
             raise IRError(f"cluster description: missing or bad field {e}") from None
 
@@ -217,10 +225,11 @@ class _Builder:
         def need(t: str, node: str) -> list[int]:
             if loc[t] == node:
                 return [] if prod[t] is None else [prod[t]]
-            if (t, node) not in arrived:
+            key = (t, BROADCAST if self.c.broadcast else node)
+            if key not in arrived:
                 deps = [] if prod[t] is None else [prod[t]]
-                arrived[(t, node)] = self.send(loc[t], node, [t], deps)
-            return [arrived[(t, node)]]
+                arrived[key] = self.send(loc[t], key[1], [t], deps)
+            return [arrived[key]]
 
         for i, layer in m.schedule():
             node = where_branch(i)
@@ -236,7 +245,7 @@ class _Builder:
                 tid = self.send(node, merge_node, ts, [prod[t] for t in ts],
                                 label=f"reply {len(ts)} branch output(s)")
                 for t in ts:
-                    arrived[(t, merge_node)] = tid
+                    arrived[(t, BROADCAST if self.c.broadcast else merge_node)] = tid
         for layer in m.merge.layers:
             deps = [d for t in layer.inputs for d in need(t, merge_node)]
             prod[layer.output] = self.cpu(merge_node, [layer], deps, label=f"merge:{layer.name}")
@@ -272,7 +281,11 @@ class _Builder:
                 groups[-1].append(l)
         n = len(hosts)
         share = 1.0 / n
-        recv = {h: [self.send(DISPATCHER, h, [self.m.input.name], [])] for h in hosts}
+        if self.c.broadcast:
+            x = self.send(DISPATCHER, BROADCAST, [self.m.input.name], [])
+            recv = {h: [x] for h in hosts}
+        else:
+            recv = {h: [self.send(DISPATCHER, h, [self.m.input.name], [])] for h in hosts}
         gathers = 0
         for g, grp in enumerate(groups):
             comp = {h: self.cpu(h, grp, recv[h], share, label=f"group{g}/{n}") for h in hosts}
@@ -284,9 +297,12 @@ class _Builder:
             gathers += 1
             nxt = {h: [comp[h]] for h in hosts}
             for h in hosts:
+                if self.c.broadcast:                  # one transmission reaches every node
+                    tx = self.send(h, BROADCAST, [out], [comp[h]], share, label=f"gather {out}")
                 for o in hosts:
                     if o != h:
-                        nxt[o].append(self.send(h, o, [out], [comp[h]], share,
+                        nxt[o].append(tx if self.c.broadcast else
+                                      self.send(h, o, [out], [comp[h]], share,
                                                 label=f"gather {out}"))
             recv = nxt
         return gathers
@@ -373,7 +389,7 @@ def _plan_hidp(model, cluster, encoding, batch, names) -> Plan:
     from .simulator import simulate   # the engine evaluates each candidate (mutual module)
 
     sub = ClusterSpec(cluster.dispatcher, [cluster.node(n) for n in names], cluster.links,
-                      cluster.medium, cluster.host_cores)
+                      cluster.medium, cluster.host_cores, cluster.broadcast)
     best = None
     estimates = {}
     for label, cand in _hidp_candidates(model, sub):

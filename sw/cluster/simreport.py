@@ -59,35 +59,39 @@ def check_markdown(res: dict) -> list[str]:
 
 
 def paper_markdown(res: dict) -> list[str]:
-    lines = ["`lcp cluster paper` — " + res["setting"]["link"] + "; " +
-             res["setting"]["device"] + " (so the one-device figure is the paper's by "
-             "construction; every other figure is predicted from the IR's MACs and tensor "
+    wires = list(res["setting"]["wires"])
+    lines = ["`lcp cluster paper`: " + res["setting"]["link"] + "; " +
+             res["setting"]["device"] + " (so one device's compute is the paper's one-device "
+             "figure by construction, the one-device row adds sending input and output; every "
+             "other figure is predicted from the IR's MACs and tensor "
              "bytes of our 224x224 AlexNet / VGG16 and their LCP splits, random weights). "
-             "Tensors on the wire as float32 (a float framework on the Pi) and, last column, "
-             "as our 4-bit packed wire format. The merge runs on one more device.", "",
-             "| model | configuration | paper ms | paper speedup | predicted ms (float32) | "
-             "predicted speedup | predicted ms (packed) | kB per inference (float32) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Wire variants: `float32` (what a float framework on the Pi sends), `packed` (our "
+             "format: 8-bit input, 4-bit activations), each message to one device; "
+             "`packed+broadcast`: a tensor several devices need (every branch's input, each "
+             "slice of an all-gather) sent once on the radio. The merge runs on one more device. "
+             "Speedups are against one device with the same wire.", "",
+             "| model | configuration | paper ms | paper speedup | " +
+             " | ".join(f"predicted ms ({w}) | speedup" for w in wires) + " |",
+             "|---|---|---|---|" + "---|---|" * len(wires)]
     for fam, rows in res["models"].items():
         for label, r in rows.items():
             paper = (f"{r['paper_ms']:,} | {r['paper_speedup_vs_single']:.1f}x"
                      if "paper_ms" in r else "— | —")
-            f, p = r["float32"], r["packed"]
-            lines.append(f"| {fam} | {label} ({r['nodes']} device(s)) | {paper} | "
-                         f"{f['latency_ms']:,.0f} | {f['speedup_vs_single']:.1f}x | "
-                         f"{p['latency_ms']:,.0f} | {f['bytes_per_inference'] / 1e3:,.0f} |")
+            pred = " | ".join(f"{r[w]['latency_ms']:,.0f} | {r[w]['speedup_vs_single']:.1f}x"
+                              for w in wires)
+            lines.append(f"| {fam} | {label} ({r['nodes']} device(s)) | {paper} | {pred} |")
     a = res["models"].get("alexnet", {})
     if "lcp-split8" in a and "model-parallel8" in a:
         lp, mp = a["lcp-split8"], a["model-parallel8"]
-        lines += ["", f"AlexNet, LCP split8 vs model parallelism on 8 devices: predicted "
-                      f"{mp['float32']['latency_ms'] / lp['float32']['latency_ms']:.1f}x, "
-                      f"paper {mp['paper_ms'] / lp['paper_ms']:.1f}x; vs one device: predicted "
-                      f"{lp['float32']['speedup_vs_single']:.1f}x, paper "
-                      f"{lp['paper_speedup_vs_single']:.1f}x."]
-    hidp = [(fam, rows["hidp-split8"]["float32"]["notes"]) for fam, rows in res["models"].items()
-            if "hidp-split8" in rows]
-    for fam, notes in hidp:
-        lines.append(f"{fam} HiDP on the same model: {'; '.join(notes)}.")
+        lines += ["", "AlexNet, LCP split8 against model parallelism on 8 devices and against "
+                      f"one device: paper {mp['paper_ms'] / lp['paper_ms']:.1f}x and "
+                      f"{lp['paper_speedup_vs_single']:.1f}x; predicted " +
+                  ", ".join(f"{mp[w]['latency_ms'] / lp[w]['latency_ms']:.1f}x and "
+                            f"{lp[w]['speedup_vs_single']:.1f}x ({w})" for w in wires) + "."]
+    for fam, rows in res["models"].items():
+        if "hidp-split8" in rows:
+            lines.append(f"{fam}, HiDP on the same model (float32): "
+                         f"{'; '.join(rows['hidp-split8']['float32']['notes'])}.")
     return lines
 
 

@@ -118,6 +118,17 @@ def test_model_parallel_all_gathers_every_weighted_layer(zoo):
     assert simulate(build_plan(m, "model-parallel", sh), sh).latency_s[0] > r.latency_s[0]
     with pytest.raises(IRError, match="single-branch"):
         build_plan(zoo["cifarnet_s8"], "model-parallel", cl)
+    # broadcast on the shared medium: the input once, each slice once per gather
+    bc = make_cluster(n=n, medium="shared")
+    bc.broadcast = True
+    rb = simulate(build_plan(m, "model-parallel", bc), bc, requests=1)
+    assert rb.link_bytes[f"{DISPATCHER}->*"] == m.tensors[m.input.name].nbytes + 50
+    assert sum(v for k, v in rb.link_bytes.items() if not k.startswith(DISPATCHER)) == \
+        gathered // (n - 1) + sum(v for k, v in r.link_bytes.items()
+                                  if k.endswith(f"->{DISPATCHER}"))
+    assert rb.latency_s[0] < simulate(build_plan(m, "model-parallel", sh), sh).latency_s[0]
+    with pytest.raises(IRError, match="broadcast needs the shared medium"):
+        make_cluster(n=2).__class__(bc.dispatcher, bc.nodes, bc.links, "switched", None, True)
 
 
 def test_data_splits_the_batch_and_hidp_picks_the_fastest_candidate(zoo):
