@@ -6,6 +6,10 @@
   from the IR counters, or its output elements for an op without MACs).
 * The PYNQ engine: its cost per op is its cycle model (:mod:`lcp.hw`) at the clock, so a node
   with ``--accel-backend pynq`` is described by cycles, not by a fit (:func:`engine_costs`).
+* A node runs the layers slower than the timing loop (its compute runs in a thread beside Dask's
+  event loop, on cold caches): the whole calibration model is run on a node (``lcp_run``, the
+  node's own compute time) and the ratio to the fitted cost scales every cost
+  (``node_slowdown``), one factor from one configuration.
 * Links (:func:`probe_links`, run where the dispatcher runs): round trip of an empty
   ``lcp_probe`` call to every node (two messages), of one carrying 64 KiB and 256 KiB (the
   slope is the bandwidth), TCP payload bytes per empty call (framing bytes per message, from
@@ -141,11 +145,14 @@ async def probe_links(client, rounds: int = 15) -> dict:
 
 
 def cluster_from(calib: dict, nodes: int, *, bandwidth_bps: float | None = None,
-                 host_cores: int | None = None, call_overhead_s: float = 0.0) -> ClusterSpec:
+                 host_cores: int | None = None, call_overhead_s: float = 0.0,
+                 slowdown: float = 1.0) -> ClusterSpec:
     """A :class:`ClusterSpec` of ``nodes`` identical one-core nodes from a calibration: the
-    golden costs, the links' median round trip (half per message, plus half the call
+    golden costs (times ``slowdown``: how much slower a node ran the calibration model than
+    the fit says), the links' median round trip (half per message, plus half the call
     overhead), bandwidth and framing."""
-    costs = {k: OpCost(**v) for k, v in calib["compute"]["costs"].items()}
+    costs = {k: OpCost(v["fixed_s"] * slowdown, v["per_unit_s"] * slowdown)
+             for k, v in calib["compute"]["costs"].items()}
     links = list(calib["links"].values())
     rtt = float(np.median([l["rtt_s"] for l in links]))
     bw = bandwidth_bps or float(np.median([l["bandwidth_bps"] for l in links]))

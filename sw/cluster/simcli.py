@@ -68,7 +68,8 @@ def _cluster(cluster_json, calibration, nodes, bandwidth, latency_ms, medium, ms
         try:
             cal = json.loads(Path(calibration).read_text())
             cl = cluster_from(cal, nodes, bandwidth_bps=bps, host_cores=host_cores,
-                              call_overhead_s=cal.get("call_overhead_s", 0.0))
+                              call_overhead_s=cal.get("call_overhead_s", 0.0),
+                              slowdown=cal.get("node_slowdown", 1.0))
         except (OSError, ValueError, KeyError) as e:
             raise UsageError(f"--calibration {calibration}: not a calibration file ({e})") \
                 from None
@@ -262,18 +263,24 @@ def register(cluster: typer.Typer) -> None:
         typer.echo("[calibrate] timing every layer of the golden executor")
         comp = calibrate_compute(list(fam.models.values()), repeats=15)
         typer.echo("[calibrate] probing the links")
-        links, call = asyncio.run(_probe(scheduler, nodes, fam.models["original"]))
+        links, call, t_node = asyncio.run(_probe(scheduler, nodes, fam.models["original"]))
+        # the node runs the same layers slower than this process's best-of timing (a worker
+        # thread beside Dask's event loop, cold caches): one factor, from this one run
+        slowdown = t_node / (comp["models"][fam.models["original"].name]["fitted_ms"] / 1e3)
         _write(out, {"compute": comp, "links": links, "call_overhead_s": call,
+                     "node_compute_s": t_node, "node_slowdown": slowdown,
                      "family": family, "nodes": nodes})
         for k, v in links.items():
             typer.echo(f"  {k}: round trip {1e3 * v['rtt_s']:.2f} ms, "
                        f"{v['bandwidth_bps'] / 1e6:.2f} Mbit/s, {v['overhead_bytes']} B/message")
-        typer.echo(f"  lcp_run call overhead {1e3 * call:.2f} ms; wrote {out}")
+        typer.echo(f"  lcp_run call overhead {1e3 * call:.2f} ms; the whole model on a node "
+                   f"{1e3 * t_node:.2f} ms = {slowdown:.2f}x the fitted layer costs; wrote {out}")
 
 
 async def _probe(scheduler: str, nodes: int, model):
     """Link probes, then the extra round trip of ``lcp_run`` (whole model on node 0) over the
-    node's own compute time, the probe's round trip and the payload's transfer time."""
+    node's own compute time, the probe's round trip and the payload's transfer time, and the
+    node's compute time (median)."""
     from . import wire
     from .calibrate import probe_links
     from .dispatcher import Dispatcher, connect
@@ -287,15 +294,16 @@ async def _probe(scheduler: str, nodes: int, model):
             key = d._slots[0].part.key
             xq = np.full((1, *model.input.shape), model.input.lo, dtype=np.int64)
             xmsg = wire.encode(xq, model.tensors[model.input.name], "packed")
-            extra = []
+            extra, t_node = [], []
             for _ in range(15):
                 t0 = time.perf_counter()
                 r = await d._rpc(addr, "lcp_run", keys=[key], x=xmsg, enc="packed")
                 extra.append(time.perf_counter() - t0 - r["t"])
+                t_node.append(r["t"])
         lk = links[name]
         nbytes = len(xmsg["d"]) + model.tensors[model.output].nbytes
         call = float(np.median(extra)) - lk["rtt_s"] - 8 * nbytes / lk["bandwidth_bps"]
-        return links, max(0.0, call)
+        return links, max(0.0, call), float(np.median(t_node))
 
 
 def _check(out: Path, family: str, cache: Path, nodes: int, concurrency: int,
@@ -309,7 +317,7 @@ def _check(out: Path, family: str, cache: Path, nodes: int, concurrency: int,
     fam = prepare_family(family, cache, train=False)
     # every device of the emulation shares this machine's cores
     cl = cluster_from(cal, nodes, host_cores=os.cpu_count(),
-                      call_overhead_s=cal["call_overhead_s"])
+                      call_overhead_s=cal["call_overhead_s"], slowdown=cal["node_slowdown"])
     rows = check_rows(bench["families"][family]["rows"], fam.models, cl,
                       concurrency=concurrency)
     res = {"conditions": {"nodes": nodes, "tbf_rate": bandwidth,

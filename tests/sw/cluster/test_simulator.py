@@ -227,3 +227,26 @@ def test_summary_json_and_timeline(zoo, tmp_path):
     back = ClusterSpec.from_json(json.loads(json.dumps(cl.to_json())))
     assert simulate(build_plan(m, "lcp", back), back).latency_s == \
         simulate(plan, cl).latency_s
+
+
+def test_cluster_from_a_calibration_and_the_check_rows(zoo):
+    from lcp.sw.cluster.calibrate import check_rows, cluster_from
+
+    m = zoo["lenet5_s1"]
+    cal = {"compute": {"costs": {"*": {"fixed_s": FIXED, "per_unit_s": PER_MAC}}},
+           "links": {"node00": {"rtt_s": 2e-3, "bandwidth_bps": 8e6, "overhead_bytes": 50},
+                     "node01": {"rtt_s": 4e-3, "bandwidth_bps": 8e6, "overhead_bytes": 50}}}
+    cl = cluster_from(cal, 2, host_cores=2, call_overhead_s=1e-3, slowdown=2.0)
+    assert cl.link("node01").latency_s == pytest.approx((3e-3 + 1e-3) / 2)
+    assert cl.nodes[1].costs["*"].per_unit_s == pytest.approx(2 * PER_MAC)
+    pred = simulate(build_plan(m, "single", cl), cl).latency_s[0]
+    row = {"label": "original@1", "variant": "original", "strategy": "single",
+           "encoding": "packed", "batch": 1, "nodes_requested": 1,
+           "latency_ms": {"p50": 2e3 * pred}, "throughput_images_s": 10.0,
+           "tcp_bytes_per_inference": {"total": 1000.0}}
+    out, = check_rows([row], {"original": m}, cl, concurrency=2)
+    assert out["latency_p50_ms"]["predicted"] == pytest.approx(1e3 * pred)
+    assert out["latency_p50_ms"]["error"] == pytest.approx(-0.5)
+    bad, = check_rows([{**row, "strategy": "pipeline", "variant": "s4"}],
+                      {"s4": zoo["lenet5_s4"]}, cl)
+    assert "single-branch" in bad["error"]
