@@ -7,9 +7,10 @@
 * The PYNQ engine: its cost per op is its cycle model (:mod:`lcp.hw`) at the clock, so a node
   with ``--accel-backend pynq`` is described by cycles, not by a fit (:func:`engine_costs`).
 * A node runs the layers slower than the timing loop (its compute runs in a thread beside Dask's
-  event loop, on cold caches): the whole calibration model is run on a node (``lcp_run``, the
-  node's own compute time) and the ratio to the fitted cost scales every cost
-  (``node_slowdown``), one factor from one configuration.
+  event loop): two reference models (few wide layers, many narrow ones) are run whole on a node
+  (``lcp_run``, the node's own compute time), and ``t = slowdown * fitted + layers *
+  per_layer`` is solved for the two factors (:func:`node_factors`); these two configurations
+  calibrate, the others check.
 * Links (:func:`probe_links`, run where the dispatcher runs): round trip of an empty
   ``lcp_probe`` call to every node (two messages), of one carrying 64 KiB and 256 KiB (the
   slope is the bandwidth), TCP payload bytes per empty call (framing bytes per message, from
@@ -36,7 +37,7 @@ from .simplan import (DISPATCHER, ClusterSpec, LinkSpec, NodeSpec, OpCost, build
 from .simulator import summarize
 
 __all__ = ["time_layers", "fit_costs", "calibrate_compute", "probe_links", "cluster_from",
-           "check_rows", "engine_costs"]
+           "check_rows", "engine_costs", "node_factors"]
 
 
 def time_layers(model: Model, repeats: int = 5, batch: int = 1, seed: int = 0) -> list[dict]:
@@ -103,6 +104,20 @@ def calibrate_compute(models: list[Model], repeats: int = 5) -> dict:
             "models": per_model}
 
 
+def node_factors(comp: dict, models: list[Model], t_node: list[float]) -> tuple[float, float]:
+    """``(slowdown, per_layer_s)`` >= 0 with ``t_node[i] = slowdown * fitted_i + per_layer_s *
+    layers_i`` for the models' fitted costs (``comp = calibrate_compute(...)``)."""
+    f = np.array([comp["models"][m.name]["fitted_ms"] / 1e3 for m in models])
+    n = np.array([sum(1 for _ in m.layers()) for m in models], float)
+    t = np.asarray(t_node, float)
+    (a, b), *_ = np.linalg.lstsq(np.vstack([f, n]).T, t, rcond=None)
+    if b < 0:
+        a, b = float(t @ f / (f @ f)), 0.0
+    if a < 0:
+        a, b = 0.0, float(t @ n / (n @ n))
+    return float(a), float(b)
+
+
 def engine_costs(cycles_per_op: dict[str, float], clock_hz: float) -> dict[str, OpCost]:
     """Costs of an accelerator node from its cycle model: ``cycles_per_op[op]`` cycles per
     unit of work (MAC or element) at ``clock_hz``."""
@@ -146,12 +161,12 @@ async def probe_links(client, rounds: int = 15) -> dict:
 
 def cluster_from(calib: dict, nodes: int, *, bandwidth_bps: float | None = None,
                  host_cores: int | None = None, call_overhead_s: float = 0.0,
-                 slowdown: float = 1.0) -> ClusterSpec:
+                 slowdown: float = 1.0, layer_overhead_s: float = 0.0) -> ClusterSpec:
     """A :class:`ClusterSpec` of ``nodes`` identical one-core nodes from a calibration: the
-    golden costs (times ``slowdown``: how much slower a node ran the calibration model than
-    the fit says), the links' median round trip (half per message, plus half the call
+    golden costs (times ``slowdown``, plus ``layer_overhead_s`` per layer: how a node runs
+    the layers, :func:`node_factors`), the links' median round trip (half per message, plus half the call
     overhead), bandwidth and framing."""
-    costs = {k: OpCost(v["fixed_s"] * slowdown, v["per_unit_s"] * slowdown)
+    costs = {k: OpCost(v["fixed_s"] * slowdown + layer_overhead_s, v["per_unit_s"] * slowdown)
              for k, v in calib["compute"]["costs"].items()}
     links = list(calib["links"].values())
     rtt = float(np.median([l["rtt_s"] for l in links]))

@@ -69,7 +69,8 @@ def _cluster(cluster_json, calibration, nodes, bandwidth, latency_ms, medium, ms
             cal = json.loads(Path(calibration).read_text())
             cl = cluster_from(cal, nodes, bandwidth_bps=bps, host_cores=host_cores,
                               call_overhead_s=cal.get("call_overhead_s", 0.0),
-                              slowdown=cal.get("node_slowdown", 1.0))
+                              slowdown=cal.get("node_slowdown", 1.0),
+                              layer_overhead_s=cal.get("node_layer_overhead_s", 0.0))
         except (OSError, ValueError, KeyError) as e:
             raise UsageError(f"--calibration {calibration}: not a calibration file ({e})") \
                 from None
@@ -263,21 +264,27 @@ def register(cluster: typer.Typer) -> None:
         typer.echo("[calibrate] timing every layer of the golden executor")
         comp = calibrate_compute(list(fam.models.values()), repeats=15)
         typer.echo("[calibrate] probing the links")
-        links, call, t_node = asyncio.run(_probe(scheduler, nodes, fam.models["original"]))
-        # the node runs the same layers slower than this process's best-of timing (a worker
-        # thread beside Dask's event loop, cold caches): one factor, from this one run
-        slowdown = t_node / (comp["models"][fam.models["original"].name]["fitted_ms"] / 1e3)
+        ref = [fam.models["original"], fam.models["split8"]]
+        links, call, t_node = asyncio.run(_probe(scheduler, nodes, ref))
+        # a node runs the layers slower than this process's best-of timing (its compute
+        # thread beside Dask's event loop): t_node = slowdown * fitted + layers * per_layer,
+        # solved on the two reference models (whole on one node)
+        from .calibrate import node_factors
+        slowdown, per_layer = node_factors(comp, ref, t_node)
         _write(out, {"compute": comp, "links": links, "call_overhead_s": call,
-                     "node_compute_s": t_node, "node_slowdown": slowdown,
+                     "node_compute_s": dict(zip([m.name for m in ref], t_node)),
+                     "node_slowdown": slowdown, "node_layer_overhead_s": per_layer,
                      "family": family, "nodes": nodes})
         for k, v in links.items():
             typer.echo(f"  {k}: round trip {1e3 * v['rtt_s']:.2f} ms, "
                        f"{v['bandwidth_bps'] / 1e6:.2f} Mbit/s, {v['overhead_bytes']} B/message")
-        typer.echo(f"  lcp_run call overhead {1e3 * call:.2f} ms; the whole model on a node "
-                   f"{1e3 * t_node:.2f} ms = {slowdown:.2f}x the fitted layer costs; wrote {out}")
+        typer.echo(f"  lcp_run call overhead {1e3 * call:.2f} ms; on a node "
+                   f"{', '.join(f'{m.name} {1e3 * t:.2f} ms' for m, t in zip(ref, t_node))}: "
+                   f"{slowdown:.2f}x the fitted costs + {1e3 * per_layer:.3f} ms per layer; "
+                   f"wrote {out}")
 
 
-async def _probe(scheduler: str, nodes: int, model):
+async def _probe(scheduler: str, nodes: int, models):
     """Link probes, then the extra round trip of ``lcp_run`` (whole model on node 0) over the
     node's own compute time, the probe's round trip and the payload's transfer time, and the
     node's compute time (median)."""
@@ -288,22 +295,27 @@ async def _probe(scheduler: str, nodes: int, model):
     async with connect(scheduler) as client:
         await client.wait_for_workers(nodes, timeout=60)
         links = await probe_links(client)
-        async with Dispatcher(client, model, "single", nodes=1) as d:
-            addr = d._slots[0].addr
-            name = d._name(addr)
-            key = d._slots[0].part.key
-            xq = np.full((1, *model.input.shape), model.input.lo, dtype=np.int64)
-            xmsg = wire.encode(xq, model.tensors[model.input.name], "packed")
-            extra, t_node = [], []
-            for _ in range(15):
-                t0 = time.perf_counter()
-                r = await d._rpc(addr, "lcp_run", keys=[key], x=xmsg, enc="packed")
-                extra.append(time.perf_counter() - t0 - r["t"])
-                t_node.append(r["t"])
-        lk = links[name]
-        nbytes = len(xmsg["d"]) + model.tensors[model.output].nbytes
-        call = float(np.median(extra)) - lk["rtt_s"] - 8 * nbytes / lk["bandwidth_bps"]
-        return links, max(0.0, call), float(np.median(t_node))
+        t_nodes = []
+        for model in models:
+            async with Dispatcher(client, model, "single", nodes=1) as d:
+                addr = d._slots[0].addr
+                name = d._name(addr)
+                key = d._slots[0].part.key
+                xq = np.full((1, *model.input.shape), model.input.lo, dtype=np.int64)
+                xmsg = wire.encode(xq, model.tensors[model.input.name], "packed")
+                extra, t_node = [], []
+                for i in range(25):
+                    t0 = time.perf_counter()
+                    r = await d._rpc(addr, "lcp_run", keys=[key], x=xmsg, enc="packed")
+                    if i >= 5:                               # warm up as the benchmark does
+                        extra.append(time.perf_counter() - t0 - r["t"])
+                        t_node.append(r["t"])
+            t_nodes.append(float(np.median(t_node)))
+            if model is models[0]:
+                lk = links[name]
+                nbytes = len(xmsg["d"]) + model.tensors[model.output].nbytes
+                call = float(np.median(extra)) - lk["rtt_s"] - 8 * nbytes / lk["bandwidth_bps"]
+        return links, max(0.0, call), t_nodes
 
 
 def _check(out: Path, family: str, cache: Path, nodes: int, concurrency: int,
@@ -317,7 +329,8 @@ def _check(out: Path, family: str, cache: Path, nodes: int, concurrency: int,
     fam = prepare_family(family, cache, train=False)
     # every device of the emulation shares this machine's cores
     cl = cluster_from(cal, nodes, host_cores=os.cpu_count(),
-                      call_overhead_s=cal["call_overhead_s"], slowdown=cal["node_slowdown"])
+                      call_overhead_s=cal["call_overhead_s"], slowdown=cal["node_slowdown"],
+                      layer_overhead_s=cal["node_layer_overhead_s"])
     rows = check_rows(bench["families"][family]["rows"], fam.models, cl,
                       concurrency=concurrency)
     res = {"conditions": {"nodes": nodes, "tbf_rate": bandwidth,

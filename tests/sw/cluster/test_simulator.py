@@ -250,3 +250,14 @@ def test_cluster_from_a_calibration_and_the_check_rows(zoo):
     bad, = check_rows([{**row, "strategy": "pipeline", "variant": "s4"}],
                       {"s4": zoo["lenet5_s4"]}, cl)
     assert "single-branch" in bad["error"]
+
+
+def test_node_factors_solve_slowdown_and_per_layer_overhead(zoo):
+    from lcp.sw.cluster.calibrate import node_factors
+
+    ms = [zoo["lenet5_s1"], zoo["lenet5_s4"]]
+    comp = {"models": {ms[0].name: {"fitted_ms": 10.0}, ms[1].name: {"fitted_ms": 4.0}}}
+    n = [sum(1 for _ in m.layers()) for m in ms]
+    t = [1.5 * 0.010 + 2e-4 * n[0], 1.5 * 0.004 + 2e-4 * n[1]]
+    a, b = node_factors(comp, ms, t)
+    assert a == pytest.approx(1.5) and b == pytest.approx(2e-4)
