@@ -176,13 +176,20 @@ def summarize(plan: Plan, cluster: ClusterSpec, *, requests: int = 20, concurren
 
 def plot_timeline(plan: Plan, cluster: ClusterSpec, path, *, requests: int = 3,
                   concurrency: int = 1, title: str | None = None):
-    """A Gantt chart of ``requests`` requests: one row per node (compute) and per link
-    direction in use (messages, drawn until they arrive), one colour per request."""
+    """A Gantt chart of ``requests`` requests: one row per node (compute) and per sender's
+    uplink (``shared`` medium: one row for the medium) for messages, drawn from the start of
+    their transmission until they arrive; one colour per request."""
     import matplotlib                    # plotting only when asked (a heavy import)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     res = simulate(plan, cluster, requests=requests, concurrency=concurrency, timeline=True)
+
+    def row(name):
+        if "->" not in name:
+            return name
+        return "medium" if cluster.medium == "shared" else f"{name.split('->')[0]} sends"
+    res.timeline = [(row(n), s, e, r, lab) for n, s, e, r, lab in res.timeline]
     order = [DISPATCHER, *[n.name for n in cluster.nodes]]
     rows = [r for r in order if any(e[0] == r for e in res.timeline)]
     rows += sorted({e[0] for e in res.timeline} - set(rows))
@@ -191,7 +198,7 @@ def plot_timeline(plan: Plan, cluster: ClusterSpec, path, *, requests: int = 3,
     for res_name, s, e, r, label in res.timeline:
         y = rows.index(res_name)
         ax.barh(y, 1e3 * (e - s), left=1e3 * s, height=0.6, color=colours(r % 10),
-                alpha=0.9 if "->" not in res_name else 0.5, edgecolor="none")
+                alpha=0.9 if res_name in order else 0.5, edgecolor="none")
     ax.set_yticks(range(len(rows)), rows)
     ax.invert_yaxis()
     ax.set_xlabel("ms")
