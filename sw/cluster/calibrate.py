@@ -37,7 +37,8 @@ from .simplan import (DISPATCHER, ClusterSpec, LinkSpec, NodeSpec, OpCost, build
 from .simulator import summarize
 
 __all__ = ["time_layers", "fit_costs", "calibrate_compute", "probe_links", "cluster_from",
-           "check_rows", "engine_costs", "node_factors"]
+           "check_rows", "engine_costs", "node_factors", "factors_from_rows",
+           "CALIBRATION_RUNS"]
 
 
 def time_layers(model: Model, repeats: int = 5, batch: int = 1, seed: int = 0) -> list[dict]:
@@ -118,6 +119,33 @@ def node_factors(comp: dict, models: list[Model], t_node: list[float]) -> tuple[
     return float(a), float(b)
 
 
+#: Benchmark runs that calibrate the node factors in :func:`factors_from_rows` (one node, the
+#: whole model: the original (few wide layers) and split8 (many narrow ones)).
+CALIBRATION_RUNS = {"original@1": "original", "lcp8@1": "split8"}
+
+
+def factors_from_rows(rows: list[dict], models: dict[str, Model], comp: dict,
+                      cluster: ClusterSpec) -> tuple[float, float]:
+    """:func:`node_factors` from the benchmark's own one-node runs (:data:`CALIBRATION_RUNS`,
+    measured in the same session as the runs they help predict): a run's node compute is its
+    p50 minus what the simulator gives it with free compute (its messages)."""
+    free = {k: OpCost() for k in comp["costs"]}
+    cl0 = ClusterSpec(NodeSpec(DISPATCHER, 1, None, free),
+                      [NodeSpec(n.name, 1, None, free) for n in cluster.nodes],
+                      cluster.links, cluster.medium, cluster.host_cores)
+    ms, ts = [], []
+    for r in rows:
+        if r["label"] in CALIBRATION_RUNS:
+            m = models[CALIBRATION_RUNS[r["label"]]]
+            comm = summarize(build_plan(m, "single", cl0), cl0, requests=3,
+                             concurrency=1)["latency_ms"]["p50"]
+            ms.append(m)
+            ts.append(max(0.0, (r["latency_ms"]["p50"] - comm) / 1e3))
+    if len(ms) != 2:
+        raise IRError(f"the benchmark rows lack the calibration runs {sorted(CALIBRATION_RUNS)}")
+    return node_factors(comp, ms, ts)
+
+
 def engine_costs(cycles_per_op: dict[str, float], clock_hz: float) -> dict[str, OpCost]:
     """Costs of an accelerator node from its cycle model: ``cycles_per_op[op]`` cycles per
     unit of work (MAC or element) at ``clock_hz``."""
@@ -193,7 +221,8 @@ def check_rows(rows: list[dict], models: dict[str, Model], cluster: ClusterSpec,
         s = summarize(plan, cluster, concurrency=concurrency)
         lat_m, lat_p = r["latency_ms"]["p50"], s["latency_ms"]["p50"]
         thr_m, thr_p = r["throughput_images_s"], s["throughput_images_s"]
-        out.append({"label": r["label"], "model": m.name, "strategy": r["strategy"],
+        out.append({"label": r["label"], "calibration": r["label"] in CALIBRATION_RUNS,
+                    "model": m.name, "strategy": r["strategy"],
                     "nodes": r["nodes_requested"], "batch": r["batch"],
                     "latency_p50_ms": {"measured": lat_m, "predicted": lat_p,
                                        "error": lat_p / lat_m - 1},

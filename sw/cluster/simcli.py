@@ -234,16 +234,23 @@ def register(cluster: typer.Typer) -> None:
         finally:
             signal.signal(signal.SIGTERM, old)
         res = _check(out, family, cache, nodes, concurrency, bandwidth, nice)
-        for r in res["rows"]:
-            if "error" in r:
-                typer.echo(f"  {r['label']:22s} not simulated: {r['error']}")
-                continue
-            la, th = r["latency_p50_ms"], r["throughput_images_s"]
-            typer.echo(f"  {r['label']:22s} p50 measured {la['measured']:8.2f} ms predicted "
-                       f"{la['predicted']:8.2f} ({100 * la['error']:+6.1f} %)   throughput "
-                       f"measured {th['measured']:7.1f} predicted {th['predicted']:7.1f} "
-                       f"({100 * th['error']:+6.1f} %)")
+        _print_check(res)
         typer.echo(f"wrote {out / 'check.json'}")
+        if results is not None:
+            _write(results, res)
+            typer.echo(f"wrote {results}")
+
+    @cluster.command("calibrate-check", hidden=True)
+    def calibrate_check_cmd(
+            folder: Path = typer.Argument(..., help="output folder of lcp cluster calibrate"),
+            results: Optional[Path] = typer.Option(None),
+            cache: Path = typer.Option(Path("runs/cluster-cache")),
+    ):
+        """Predict again the runs of an earlier `lcp cluster calibrate` (no measuring)."""
+        old = json.loads((folder / "check.json").read_text())["conditions"]
+        res = _check(folder, old["family"], cache, old["nodes"], old["concurrency"],
+                     old["tbf_rate"], old.get("nice", 0))
+        _print_check(res)
         if results is not None:
             _write(results, res)
             typer.echo(f"wrote {results}")
@@ -318,21 +325,38 @@ async def _probe(scheduler: str, nodes: int, models):
         return links, max(0.0, call), t_nodes
 
 
+def _print_check(res: dict) -> None:
+    for r in res["rows"]:
+        if "error" in r:
+            typer.echo(f"  {r['label']:22s} not simulated: {r['error']}")
+            continue
+        la, th = r["latency_p50_ms"], r["throughput_images_s"]
+        typer.echo(f"  {r['label']:22s} p50 measured {la['measured']:8.2f} ms predicted "
+                   f"{la['predicted']:8.2f} ({100 * la['error']:+6.1f} %)   throughput "
+                   f"measured {th['measured']:7.1f} predicted {th['predicted']:7.1f} "
+                   f"({100 * th['error']:+6.1f} %){'  (calibration run)' if r['calibration'] else ''}")
+
+
 def _check(out: Path, family: str, cache: Path, nodes: int, concurrency: int,
            bandwidth: str, nice: int) -> dict:
     from .bench import prepare_family
-    from .calibrate import check_rows, cluster_from
+    from .calibrate import check_rows, cluster_from, factors_from_rows
     from .emulate import parse_rate
 
     cal = json.loads((out / "calibration.json").read_text())
     bench = json.loads((out / "bench.json").read_text())
-    fam = prepare_family(family, cache, train=False)
-    # every device of the emulation shares this machine's cores
+    fam = prepare_family(family, cache, train=False, log=lambda *_: None)
+    brows = bench["families"][family]["rows"]
+    # every device of the emulation shares this machine's cores; the node factors come from
+    # the session's own one-node runs (the probe-time ones drift with the machine's load)
     cl = cluster_from(cal, nodes, host_cores=os.cpu_count(),
-                      call_overhead_s=cal["call_overhead_s"], slowdown=cal["node_slowdown"],
-                      layer_overhead_s=cal["node_layer_overhead_s"])
-    rows = check_rows(bench["families"][family]["rows"], fam.models, cl,
-                      concurrency=concurrency)
+                      call_overhead_s=cal["call_overhead_s"])
+    slowdown, per_layer = factors_from_rows(brows, fam.models, cal["compute"], cl)
+    cal["session_node_slowdown"], cal["session_node_layer_overhead_s"] = slowdown, per_layer
+    cl = cluster_from(cal, nodes, host_cores=os.cpu_count(),
+                      call_overhead_s=cal["call_overhead_s"], slowdown=slowdown,
+                      layer_overhead_s=per_layer)
+    rows = check_rows(brows, fam.models, cl, concurrency=concurrency)
     res = {"conditions": {"nodes": nodes, "tbf_rate": bandwidth,
                           "tbf_bps": parse_rate(bandwidth), "family": family,
                           "concurrency": concurrency, "threads_per_process": 1,
