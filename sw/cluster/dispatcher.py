@@ -32,9 +32,10 @@ without waiting for a timeout; a silent node is found by ``call_timeout``. For `
 the missing branch outputs are zeros, the result is marked ``"degraded"`` with the missing
 branch indices. Other strategies answer ``"failed"`` at the deadline. Every request is answered exactly once (duplicate deliveries are dropped).
 
+In-flight requests are bounded by ``max_inflight``; nodes bound their own queues.
+
 Dynamic placement (``hidp`` with ``replan_interval``): the links are re-profiled while serving
 and the branches re-placed when a link's bandwidth changes (:mod:`~lcp.sw.cluster.replan`).
-In-flight requests are bounded by ``max_inflight``; nodes bound their own queues.
 """
 
 from __future__ import annotations
