@@ -174,6 +174,8 @@ SECTIONS = [
     ("Synthesis (FPGA and ASIC)", "lcp.benchmarks.synth:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.benchmarks.pynq:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
+    ("Cluster simulator, the paper's Raspberry Pi cluster, dynamic placement",
+     "lcp.sw.cluster.simreport:markdown"),
     ("Model parallelism, LCP and the exchange-point search", "lcp.sw.cluster.xreport:markdown"),
 ]
 

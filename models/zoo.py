@@ -205,6 +205,13 @@ ARCHS: dict[str, ArchSpec] = {a.name: a for a in [
              "cifar10", (),
              "AlexNet (torchvision widths 64-192-384-256-256) sized for 32x32: 5x5 convs stride 1, "
              "3x3/2 pools, FCs 1024 instead of 4096"),
+    ArchSpec("alexnet_imagenet", (3, 224, 224),
+             (Conv(64, 11, 4, 2), MaxPool(3, 2), Conv(192, 5, pad=2), MaxPool(3, 2),
+              Conv(384, 3, pad=1), Conv(256, 3, pad=1), Conv(256, 3, pad=1), MaxPool(3, 2),
+              Dense(4096), Dense(4096)),
+             "imagenet", (),
+             "AlexNet as torchvision's alexnet (Krizhevsky 2014 one-GPU widths 64-192-384-256-256, "
+             "no dropout): 11x11/4 stem, 3x3/2 pools, 6x6x256 -> 4096 -> 4096 -> 1000", 1000),
     ArchSpec("resnet18", (3, 32, 32), _RESNET18, "cifar10", (),
              "CIFAR-style ResNet-18: 3x3 stem, no max pool, 4 stages x 2 basic blocks, "
              "global average pool"),

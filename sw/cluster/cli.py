@@ -23,9 +23,9 @@ import numpy as np
 import typer
 
 from lcp.golden import Golden
-from lcp.sw.cli import UsageError
-from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
+from lcp.usage import UsageError, empty_output, load_input, load_model, output_file, write_npy
 
+from . import simcli
 from .bench import FAMILIES, BenchConfig, default_runs, prepare_family, run_benchmark
 from .dispatcher import STRATEGIES, run_batch
 from .emulate import Topology, check_root, parse_rate
@@ -150,6 +150,7 @@ def register(app: typer.Typer) -> None:
     cluster = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="Distributed inference on Dask: run, benchmark, emulate links.")
     app.add_typer(cluster, name="cluster")
+    simcli.register(cluster)
 
     @app.command("worker")
     def worker_cmd(

@@ -39,7 +39,11 @@ without waiting for a timeout; a silent node is found by ``call_timeout``. For `
 ``hidp`` a request whose branch cannot be served within ``timeout`` is answered *degraded*:
 the missing branch outputs are zeros, the result is marked ``"degraded"`` with the missing
 branch indices. Other strategies answer ``"failed"`` at the deadline. Every request is answered exactly once (duplicate deliveries are dropped).
+
 In-flight requests are bounded by ``max_inflight``; nodes bound their own queues.
+
+Dynamic placement (``hidp`` with ``replan_interval``): the links are re-profiled while serving
+and the branches re-placed when a link's bandwidth changes (:mod:`~lcp.sw.cluster.replan`).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from distributed.comm.core import CommClosedError
 from lcp.golden import Golden
 from lcp.ir import IRError, Model
 
-from . import roles, wire
+from . import replan, roles, wire
 from .node import NodePlugin, PLUGIN_NAME
 from .exchange import ExchangeServer
 from .modelpar import model_parallel
@@ -177,7 +181,8 @@ class Dispatcher:
                  stages: int | None = None, timeout: float = 30.0, call_timeout: float = 10.0,
                  replace: bool = True, max_inflight: int = 16, backend: str = "golden",
                  accel_backend: str | None = None, delay_ms: float = 0.0,
-                 dead_ttl: float = 15.0, replicas: int = 1):
+                 dead_ttl: float = 15.0, replicas: int = 1,
+                 replan_interval: float | None = None):
         if strategy not in STRATEGIES:
             raise IRError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
         if encoding not in wire.ENCODINGS:
@@ -212,6 +217,10 @@ class Dispatcher:
         self._route = None
         self._route_lock = asyncio.Lock()
         self.plan: dict = {}
+        self.plan_profile: dict = {}          # hidp: the profile the current plan assumed
+        self.replan_interval = replan_interval
+        self.replans: list[dict] = []         # one entry per re-plan (replan.LinkMonitor)
+        self._monitor = None
         #: ``(part name, node name, already loaded there)`` of every load, in order.
         self.loads: list[tuple[str, str, bool]] = []
         self.started = False
@@ -353,8 +362,18 @@ class Dispatcher:
                                             uuid.uuid4().hex[:8], self.encoding)
         if self._uses_pipeline():
             await self._start_sink()
+        if self.replan_interval and s == "hidp" and len(m.branches) > 1:
+            self._monitor = replan.LinkMonitor(self, self.replan_interval).start()
         self.started = True
         return self
+
+    async def replan(self, profile: dict) -> None:
+        """Place the branches again with HiDP on ``profile`` (node address -> rtt, bw, t_ref,
+        threads); the new parts are loaded before the slots are swapped in one step."""
+        slots = await self._plan_hidp(list(profile), profile)
+        await asyncio.gather(*[self._place(sl) for sl in slots])
+        self._slots = slots
+        self.plan["placement"] = self.placement
 
     async def _place(self, sl: _Slot) -> None:
         """Load ``sl`` on its node; a node that died since the scheduler listed it is marked
@@ -400,7 +419,10 @@ class Dispatcher:
         self._sink = self._server.listen_address
 
     async def close(self) -> None:
-        """Stop the delivery server and fail every pending pipeline request."""
+        """Stop the link monitor and the delivery server, fail every pending pipeline
+        request."""
+        if self._monitor is not None:
+            await self._monitor.stop()
         for f in self._pending.values():
             if not f.done():
                 f.set_exception(ConnectionError("dispatcher closed"))
@@ -443,13 +465,14 @@ class Dispatcher:
             prof[a] = {"rtt": rtt, "bw": bw, "t_ref": float(np.median(ts)), "threads": threads}
         return prof
 
-    async def _plan_hidp(self, nodes: list[str]) -> list[_Slot]:
+    async def _plan_hidp(self, nodes: list[str], prof: dict | None = None) -> list[_Slot]:
         m = self.model
         x0 = np.full((1, *m.input.shape), m.input.lo, dtype=np.int64)
         in_bytes = m.tensors[m.input.name].nbytes
         if len(m.branches) > 1:
             parts = branch_parts(m)
-            prof = await self._profile(nodes, parts[0], x0)
+            prof = prof or await self._profile(nodes, parts[0], x0)
+            self.plan_profile = prof
             cost = {(p.key, a): prof[a]["t_ref"] * max(p.macs, 1) / max(parts[0].macs, 1)
                     for p in parts for a in nodes}
             assign: dict[str, list[Part]] = {a: [] for a in nodes}
@@ -608,8 +631,9 @@ class Dispatcher:
     async def _infer_parts(self, req: _Req, xq: np.ndarray) -> np.ndarray:
         """single, lcp, hidp: the input once per node holding parts, merge if branches."""
         xmsg = wire.encode(xq, self.model.tensors[self.model.input.name], self.encoding)
+        slots = self._slots          # a re-plan swaps self._slots; this request keeps its own
         groups: dict[str, list[_Slot]] = {}
-        for s in self._slots:
+        for s in slots:
             groups.setdefault(s.addr, []).append(s)
         tasks = {asyncio.ensure_future(self._call_group(req, g, xmsg)): g
                  for g in groups.values()}
@@ -625,13 +649,13 @@ class Dispatcher:
                 req.error = f"{type(t.exception()).__name__}: {t.exception()}"
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._slots[0].part.kind == "whole":
+        if slots[0].part.kind == "whole":
             if 0 not in outs:
                 return None
             return outs[0]
         n = len(xq)
         branch_outs = []
-        for s in self._slots:
+        for s in slots:
             if s.sid in outs:
                 branch_outs.append(outs[s.sid])
             else:
@@ -639,7 +663,7 @@ class Dispatcher:
                 spec = self.model.tensors[s.part.output]
                 branch_outs.append(np.full((n, *spec.shape), np.clip(0, spec.lo, spec.hi),
                                            dtype=np.int64))
-        if len(req.missing) == len(self._slots):
+        if len(req.missing) == len(slots):
             return None
         return self._golden.run_merge(branch_outs)
 

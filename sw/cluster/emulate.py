@@ -168,6 +168,16 @@ class Topology:
         _run("tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate",
              f"{self.bps}bit", "burst", str(burst), "latency", "200ms")
 
+    def set_rate(self, node: int, bandwidth: str) -> None:
+        """Change node ``node``'s link (both directions) to ``bandwidth`` while it runs (a
+        topology built by another process: ``Topology(n, prefix=its prefix)``, not built)."""
+        bps = parse_rate(bandwidth)
+        pre = self.prefix
+        burst = max(3200, bps // 8 // 250)
+        for ns, dev in ((f"{pre}n{node}", "eth0"), (f"{pre}h", f"{pre}n{node}h")):
+            _run("tc", "-n", ns, "qdisc", "change", "dev", dev, "root", "tbf", "rate",
+                 f"{bps}bit", "burst", str(burst), "latency", "200ms")
+
     def _add_ns(self, name: str) -> None:
         _run("ip", "netns", "add", name)
         self.namespaces.append(name)

@@ -15,6 +15,7 @@ from lcp.golden import Golden
 from lcp.oracle import QonnxExecutor, run_oracle
 
 from tests.compiler.nets import (Branches, Residual, Seq, conv, export, inputs, linear, qid, randomize, relu)
+from tests.op_cases import CONV_CASES
 
 
 def check_exact(tmp_path, module, in_shape, *, signed=False, dynamo=False, n=24, seed=0):
@@ -33,19 +34,6 @@ def check_exact(tmp_path, module, in_shape, *, signed=False, dynamo=False, n=24,
     # the check can fail: the outputs are not all the same value
     assert len(np.unique(yq)) > 1
     return model, path, x
-
-
-CONV_CASES = [
-    # k, stride, pad, wbits, abits, per_channel, signed input, batchnorm
-    (1, 1, 0, 4, 4, False, False, False),
-    (3, 1, 1, 2, 2, False, False, False),
-    (3, 2, 1, 4, 4, True, True, False),
-    (5, 1, 2, 8, 8, True, False, True),
-    (5, 2, 0, 3, 5, False, True, True),
-    (2, 2, 0, 6, 3, True, False, False),
-    (3, 1, 0, 7, 7, False, True, True),
-    (4, 3, 2, 5, 6, True, True, False),
-]
 
 
 @pytest.mark.parametrize("k,stride,pad,wbits,abits,pc,signed,bn", CONV_CASES)

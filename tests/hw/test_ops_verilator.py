@@ -12,6 +12,7 @@ from lcp.hw.sim import SimExecutor
 
 from tests.compiler.nets import Branches, Residual, Seq, conv, export, inputs, linear, qid
 from tests.compiler.nets import randomize, relu
+from tests.op_cases import CONV_CASES
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +25,6 @@ def run(tmp_path, module, in_shape, *, signed=False, n=4, seed=0):
         y = ex.run_int(xq)
     np.testing.assert_array_equal(y, Golden(model).run_int(xq))
     return model
-
-
-CONV_CASES = [
-    # k, stride, pad, wbits, abits, per_channel, signed input, batchnorm
-    (1, 1, 0, 4, 4, False, False, False),
-    (3, 1, 1, 2, 2, False, False, False),
-    (3, 2, 1, 4, 4, True, True, False),
-    (5, 1, 2, 8, 8, True, False, True),
-    (5, 2, 0, 3, 5, False, True, True),
-    (2, 2, 0, 6, 3, True, False, False),
-    (3, 1, 0, 7, 7, False, True, True),
-    (4, 3, 2, 5, 6, True, True, False),
-]
 
 
 @pytest.mark.parametrize("k,stride,pad,wbits,abits,pc,signed,bn", CONV_CASES)
