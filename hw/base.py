@@ -73,6 +73,10 @@ class StreamFormat:
         Elements per beat; divides the channel count of a 3-D tensor, the size of a 1-D one.
     perm : numpy.ndarray
         Stream position -> IR flat index (int64, a permutation of ``range(size)``).
+    bipolar : bool
+        Every element is -1 or +1 (a bipolar IR tensor). It still travels as the 2-bit two's
+        complement value (-1 = ``0b11``, +1 = ``0b01``); consumers with 1-bit lanes read only
+        its sign bit (the constant low bit is left to synthesis).
     """
 
     shape: tuple[int, ...]
@@ -80,12 +84,14 @@ class StreamFormat:
     hi: int
     lanes: int
     perm: np.ndarray = field(repr=False)
+    bipolar: bool = False
 
     @classmethod
     def of(cls, spec: TensorSpec, lanes: int, perm: np.ndarray | None = None) -> "StreamFormat":
         """The format of IR tensor ``spec`` with ``lanes`` per beat (natural order by default)."""
         return cls(tuple(spec.shape), spec.lo, spec.hi, int(lanes),
-                   hwc_perm(spec.shape) if perm is None else np.asarray(perm, dtype=np.int64))
+                   hwc_perm(spec.shape) if perm is None else np.asarray(perm, dtype=np.int64),
+                   bool(getattr(spec, "bipolar", False)))
 
     def __post_init__(self):
         unit = self.shape[0] if len(self.shape) == 3 else self.size
@@ -95,7 +101,7 @@ class StreamFormat:
                           f"{self.shape} tensor")
 
     def with_lanes(self, lanes: int) -> "StreamFormat":
-        return StreamFormat(self.shape, self.lo, self.hi, int(lanes), self.perm)
+        return StreamFormat(self.shape, self.lo, self.hi, int(lanes), self.perm, self.bipolar)
 
     def with_range(self, lo: int, hi: int) -> "StreamFormat":
         return StreamFormat(self.shape, int(lo), int(hi), self.lanes, self.perm)

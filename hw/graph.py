@@ -50,8 +50,6 @@ def _check_engine(layer, ins) -> None:
     missing = None
     if len(a.get("kernel", (1, 1))) != 2 or any(len(t.shape) == 2 for t in ins):
         missing = "1-D windows (Conv1d, MaxPool1d)"
-    elif a.get("groups", 1) != 1:
-        missing = f"grouped and depthwise convolution (groups={a['groups']})"
     elif tuple(a.get("mul", (1, 1))) != (1, 1):
         missing = f"an add of operands at different scales (mul={tuple(a['mul'])})"
     if missing:
@@ -503,7 +501,7 @@ class _Lowering:
         _check_engine(layer, [m.tensors[t] for t in layer.inputs])
         if op == "flatten":
             node, port, fmt = self.take(layer.inputs[0])
-            flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm)
+            flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm, fmt.bipolar)
             self.env[layer.output] = (node, port, flat)
             return
         srcs = [self.take(t) for t in layer.inputs]
@@ -555,7 +553,8 @@ class _Lowering:
                                                       else 1)
         if len(spec.shape) == 3 and spec.shape[0] % lanes:
             # e.g. a dense layer right after flatten: stream the input as its flattened vector
-            fmt = StreamFormat((spec.size,), spec.lo, spec.hi, lanes, hwc_perm(spec.shape))
+            fmt = StreamFormat((spec.size,), spec.lo, spec.hi, lanes, hwc_perm(spec.shape),
+                               spec.bipolar)
         else:
             fmt = StreamFormat.of(spec, lanes)
         idx = self.g.add(Node("axis_in", AxisInPlan(fmt, width), n_in=0))

@@ -41,7 +41,7 @@ class ThresholdPlan:
         self.layer = layer
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat(in_fmt.shape, out_spec.lo, out_spec.hi, in_fmt.lanes,
-                                    in_fmt.perm)
+                                    in_fmt.perm, out_spec.bipolar)
         t = np.asarray(layer.params["thresholds"], dtype=np.int64)
         self.L = t.shape[1]
         if self.L > MAX_THRESHOLDS:
@@ -135,7 +135,7 @@ class ReluPlan:
         self.layer = layer
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat(in_fmt.shape, out_spec.lo, out_spec.hi, in_fmt.lanes,
-                                    in_fmt.perm)
+                                    in_fmt.perm, out_spec.bipolar)
 
     def timing(self, offers):
         acc = _run_max(offers[0])

