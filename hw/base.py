@@ -33,6 +33,7 @@ from lcp.ir import IRError, TensorSpec, bits_for_range
 __all__ = [
     "MAX_ELEMENT_BITS", "MAX_ACC_BITS", "StreamFormat", "Resources", "DEVICES",
     "element_shape", "hwc_perm", "stream_signature", "tree_sum", "divisors", "csd_digits",
+    "const_mul_terms",
     "bram36", "check_layer_bits",
 ]
 
@@ -225,6 +226,24 @@ def tree_sum(terms: list):
             nxt.append(terms[-1])
         terms = nxt
     return terms[0]
+
+
+def _csd(w: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``w``: (sign, shift) pairs."""
+    out, k = [], 0
+    while w:
+        if w & 1:
+            d = 2 - (w & 3)          # +1 or -1
+            out.append((d, k))
+            w -= d
+        w >>= 1
+        k += 1
+    return out
+
+
+def const_mul_terms(x, w: int) -> list:
+    """Adder-tree terms of ``x * w`` for a constant ``w`` (CSD shifts, none for 0)."""
+    return [(x << k) if d > 0 else -(x << k) for d, k in _csd(int(w))]
 
 
 def divisors(n: int) -> list[int]:

@@ -102,7 +102,7 @@ def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:
     from lcp.golden import Golden
 
     from .build import cached_build, model_macs
-    from .folding import choose
+    from .chooser import choose
     from .sim import VerilatorSim
 
     model, trained = (None, False)

@@ -37,7 +37,8 @@ from lcp.counters import count_graph
 from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
-from .folding import Choice, Folding, choose
+from .chooser import Choice, choose
+from .folding import Folding
 from .graph import PlanGraph, Timing, lower_branch, lower_core
 from .plumbing import words_per_frame
 
@@ -187,7 +188,7 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     Parameters
     ----------
     folding : Folding, optional
-        Use this folding; otherwise :func:`~lcp.hw.folding.choose` picks one for ``target``
+        Use this folding; otherwise :func:`~lcp.hw.chooser.choose` picks one for ``target``
         and/or ``budget`` (or :func:`default_folding` when neither is given).
     in_width, out_width : int, optional
         AXI ``tdata`` widths (default: the folding's, else 64).
@@ -250,7 +251,8 @@ def _locked(path: Path):
 
 
 #: Modules whose source decides the RTL of a given IR and folding.
-_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "graph", "build")
+_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "folding", "graph",
+                "build")
 
 
 def _generator_digest(chooser: bool = False) -> str:
@@ -258,7 +260,7 @@ def _generator_digest(chooser: bool = False) -> str:
     (``chooser``: also the folding chooser, for cached default foldings)."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in _RTL_MODULES + (("folding",) if chooser else ()):
+    for name in _RTL_MODULES + (("chooser",) if chooser else ()):
         h.update((here / f"{name}.py").read_bytes())
     return h.hexdigest()
 

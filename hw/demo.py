@@ -68,7 +68,7 @@ def run_demo(model_path: str | Path = DEFAULT_MODEL, *, images: int = 200,
     from lcp.models.data import load as load_dataset
 
     from .build import cached_build
-    from .folding import choose
+    from .chooser import choose
     from .sim import SimMismatch, VerilatorSim, first_difference
 
     path = find_model(model_path)

@@ -37,8 +37,8 @@ from amaranth.lib.wiring import In, Out
 
 from lcp.ir import IRError, Layer, TensorSpec, bits_for_range
 
-from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits, csd_digits,
-                   element_shape, stream_signature, tree_sum)
+from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits,
+                   const_mul_terms, csd_digits, element_shape, stream_signature, tree_sum)
 from .window import WindowEngine, WindowGeometry, _line_buffer_cost, window_scan
 
 __all__ = ["MvuParams", "MatrixVectorUnit", "ConvPlan", "ConvEngine", "DensePlan",
@@ -57,24 +57,6 @@ def mult_style(wbits: int, xbits: int) -> str:
 def lut_mult_cost(wbits: int, xbits: int) -> float:
     """LUT6 of one LUT array multiplier (FINN's estimate ``(2*ceil((W+A)/6)-1)*(W+A)``)."""
     return (2 * math.ceil((wbits + xbits) / 6) - 1) * (wbits + xbits)
-
-
-def _csd(w: int) -> list[tuple[int, int]]:
-    """Canonical signed digits of ``w``: (sign, shift) pairs."""
-    out, k = [], 0
-    while w:
-        if w & 1:
-            d = 2 - (w & 3)          # +1 or -1
-            out.append((d, k))
-            w -= d
-        w >>= 1
-        k += 1
-    return out
-
-
-def _const_terms(x, w: int) -> list:
-    """Adder-tree terms of ``x * w`` for a constant ``w`` (CSD shifts, none for 0)."""
-    return [(x << k) if d > 0 else -(x << k) for d, k in _csd(int(w))]
 
 
 def _lut_terms(x, w, wbits: int) -> list:
@@ -367,7 +349,7 @@ class MatrixVectorUnit(wiring.Component):
                     wv = int(p.wmat[q, s]) if p.constant else w_rom[q * simd + s]
                     terms.append(Mux(xneg(q, s), -wv, wv))
                 elif kind == "const":
-                    terms += _const_terms(xin(q, s), p.wmat[q, s])
+                    terms += const_mul_terms(xin(q, s), p.wmat[q, s])
                 elif kind == "sign_w":
                     terms.append(Mux(w_rom[q * simd + s], -xin(q, s), xin(q, s)))
                 elif q * simd + s < p.dsp:
@@ -407,6 +389,25 @@ class ConvPlan:
     lanes (HWC order)."""
 
     kind = "conv"
+    ops = ("conv",)
+    fold_keys = ("pe", "simd", "dsp")
+    parallel, prefer_pe, narrowable, passthrough = True, False, False, False
+
+    @staticmethod
+    def mvu_shape(layer: Layer) -> tuple[int, int]:
+        """``(O, F)``: output channels, inputs per output (``C/G * KH * KW``)."""
+        w = layer.weight
+        return int(w.shape[0]), int(np.prod(w.shape[1:]))
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return model.tensors[layer.inputs[0]].shape[0]          # whole pixels
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
+        return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
+                   dsp=fold.get("dsp")), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None):
@@ -479,6 +480,23 @@ class DensePlan:
     """Fully connected layer: in ``SIMD`` lanes (any stream order), out ``PE`` lanes."""
 
     kind = "dense"
+    ops = ("dense",)
+    fold_keys = ("pe", "simd", "dsp")
+    parallel, prefer_pe, narrowable, passthrough = True, True, False, False
+
+    @staticmethod
+    def mvu_shape(layer: Layer) -> tuple[int, int]:
+        return tuple(int(v) for v in layer.weight.shape)
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return fold.get("simd", 1)
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = low.adapt(srcs[0], fold.get("simd", 1), layer.name)
+        return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
+                   dsp=fold.get("dsp")), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None):

@@ -20,7 +20,8 @@ from amaranth.lib.wiring import In, Out
 
 from lcp.ir import IRError, Layer, TensorSpec
 
-from .base import Resources, StreamFormat, bram36, element_shape, stream_signature, tree_sum
+from .base import (Resources, StreamFormat, bram36, const_mul_terms, csd_digits, element_shape,
+                   stream_signature, tree_sum)
 from .plumbing import _run_max
 
 __all__ = ["MAX_THRESHOLDS", "ThresholdPlan", "ThresholdEngine", "ReluPlan", "ReluEngine",
@@ -36,6 +37,22 @@ class ThresholdPlan:
     """Requantization by thresholds (see the module docstring)."""
 
     kind = "threshold"
+    ops = ("threshold",)
+    fold_keys = ("lanes",)
+    parallel = passthrough = False
+    narrowable = True
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = srcs[0]
+        if fold.get("lanes") and fold["lanes"] != src[2].lanes:
+            src = low.adapt(src, int(fold["lanes"]), layer.name)
+        return cls(layer, src[2], out_spec), [src]
+
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
         self.layer = layer
@@ -130,6 +147,22 @@ class ReluPlan:
     """``max(x, 0)`` per element."""
 
     kind = "relu"
+    ops = ("relu",)
+    fold_keys = ("lanes",)
+    parallel = passthrough = False
+    narrowable = True
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = srcs[0]
+        if fold.get("lanes") and fold["lanes"] != src[2].lanes:
+            src = low.adapt(src, int(fold["lanes"]), layer.name)
+        return cls(layer, src[2], out_spec), [src]
+
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
         self.layer = layer
@@ -174,9 +207,24 @@ class ReluEngine(wiring.Component):
 # -- add -------------------------------------------------------------------------------------
 
 class AddPlan:
-    """``a + b`` element-wise; both operands in the same stream order and lanes."""
+    """``mul[0] * a + mul[1] * b`` element-wise (the IR's scale-aligned add; ``mul`` = (1, 1)
+    for a plain residual add); both operands in the same stream order and lanes. The constant
+    factors are shift-and-add terms (canonical signed digits)."""
 
     kind = "add"
+    ops = ("add",)
+    fold_keys = ()
+    parallel = narrowable = passthrough = False
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        b = low.adapt(srcs[1], srcs[0][2].lanes, layer.name)
+        return cls(layer, srcs[0][2], b[2], out_spec), [srcs[0], b]
+
 
     def __init__(self, layer: Layer, a_fmt: StreamFormat, b_fmt: StreamFormat,
                  out_spec: TensorSpec):
@@ -186,6 +234,7 @@ class AddPlan:
                           f"stream orders; the hardware cannot add them")
         self.a_fmt, self.b_fmt = a_fmt, b_fmt.with_lanes(a_fmt.lanes)
         self.in_fmts = [self.a_fmt, self.b_fmt]
+        self.mul = tuple(int(v) for v in layer.attrs.get("mul", (1, 1)))
         self.out_fmt = StreamFormat(a_fmt.shape, out_spec.lo, out_spec.hi, a_fmt.lanes, a_fmt.perm)
 
     def timing(self, offers):
@@ -194,7 +243,8 @@ class AddPlan:
 
     def resources(self) -> Resources:
         n = self.a_fmt.lanes * self.out_fmt.bits
-        return Resources(lut=n + 4, ff=n + 2)
+        terms = int(csd_digits(np.array(self.mul)).sum())        # 2 for a plain add
+        return Resources(lut=n * max(terms - 1, 1) + 4, ff=n + 2)
 
     def build(self) -> "AddEngine":
         return AddEngine(self)
@@ -222,7 +272,9 @@ class AddEngine(wiring.Component):
         with m.If(en):
             m.d.sync += o.valid.eq(both)
         with m.If(en & both):
-            m.d.sync += [o.payload[l].eq(a.payload[l] + b.payload[l])
+            ka, kb = self.plan.mul
+            m.d.sync += [o.payload[l].eq(tree_sum(const_mul_terms(a.payload[l], ka)
+                                                  + const_mul_terms(b.payload[l], kb)))
                          for l in range(self.plan.a_fmt.lanes)]
         return m
 
@@ -236,6 +288,20 @@ class ConcatPlan:
     """
 
     kind = "concat"
+    ops = ("concat",)
+    fold_keys = ("lanes",)
+    parallel = narrowable = passthrough = False
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        probe = cls(layer, [s[2] for s in srcs], out_spec, fold.get("lanes"))
+        srcs = [low.adapt(s, probe.lanes, f"{layer.name}_{k}") for k, s in enumerate(srcs)]
+        return cls(layer, [s[2] for s in srcs], out_spec, probe.lanes), srcs
+
 
     def __init__(self, layer: Layer, in_fmts: list[StreamFormat], out_spec: TensorSpec,
                  lanes: int | None = None):

@@ -309,7 +309,7 @@ class SimExecutor(Executor):
             folding = Folding.load(folding)
         if folding is None:
             if target is not None or budget is not None:
-                from .folding import choose
+                from .chooser import choose
                 folding = choose(model, target=target, budget=budget, scope=scope,
                                  index=index).folding
             else:

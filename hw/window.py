@@ -310,6 +310,19 @@ class PoolPlan:
 
     kind = "pool"
 
+    ops = ("maxpool", "avgpool")
+    fold_keys = ()
+    parallel = narrowable = passthrough = False
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return model.tensors[layer.inputs[0]].shape[0]          # whole pixels
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
+        return cls(layer, src[2], out_spec), [src]
+
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec):
         self.layer = layer
         self.geo = WindowGeometry(layer, in_fmt.shape)

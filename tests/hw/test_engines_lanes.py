@@ -70,3 +70,18 @@ def test_one_bit_conv_pool(seed):
     fold = {**_rand_fold(rng, 4, 27, c0), **_rand_fold(rng, 4, 36, c1),
             **_rand_fold(rng, 4, 2, c2)}
     check(m, Folding(fold, 32, 16))
+
+
+@pytest.mark.parametrize("mul", [(1, 3), (5, 2)])
+def test_scaled_add_signed_thresholds(mul):
+    """Two requantized paths at different scales (signed thresholds), aligned by the add's
+    integer factors."""
+    rng = np.random.default_rng(400 + mul[0])
+    b = Builder((3, 5, 5), in_bits=4, seed=mul[1])
+    c0 = b.conv("input", 4, 3, pad=1)
+    x0 = b.threshold(c0, 3, out_lo=-4)
+    c1 = b.conv("input", 4, 1)
+    x1 = b.threshold(c1, 2, out_lo=-2)
+    b.add(x0, x1, mul=mul)
+    m = b.model()
+    check(m, Folding({**_rand_fold(rng, 4, 27, c0), **_rand_fold(rng, 4, 3, c1)}, 16, 16))

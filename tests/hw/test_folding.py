@@ -3,7 +3,8 @@
 import pytest
 
 from lcp.hw.base import DEVICES, Resources
-from lcp.hw.folding import Folding, candidates, choose
+from lcp.hw.chooser import candidates, choose
+from lcp.hw.folding import Folding
 from lcp.hw.graph import lower_branch, lower_core
 from lcp.ir import IRError
 
@@ -25,11 +26,11 @@ def _net():
 
 
 def test_candidates_order():
-    c = candidates("dense", 4, 6)
+    c = candidates(True, 4, 6)
     assert c[0] == (1, 1) and c[-1] == (4, 6)
     assert [p * s for p, s in c] == sorted(p * s for p, s in c)
     assert c.index((2, 1)) < c.index((1, 2))          # dense: outputs first
-    c = candidates("conv", 4, 6)
+    c = candidates(False, 4, 6)
     assert c.index((1, 2)) < c.index((2, 1))          # conv: inputs first
 
 
