@@ -9,7 +9,8 @@ Order contract
 --------------
 - A 3-D tensor ``(C, H, W)`` always streams in HWC order: pixel after pixel in raster order, all
   channels of a pixel together, channel ``c`` in lane ``c % lanes`` of beat ``c // lanes`` of
-  that pixel. ``lanes`` divides ``C`` (a beat never spans two pixels).
+  that pixel. ``lanes`` divides ``C`` (a beat never spans two pixels). A 2-D tensor ``(C, L)``
+  (1-D convolutions and pools) is the same with ``H = 1``: LC order, position after position.
 - A 1-D tensor streams in the order it is produced. Dense layers produce their outputs in IR
   order; ``flatten`` keeps the HWC order of its input, so the flattened vector of a ``(C, H, W)``
   tensor arrives permuted. Consumers absorb the permutation (a dense layer permutes its weight
@@ -52,11 +53,11 @@ def element_shape(lo: int, hi: int) -> Shape:
 def hwc_perm(shape: tuple[int, ...]) -> np.ndarray:
     """Stream position -> IR flat index for the natural stream order of ``shape``.
 
-    HWC for ``(C, H, W)``, the identity for any other rank.
+    HWC for ``(C, H, W)``, LC for ``(C, L)``, the identity for a vector.
     """
-    if len(shape) == 3:
-        c, h, w = shape
-        return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    if len(shape) >= 2:
+        n = math.prod(shape)
+        return np.moveaxis(np.arange(n).reshape(shape), 0, -1).reshape(-1)
     return np.arange(math.prod(shape))
 
 
@@ -95,10 +96,10 @@ class StreamFormat:
                    bool(getattr(spec, "bipolar", False)))
 
     def __post_init__(self):
-        unit = self.shape[0] if len(self.shape) == 3 else self.size
+        unit = self.shape[0] if len(self.shape) >= 2 else self.size
         if self.lanes < 1 or unit % self.lanes:
             raise IRError(f"{self.lanes} lanes do not divide {unit} "
-                          f"({'channels' if len(self.shape) == 3 else 'elements'}) of a "
+                          f"({'channels' if len(self.shape) >= 2 else 'elements'}) of a "
                           f"{self.shape} tensor")
 
     def with_lanes(self, lanes: int) -> "StreamFormat":
@@ -122,8 +123,8 @@ class StreamFormat:
 
     @property
     def pixels(self) -> int:
-        """``H * W`` of a 3-D tensor, 1 otherwise."""
-        return self.size // self.shape[0] if len(self.shape) == 3 else 1
+        """``H * W`` of a 3-D tensor, ``L`` of a 2-D one, 1 for a vector."""
+        return self.size // self.shape[0] if len(self.shape) >= 2 else 1
 
     @property
     def bits(self) -> int:

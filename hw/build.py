@@ -142,7 +142,7 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
             timing: Timing, res: Resources, choice: Choice | None) -> dict:
     def port(fmt: StreamFormat, width: int, tensor: str) -> dict:
         return {"tensor": tensor, "tdata_bits": width, **fmt.describe(),
-                "order": "HWC" if len(fmt.shape) == 3 else
+                "order": "HWC" if len(fmt.shape) == 3 else "LC" if len(fmt.shape) == 2 else
                 ("IR" if np.array_equal(fmt.perm, np.arange(fmt.size)) else "permuted"),
                 "words_per_frame": words_per_frame(fmt, width),
                 "bytes_per_frame": words_per_frame(fmt, width) * width // 8}

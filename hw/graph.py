@@ -42,18 +42,6 @@ from .plumbing import AxisInPlan, AxisOutPlan, FifoPlan, ForkPlan, RelanePlan, _
 __all__ = ["Node", "Link", "PlanGraph", "lower_branch", "lower_core", "Timing", "TIMING_FRAMES"]
 
 
-def _check_engine(layer, ins) -> None:
-    """Refuse, naming the layer, what the IR allows but no engine here implements yet."""
-    a = layer.attrs
-    missing = None
-    if len(a.get("kernel", (1, 1))) != 2 or any(len(t.shape) == 2 for t in ins):
-        missing = "1-D windows (Conv1d, MaxPool1d)"
-    if missing:
-        raise IRError(f"layer {layer.name!r} ({layer.op}): the hardware generator has no "
-                      f"engine for {missing} yet; the golden reference runs it "
-                      f"(--backend golden)")
-
-
 def _check_no_exchange(model: Model) -> None:
     if model.exchanges:
         t, a, b = model.exchanges[0]
@@ -489,7 +477,6 @@ class _Lowering:
     def _lower_layer(self, layer):
         m, g = self.model, self.g
         out_spec = m.tensors[layer.output]
-        _check_engine(layer, [m.tensors[t] for t in layer.inputs])
         cls = plan_for(layer)
         if cls.passthrough:
             node, port, fmt = self.take(layer.inputs[0])
@@ -507,9 +494,9 @@ class _Lowering:
     def add_input(self, graphs: list[Branch], width: int):
         m = self.model
         spec = m.tensors[m.input.name]
-        lanes = self.demand(m.input.name, graphs) or (spec.shape[0] if len(spec.shape) == 3
+        lanes = self.demand(m.input.name, graphs) or (spec.shape[0] if len(spec.shape) >= 2
                                                       else 1)
-        if len(spec.shape) == 3 and spec.shape[0] % lanes:
+        if len(spec.shape) >= 2 and spec.shape[0] % lanes:
             # e.g. a dense layer right after flatten: stream the input as its flattened vector
             fmt = StreamFormat((spec.size,), spec.lo, spec.hi, lanes, hwc_perm(spec.shape),
                                spec.bipolar)

@@ -415,6 +415,8 @@ class ConvPlan:
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
+        if w.ndim == 3:                        # 1-D: O, C/G, K -> O, C/G, 1, K
+            w = w[:, :, None, :]
         wmat = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
         self.groups = G = int(layer.attrs.get("groups", 1))
         gather = None

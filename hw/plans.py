@@ -32,7 +32,7 @@ from lcp.ir import IRError, Layer
 
 from .mvu import ConvPlan, DensePlan
 from .pointwise import AddPlan, ConcatPlan, ReluPlan, ThresholdPlan
-from .window import PoolPlan
+from .window import AvgPoolPlan, MaxPoolPlan
 
 __all__ = ["PLANS", "plan_for", "FlattenPlan"]
 
@@ -51,8 +51,8 @@ class FlattenPlan:
         return None
 
 
-_PLANS = (ConvPlan, DensePlan, PoolPlan, ThresholdPlan, ReluPlan, AddPlan, ConcatPlan,
-          FlattenPlan)
+_PLANS = (ConvPlan, DensePlan, MaxPoolPlan, AvgPoolPlan, ThresholdPlan, ReluPlan, AddPlan,
+          ConcatPlan, FlattenPlan)
 
 #: IR op name -> plan class.
 PLANS: dict[str, type] = {op: cls for cls in _PLANS for op in cls.ops}

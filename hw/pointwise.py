@@ -74,7 +74,7 @@ class ThresholdPlan:
             self.period = 1
             self.table = np.broadcast_to(self.T[0], (1, lanes, self.L))
         else:
-            period = in_fmt.channels // lanes if len(in_fmt.shape) == 3 else in_fmt.beats
+            period = in_fmt.channels // lanes if len(in_fmt.shape) >= 2 else in_fmt.beats
             self.period = period
             self.table = self.T[ch[:period]]            # period x lanes x L
 
@@ -306,7 +306,7 @@ class ConcatPlan:
     def __init__(self, layer: Layer, in_fmts: list[StreamFormat], out_spec: TensorSpec,
                  lanes: int | None = None):
         self.layer = layer
-        chans = [f.channels if len(f.shape) == 3 else f.size for f in in_fmts]
+        chans = [f.channels if len(f.shape) >= 2 else f.size for f in in_fmts]
         lanes = int(lanes or math.gcd(*chans, *[f.lanes for f in in_fmts]))
         if any(c % lanes for c in chans):
             raise IRError(f"layer {layer.name!r}: {lanes} lanes do not divide the input "
@@ -314,7 +314,7 @@ class ConcatPlan:
         self.chans = chans
         self.in_fmts = [f.with_lanes(lanes) for f in in_fmts]
         self.lanes = lanes
-        if len(out_spec.shape) == 3:
+        if len(out_spec.shape) >= 2:
             self.pixels = in_fmts[0].pixels
             self.out_fmt = StreamFormat.of(out_spec, lanes)
         else:

@@ -95,9 +95,11 @@ class Builder:
                          {"thresholds": t})
 
     def maxpool(self, x, k=2, stride=None, pad=0, br="b0"):
+        """2-D, or 1-D on a ``(C, L)`` input."""
         s = stride or k
-        return self._add(br, "maxpool", [x], {"kernel": (k, k), "stride": (s, s),
-                                              "pads": (pad,) * 4})
+        r = len(self.tensors[x].shape) - 1
+        return self._add(br, "maxpool", [x], {"kernel": (k,) * r, "stride": (s,) * r,
+                                              "pads": (pad,) * (2 * r)})
 
     def avgpool(self, x, k=2, stride=None, pad=0, shift=2, rounding="round", out_bits=4,
                 br="b0"):

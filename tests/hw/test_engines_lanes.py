@@ -85,3 +85,27 @@ def test_scaled_add_signed_thresholds(mul):
     b.add(x0, x1, mul=mul)
     m = b.model()
     check(m, Folding({**_rand_fold(rng, 4, 27, c0), **_rand_fold(rng, 4, 3, c1)}, 16, 16))
+
+
+ONE_D_CASES = [
+    # C, L, O, k, stride, pad, groups, pool k, pool stride
+    (2, 16, 3, 3, 1, 1, 1, 2, 2),
+    (3, 11, 4, 5, 2, 2, 1, 3, 1),
+    (4, 12, 4, 3, 1, 0, 4, 2, 2),       # depthwise 1-D
+]
+
+
+@pytest.mark.parametrize("case", range(len(ONE_D_CASES)))
+def test_one_d(case):
+    """Conv1d -> threshold -> MaxPool1d -> flatten -> dense (1-D windows: no line buffer)."""
+    C, L, O, k, s, p, G, pk, ps = ONE_D_CASES[case]
+    rng = np.random.default_rng(500 + case)
+    b = Builder((C, L), in_bits=4, signed=bool(case % 2), seed=case)
+    c = b.conv("input", O, k, stride=s, pad=p, groups=G)
+    x = b.threshold(c, 3)
+    x = b.maxpool(x, pk, stride=ps)
+    x = b.flatten(x)
+    n = b.tensors[x].shape[0]
+    d = b.dense(x, 3)
+    m = b.model()
+    check(m, Folding({**_rand_fold(rng, O, (C // G) * k, c), **_rand_fold(rng, 3, n, d)}, 16, 16))
