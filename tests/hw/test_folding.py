@@ -80,3 +80,22 @@ def test_core_groups_identical_branches():
     folds = [c.folding.layer(br.layers[0].name) for br in m.branches]
     assert all(f == folds[0] for f in folds)
     assert lower_core(m, c.folding).timing().latency == c.latency
+
+
+def test_chooser_folds_the_wider_op_set():
+    """Depthwise and grouped convolutions, 1-bit lanes and 1-D windows are folded like any
+    PE x SIMD engine: the target is met, the budget respected, and the DSP slices go only to
+    multi-bit multipliers."""
+    from tests.hw.test_verilator import lanes_model, one_d_model
+    for m in (lanes_model(), one_d_model()):
+        slow = lower_branch(m, 0, Folding()).lowered_timing.latency
+        c = choose(m, target=slow // 3, scope="branch")
+        assert c.met and c.latency <= slow // 3
+        t = lower_branch(m, 0, c.folding).timing()
+        assert (t.latency, t.interval) == (c.latency, c.interval)
+        small = Resources(lut=3000, ff=6000, dsp=2, bram=2)
+        b = choose(m, budget=small, scope="branch")
+        assert b.resources.fits(small) and b.latency < slow
+    g = lower_branch(m := lanes_model(), 0, choose(m, budget="xc7z020", scope="branch").folding)
+    assert all(n.plan.mvu.dsp == 0 for n in g.nodes
+               if hasattr(n.plan, "mvu") and n.plan.mvu.one_bit)
