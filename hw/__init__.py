@@ -15,6 +15,11 @@ Modules, in data-flow order:
 - :mod:`.build`: Verilog, folding and report in a build folder (and a content-addressed cache).
 - :mod:`.sim` (with the testbench :mod:`.tb`): Verilator simulation, the ``sim`` executor.
 - :mod:`.bench`, :mod:`.demo`, :mod:`.cli`: figures, the MNIST demo, ``lcp compile`` & co.
+
+The hardware computes the model's integer output tensor. The float output affine (the IR's
+``Dequant``: ``y * scale[c] + offset[c]``, optionally ReLU, which holds a TensorNorm or any final
+scale and bias) stays in software: the executors and the PYNQ driver apply it to the integers
+the accelerator returns, exactly as the golden reference does.
 """
 
 from .base import DEVICES, Resources, StreamFormat

@@ -197,7 +197,8 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         t, r, _ = evaluate(state["pos"], state["lanes"])
     if not fits(r):
         raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
-                      f"the budget {budget.to_json()}")
+                      f"the budget {budget.to_json()} (its cycle-model latency: "
+                      f"{t.latency:,} cycles, interval {t.interval:,})")
 
     def met(t_):
         return target is not None and t_.latency <= target

@@ -14,6 +14,16 @@ ROM weight on a LUT lane becomes the partial products of a two's complement arra
 and only the ``dsp`` lanes (a per-layer count in the folding) use ``*``, which synthesis maps to
 DSP48 slices. All terms of a PE go into one balanced adder tree.
 
+Grouped and depthwise convolution: the weight matrix holds only the real weights (``O x C/G*KH*KW``,
+no zero blocks); each PE lane gathers its own operands (its group's channels of the window) in
+the issue stage, so a depthwise layer is one MAC lane per channel (FINN's vector-vector unit)
+and a grouped one is groups of MVU lanes, folded by the same ``PE x SIMD``.
+
+1-bit lanes (:attr:`MvuParams.lane_kind`): bipolar weights (``weight_format`` bipolar) are one
+ROM bit each and an add/subtract of the input instead of a multiplier; bipolar inputs select
+``+w`` or ``-w`` by their sign bit; both bipolar: XNOR and popcount,
+``sum = SIMD - 2 * popcount(x_neg XOR w_neg)`` per PE (FINN's w1a1). None of them uses a DSP.
+
 Pipeline (both engines): step issue -> operands registered (ROM read) -> products and adder tree
 registered -> accumulate and output register; an output beat is offered 3 cycles after the issue
 of its last step. The whole engine stalls while its output beat waits.
