@@ -18,8 +18,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from lcp.ir import IRError, Model
 
 from .plans import plan_for

@@ -646,7 +646,8 @@ def _cached_folding(model: Model, scope: str, index: int, in_width: int, out_wid
                     target, budget, root: Path | None):
     """The folding chooser's answer, cached by model digest (the chooser can take minutes)."""
     from lcp.hw.build import GENERATOR_VERSION, cache_root, default_folding
-    from lcp.hw.folding import Folding, choose
+    from lcp.hw.chooser import choose
+    from lcp.hw.folding import Folding
 
     root = Path(root) if root is not None else cache_root() / "pynq"
     key = f"{model.digest()[:24]}_{scope}{index}_{in_width}x{out_width}_{target}_{budget}" \
