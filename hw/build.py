@@ -251,7 +251,7 @@ def _locked(path: Path):
 
 
 #: Modules whose source decides the RTL of a given IR and folding.
-_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "folding", "graph",
+_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "graph",
                 "build")
 
 
