@@ -90,7 +90,7 @@ class MvuParams:
     def __init__(self, layer: Layer, wmat: np.ndarray, bias: np.ndarray | None,
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
                  dsp: int | None = None, *, gather: np.ndarray | None = None,
-                 x_bipolar: bool = False, n_in: int | None = None):
+                 x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None):
         self.name = layer.name
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
@@ -105,6 +105,9 @@ class MvuParams:
         #: an add/subtract instead of a multiplier; with bipolar inputs too, XNOR and popcount.
         self.w_bipolar = layer.attrs.get("weight_format") == "bipolar"
         self.x_bipolar = bool(x_bipolar)
+        #: Some operands of bipolar inputs are 0 (a convolution's zero padding): the low bit of
+        #: the 2-bit value (1 for -1 and +1, 0 for 0) gates their products.
+        self.x_zeros = bool(x_zeros) and self.x_bipolar
         #: Elements of one input vector in ``"window"`` mode (the window; ``F`` without
         #: gather).
         self.n_in = self.F if n_in is None else int(n_in)
@@ -185,12 +188,12 @@ class MvuParams:
         kind = self.lane_kind
         if kind == "xnor":
             # XNOR per lane (folded into the popcount LUTs), popcount tree of SIMD bits per PE
-            pop = pe * simd * (1 + math.log2(max(simd, 2)) / 4)
+            pop = pe * simd * (1 + math.log2(max(simd, 2)) / 4) * (2 if self.x_zeros else 1)
             rom = self._rom(pe * simd) if not self.constant else Resources()
             return rom + Resources(lut=pop + 2 * pe * acc + gmux + 40, ff=ff)
         if kind in ("sign_w", "sign_x"):
             # one add/subtract per lane (a conditional negation folded into the adder tree)
-            opb = xb if kind == "sign_w" else wb
+            opb = xb if kind == "sign_w" else wb + (1 if self.x_zeros else 0)
             tree = pe * simd * (opb + math.log2(max(simd, 2)) / 2)
             rom = self._rom(pe * simd * self.rom_bits) if not self.constant else Resources()
             return rom + Resources(lut=tree + 2 * pe * acc + gmux + 40, ff=ff)
@@ -339,25 +342,38 @@ class MatrixVectorUnit(wiring.Component):
         def xneg(q, s):                # sign bit of a bipolar input (-1 = 0b11, +1 = 0b01)
             return x.as_value()[((q * simd + s) if gathered else s) * p.xbits + p.xbits - 1]
 
+        def xnz(q, s):                 # low bit: the operand is -1 or +1, not a 0 of padding
+            return x.as_value()[((q * simd + s) if gathered else s) * p.xbits]
+
         sums = []
         for q in range(pe):
             if kind == "xnor":
                 # sum of +-1 products = SIMD - 2 * popcount(x_neg XOR w_neg)
-                bits = []
+                # (with zero operands: their count less, only theirs gated out of the popcount)
+                bits, live = [], []
                 for s in range(simd):
                     if p.constant:
-                        bits.append(~xneg(q, s) if p.wmat[q, s] < 0 else xneg(q, s))
+                        b = ~xneg(q, s) if p.wmat[q, s] < 0 else xneg(q, s)
                     else:
-                        bits.append(xneg(q, s) ^ w_rom[q * simd + s])
-                pop = Signal(signed(bits_for_range(0, 2 * simd)[0] + 1), name=f"pop{q}")
+                        b = xneg(q, s) ^ w_rom[q * simd + s]
+                    bits.append(b & xnz(q, s) if p.x_zeros else b)
+                    live.append(xnz(q, s))
+                width = bits_for_range(0, 2 * simd)[0] + 1
+                pop = Signal(signed(width), name=f"pop{q}")
                 m.d.comb += pop.eq(tree_sum(bits))
-                sums.append(simd - (pop << 1))
+                if p.x_zeros:
+                    n = Signal(signed(width), name=f"live{q}")
+                    m.d.comb += n.eq(tree_sum(live))
+                    sums.append(n - (pop << 1))
+                else:
+                    sums.append(simd - (pop << 1))
                 continue
             terms = []
             for s in range(simd):
                 if kind == "sign_x":
                     wv = int(p.wmat[q, s]) if p.constant else w_rom[q * simd + s]
-                    terms.append(Mux(xneg(q, s), -wv, wv))
+                    t = Mux(xneg(q, s), -wv, wv)
+                    terms.append(Mux(xnz(q, s), t, 0) if p.x_zeros else t)
                 elif kind == "const":
                     terms += const_mul_terms(xin(q, s), p.wmat[q, s])
                 elif kind == "sign_w":
@@ -438,7 +454,8 @@ class ConvPlan:
             gather = (taps[None, :, :] + grp[:, None, None]
                       + np.arange(Cg)[None, None, :]).reshape(O, -1)
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp, gather=gather, x_bipolar=in_fmt.bipolar, n_in=g.window)
+                             dsp, gather=gather, x_bipolar=in_fmt.bipolar,
+                             x_zeros=any(layer.attrs["pads"]), n_in=g.window)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property

@@ -72,6 +72,19 @@ def test_one_bit_conv_pool(seed):
     check(m, Folding(fold, 32, 16))
 
 
+@pytest.mark.parametrize("groups,wbits", [(1, "bipolar"), (4, "bipolar"), (2, 3)])
+def test_one_bit_padded_conv(groups, wbits):
+    """Bipolar inputs with zero padding: the padding's zeros contribute nothing (XNOR lanes
+    count only the -1/+1 operands; sign-select lanes gate them). The conv is the output, so no
+    later sign hides an error."""
+    rng = np.random.default_rng(600 + groups)
+    b = Builder((4, 5, 5), in_bits="bipolar", seed=groups)
+    c = b.conv("input", 4, 3, pad=1, wbits=wbits, groups=groups)
+    m = b.model()
+    check(m, Folding(_rand_fold(rng, 4, (4 // groups) * 9, c), 16, 32))
+    check(m, Folding({c: {"pe": 4, "simd": (4 // groups) * 9}}, 64, 64), pauses=False)
+
+
 @pytest.mark.parametrize("mul", [(1, 3), (5, 2)])
 def test_scaled_add_signed_thresholds(mul):
     """Two requantized paths at different scales (signed thresholds), aligned by the add's
