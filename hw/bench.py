@@ -11,7 +11,7 @@ weights, :mod:`lcp.models.peers`) as one core at the XC7Z020 budget, next to the
 ANCHORS.md (:data:`FINN`).
 
 ``python -m lcp.hw.bench [--quick | --peers] [--runs runs] [--results results]`` or
-``lcp bench --only hw``:
+``lcp hw-bench`` (``lcp bench --only hw``):
 prints one line per model and writes ``RESULTS/hw_bench.json``, which :func:`markdown` renders
 for REPRODUCTION.md.
 """
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
           "in Verilator, 'model' is the analytical cycle model)")
     rows = run_bench(PEER_CASES if a.peers else QUICK if a.quick else CASES, a.runs)
     flag = " --peers" if a.peers else " --quick" if a.quick else ""
-    doc = {"format": "lcp-hw-bench", "command": "python -m lcp.hw.bench" + flag, "rows": rows}
+    doc = {"format": "lcp-hw-bench", "command": "lcp hw-bench" + flag, "rows": rows}
     a.results.mkdir(parents=True, exist_ok=True)
     (a.results / BENCH_FILE).write_text(json.dumps(doc, indent=1))
     if a.output is not None:
