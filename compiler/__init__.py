@@ -10,16 +10,16 @@ from .frontend import FrontendError, compile_onnx
 from .golden import Golden
 from .executor import Executor, get_executor
 
+from pathlib import Path
+import tempfile
+import warnings
+
 __all__ = ["IRError", "FrontendError", "Model", "load", "save", "compile_onnx", "Golden",
            "Executor", "get_executor", "compile_torch"]
 
 
 def compile_torch(module, example, *, dynamo: bool = False, name: str | None = None) -> Model:
     """Export a Brevitas module to QONNX (in a temporary folder) and compile it to the IR."""
-    import tempfile
-    import warnings
-    from pathlib import Path
-
     from brevitas.export import export_qonnx
 
     with tempfile.TemporaryDirectory() as d:

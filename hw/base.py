@@ -29,6 +29,7 @@ import numpy as np
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data, stream
 
+from lcp.frames import Port
 from lcp.ir import IRError, TensorSpec, bits_for_range
 
 __all__ = [
@@ -165,6 +166,10 @@ class StreamFormat:
         out = np.empty_like(s)
         out[:, self.perm] = s
         return out.reshape(len(s), *self.shape)
+
+    def port(self, width: int, tensor: str = "") -> Port:
+        """This stream as a ``width``-bit AXI4-Stream port (:class:`lcp.frames.Port`)."""
+        return Port.of(tensor, self.shape, self.lo, self.hi, self.perm, width)
 
     def describe(self) -> dict:
         return {"shape": list(self.shape), "lo": self.lo, "hi": self.hi, "bits": self.bits,

@@ -21,18 +21,14 @@ generator version).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lcp.cache import build_once, cache_root, digest, source_digest
 from lcp.counters import count_graph
 from lcp.ir import IRError, Model, save
 
@@ -43,21 +39,12 @@ from .graph import PlanGraph, Timing, lower_branch, lower_core
 from .plumbing import words_per_frame
 
 __all__ = ["GENERATOR_VERSION", "TOP_NAMES", "HwBuild", "lower", "generate", "cached_build",
-           "cache_root", "cache_key", "default_folding", "model_macs"]
+           "cache_key", "default_folding", "cached_choice", "model_macs"]
 
 #: Bumped whenever the generated hardware changes for the same IR and folding.
 GENERATOR_VERSION = "1"
 #: Top module name per scope.
 TOP_NAMES = {"core": "lcp_core", "branch": "lcp_branch"}
-
-
-def cache_root() -> Path:
-    """Build cache folder: ``$LCP_HW_CACHE``, else ``$XDG_CACHE_HOME/lcp/hw`` (``~/.cache``)."""
-    env = os.environ.get("LCP_HW_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lcp" / "hw"
 
 
 def lower(model: Model, folding: Folding, scope: str = "core", index: int = 0) -> PlanGraph:
@@ -81,34 +68,44 @@ def default_folding(model: Model, scope: str = "core", index: int = 0,
                     in_width: int = 64, out_width: int = 64) -> Choice:
     """Folding used when none is asked for: the XC7Z020 budget when the design fits it, else a
     latency target of one cycle per 1,000 MACs (simulation-friendly). Cached by content."""
-    h = hashlib.sha256()
-    for part in (model.digest(), scope, str(index), str(in_width), str(out_width),
-                 _generator_digest(chooser=True)):
-        h.update(part.encode())
-    path = cache_root() / "foldings" / f"{h.hexdigest()[:24]}.json"
-    if path.exists():
-        try:
-            d = json.loads(path.read_text())
-            r = d["resources"]
-            return Choice(Folding.from_json(d["folding"]), d["latency"], d["interval"],
-                          Resources(r["lut"], r["ff"], r["dsp"], r["bram36"]), 0, d["met"],
-                          d.get("note", ""))
-        except (OSError, ValueError, KeyError, IRError):
-            pass
-    try:
-        c = choose(model, budget="xc7z020", scope=scope, index=index, in_width=in_width,
-                   out_width=out_width)
-    except IRError:
-        target = max(2_000, model_macs(model, scope, index) // 1_000)
-        c = choose(model, target=target, scope=scope, index=index, in_width=in_width,
-                   out_width=out_width)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"folding": c.folding.to_json(), "latency": c.latency,
-                               "interval": c.interval, "resources": c.resources.to_json(),
-                               "met": c.met, "note": c.note}))
-    tmp.replace(path)
-    return c
+    return cached_choice(model, scope, index, in_width, out_width)
+
+
+def cached_choice(model: Model, scope: str = "core", index: int = 0, in_width: int = 64,
+                  out_width: int = 64, *, target: int | None = None,
+                  budget: str | None = None) -> Choice:
+    """The folding chooser's answer for ``target`` and/or ``budget`` (neither: the default
+    above), kept in the build cache (:mod:`lcp.cache`) under the model, the scope, the stream
+    widths, the goal and the source of the generator and the chooser (the chooser can take
+    minutes on a large model)."""
+    key = digest("folding", model.digest(), scope, index, in_width, out_width, target, budget,
+                 GENERATOR_VERSION, _generator_digest(chooser=True))
+
+    def build(folder: Path) -> Choice:
+        if target is None and budget is None:
+            try:
+                c = choose(model, budget="xc7z020", scope=scope, index=index,
+                           in_width=in_width, out_width=out_width)
+            except IRError:
+                goal = max(2_000, model_macs(model, scope, index) // 1_000)
+                c = choose(model, target=goal, scope=scope, index=index, in_width=in_width,
+                           out_width=out_width)
+        else:
+            c = choose(model, target=target, budget=budget, scope=scope, index=index,
+                       in_width=in_width, out_width=out_width)
+        (folder / "choice.json").write_text(json.dumps({
+            "folding": c.folding.to_json(), "latency": c.latency, "interval": c.interval,
+            "resources": c.resources.to_json(), "met": c.met, "note": c.note}))
+        return c
+
+    def load_choice(folder: Path) -> Choice:
+        d = json.loads((folder / "choice.json").read_text())
+        r = d["resources"]
+        return Choice(Folding.from_json(d["folding"]), d["latency"], d["interval"],
+                      Resources(r["lut"], r["ff"], r["dsp"], r["bram36"]), 0, d["met"],
+                      d.get("note", ""))
+
+    return build_once(cache_root() / "foldings", key, build, load_choice)
 
 
 @dataclass
@@ -239,17 +236,6 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     return HwBuild(out, top, vpath, scope, index, folding, g, timing, res, rep)
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 #: Modules whose source decides the RTL of a given IR and folding.
 _RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "graph",
                 "build")
@@ -257,43 +243,29 @@ _RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "grap
 
 def _generator_digest(chooser: bool = False) -> str:
     """Hash of the generator's source files: a changed generator never reuses a cached build
-    (``chooser``: also the folding chooser, for cached default foldings)."""
-    h = hashlib.sha256()
+    (``chooser``: also the folding chooser, for cached foldings)."""
     here = Path(__file__).parent
-    for name in _RTL_MODULES + (("chooser",) if chooser else ()):
-        h.update((here / f"{name}.py").read_bytes())
-    return h.hexdigest()
+    return source_digest(*(here / f"{name}.py"
+                           for name in _RTL_MODULES + (("chooser",) if chooser else ())))
 
 
 def cache_key(model: Model, folding: Folding, scope: str, index: int, taps: bool) -> str:
     """Content address of a build: model, folding, scope, taps and generator."""
-    h = hashlib.sha256()
-    for part in (model.digest(), folding.digest(), scope, str(index), str(taps),
-                 GENERATOR_VERSION, _generator_digest()):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:24]
+    return digest(model.digest(), folding.digest(), scope, index, taps, GENERATOR_VERSION,
+                  _generator_digest())
 
 
 def cached_build(model: Model, folding: Folding, *, scope: str = "core", index: int = 0,
                  taps: bool = False, root: Path | None = None) -> HwBuild:
-    """:func:`generate` into ``root/KEY`` unless that build exists (content-addressed)."""
-    root = Path(root) if root is not None else cache_root()
-    key = cache_key(model, folding, scope, index, taps)
-    d = root / key
-    with _locked(root / f"{key}.lock"):
-        rep = d / "report.json"
-        if rep.exists() and (d / f"{TOP_NAMES[scope]}.v").exists():
-            g = lower(model, folding, scope, index)
-            timing = g.lowered_timing
-            return HwBuild(d, TOP_NAMES[scope], d / f"{TOP_NAMES[scope]}.v", scope, index,
-                           folding, g, timing, g.resources(), json.loads(rep.read_text()))
-        if d.exists():
-            shutil.rmtree(d)
-        tmp = root / f"{key}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        b = generate(model, tmp, folding=folding, scope=scope, index=index, taps=taps)
-        tmp.rename(d)
-        b.dir, b.verilog = d, d / b.verilog.name
-        return b
+    """:func:`generate` into ``root/KEY`` unless that build exists (content-addressed,
+    :func:`lcp.cache.build_once`)."""
+    def load_build(d: Path) -> HwBuild:
+        g = lower(model, folding, scope, index)
+        return HwBuild(d, TOP_NAMES[scope], d / f"{TOP_NAMES[scope]}.v", scope, index, folding,
+                       g, g.lowered_timing, g.resources(),
+                       json.loads((d / "report.json").read_text()))
+
+    return build_once(Path(root) if root is not None else cache_root(),
+                      cache_key(model, folding, scope, index, taps),
+                      lambda d: generate(model, d, folding=folding, scope=scope, index=index,
+                                         taps=taps), load_build)

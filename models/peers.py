@@ -26,7 +26,7 @@ Networks (:data:`PEERS`)
     its first conv reads the float image.
 
 Inputs (:func:`peer_input`) are float images ``k/255`` of the network's input shape: real MNIST
-images (:mod:`lcp.models.data`) for the MNIST peers, uniform random ones for the others.
+images (:mod:`lcp.datasets`) for the MNIST peers, uniform random ones for the others.
 
 Random weights (:func:`build_peer`): the constructors' own initialization, seeded, and random
 normalization parameters (BatchNorm/TensorNorm scale ~ U(0.5, 1.5), shift ~ U(-0.5, 0.5)): the
@@ -67,15 +67,15 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import brevitas
 import numpy as np
 import torch
 import torch.nn as nn
-import brevitas
 from brevitas.export import export_qonnx as _brevitas_export_qonnx
-from brevitas.graph.calibrate import extend_collect_stats_steps, finalize_collect_stats
-from brevitas.graph.calibrate import set_collect_stats_to_average
+from brevitas.graph.calibrate import (extend_collect_stats_steps, finalize_collect_stats,
+                                      set_collect_stats_to_average)
 
-from .data import load_mnist
+from lcp.datasets import load_mnist
 
 __all__ = ["PeerSpec", "PEER_SPECS", "PEERS", "CALIBRATION_BATCHES", "CALIBRATION_BATCH_SIZE",
            "peer_spec", "peer_input", "build_peer", "calibrate_peer", "export_peer",

@@ -41,6 +41,7 @@ lr 1e-2, cosine, 25 epochs (the default); seed 2: 97.4      98.2 / 97.6     251-
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -56,7 +57,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from brevitas.graph.calibrate import finalize_collect_stats
 
-from .data import load as load_dataset
+from lcp.datasets import load as load_dataset
+
 from .export import export_qonnx
 from .net import LCPNet
 from .zoo import ARCHS, build, model_name
@@ -213,7 +215,7 @@ def train(arch: str = "lenet5", dataset: str = "mnist", split: int = 4, widen: i
     arch : str
         A key of :data:`lcp.models.ARCHS` whose ``real_data`` holds ``dataset``.
     dataset : str
-        "mnist" (4000 train / 1000 held-out) or "digits" (1437 / 360), see :mod:`lcp.models.data`.
+        "mnist" (4000 train / 1000 held-out) or "digits" (1437 / 360), see :mod:`lcp.datasets`.
     split, widen, weight_bits, act_bits, per_channel
         As in :func:`lcp.models.build`.
     epochs, batch_size, lr, seed
@@ -367,8 +369,6 @@ def _train(cfg: TrainConfig, out_dir: Path, progress: bool) -> TrainResult:
 
 def main(argv=None) -> int:
     """``python -m lcp.models.train``: train one configuration, print its metrics as JSON."""
-    import argparse
-
     d = TrainConfig()
     ap = argparse.ArgumentParser(prog="python -m lcp.models.train",
                                  description="Brevitas QAT of one LCP model (cached runs).")

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from .common import check_bit_width, global_avg_pool, input_quant, quant_conv2d, quant_linear
-from .common import quant_relu
+from .common import (check_bit_width, global_avg_pool, input_quant, quant_conv2d, quant_linear,
+                     quant_relu)
 from .net import BasicBlock, Bottleneck as BottleneckBlock, LCPNet
 
 __all__ = [
@@ -126,7 +126,7 @@ class ArchSpec:
     dataset : str
         The data set the architecture is sized for ("mnist", "cifar10", "imagenet").
     real_data : tuple of str
-        Data sets shipped with this toolkit (:mod:`lcp.models.data`) that fit the architecture.
+        Data sets shipped with this toolkit (:mod:`lcp.datasets`) that fit the architecture.
         Empty: random weights only, never report an accuracy.
     description : str
         One line on where the architecture comes from and how it was sized.

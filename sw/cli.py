@@ -1,51 +1,55 @@
 """The ``lcp`` command line.
 
 Each part of the project adds its commands through a ``register(app)`` function in its own
-module (listed in :data:`COMMAND_MODULES`), so this file stays small. Every command reports
-bad input as one line on stderr and exits with code 2; no traceback.
+module, found through the ``lcp.commands`` entry points of the installed packages (this
+project's are in pyproject.toml: the core, cluster, hardware, synthesis, PYNQ and benchmark
+commands), so this file names none of them. Every command reports bad input as one line on
+stderr and exits with code 2; no traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+import warnings
+from importlib.metadata import entry_points
 
+import click
 import typer
 
-__all__ = ["app", "main", "UsageError", "COMMAND_MODULES"]
+from lcp.ir import IRError
+from lcp.usage import UsageError
+
+__all__ = ["app", "main", "UsageError", "COMMAND_GROUP"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LCP: low-communication parallel networks from training to silicon.")
 
-#: Modules with a ``register(app)`` function, in help order.
-COMMAND_MODULES = [
-    "lcp.sw.commands",
-    "lcp.sw.cluster.cli",
-    "lcp.hw.cli",
-    "lcp.synth.cli",
-    "lcp.sw.pynq_cli",
-]
+#: Entry-point group of the modules with a ``register(app)`` function.
+COMMAND_GROUP = "lcp.commands"
+
+#: Help order of this project's command groups (others follow by name).
+_ORDER = ("core", "cluster", "hw", "synth", "pynq", "benchmarks")
+
+#: What a command may raise for bad input (one line, exit code 2).
+_ERRORS = (UsageError, IRError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+           FileExistsError, PermissionError)
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    from lcp.ir import IRError
-    return (UsageError, IRError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            FileExistsError, PermissionError)
+def _register_commands() -> None:
+    eps = sorted(entry_points(group=COMMAND_GROUP),
+                 key=lambda e: (_ORDER.index(e.name) if e.name in _ORDER else len(_ORDER),
+                                e.name))
+    for ep in eps:
+        ep.load()(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lcp`` console script."""
-    import warnings
     warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
-    for mod in COMMAND_MODULES:
-        importlib.import_module(mod).register(app)
+    _register_commands()
     try:
         app(args=argv, standalone_mode=False)
-    except _errors() as e:
+    except _ERRORS as e:
         print(f"lcp: error: {e}", file=sys.stderr)
         return 2
     except typer.Abort as e:
@@ -58,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:   # click usage errors
-        import click
         if isinstance(e, click.ClickException):
             e.show()
             return 2

@@ -34,6 +34,7 @@ Every figure that could not be measured is ``None`` with a reason in the report'
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -540,7 +541,6 @@ def _openroad(net: AsicNetlist, clock_mhz: float, workdir: Path) -> tuple[dict |
     lib = net.lib
     if not lib.lef:
         return None, f"no LEF files for {lib.name}: OpenROAD skipped"
-    import gzip
     lefs = []
     for p in lib.lef:
         if p.suffix == ".gz":

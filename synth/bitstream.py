@@ -32,11 +32,12 @@ constant ``always @*`` blocks).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcp.hw.pynq_regs import CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, ENGINE_INSTANCE, VLNV
+from lcp.hw.pynq_top import generate_pynq
 from lcp.ir import IRError, Model, save
 
 from .tools import SynthError, ToolFailed, find_tool, have_tool, run_tool, verilator_env
@@ -184,7 +185,6 @@ close_project
 
 
 def _tcl_build(p: Project, jobs: int) -> str:
-    from lcp.hw.pynq_top import CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, ENGINE_INSTANCE, VLNV
 
     b = p.board
     eng, eng_base, eng_range = ENGINE_INSTANCE
@@ -265,7 +265,7 @@ connect_bd_net [get_bd_pins rst_ps7_0_{CLOCK_MHZ}M/peripheral_aresetn] \\
     [get_bd_pins ps7_0_axi_periph/M00_ARESETN] [get_bd_pins ps7_0_axi_periph/M01_ARESETN] \\
     [get_bd_pins axi_smc/aresetn] [get_bd_pins {eng}/aresetn]
 
-# address map (lcp.hw.pynq_top.ENGINE_INSTANCE / DMA_INSTANCE)
+# address map (lcp.hw.pynq_regs.ENGINE_INSTANCE / DMA_INSTANCE)
 set ps_data [get_bd_addr_spaces processing_system7_0/Data]
 assign_bd_address -offset 0x{dma_base:08X} -range {k(dma_range)} -target_address_space $ps_data \\
     [get_bd_addr_segs {dma}/S_AXI_LITE/Reg] -force
@@ -328,8 +328,6 @@ def write_project(model: Model, out_dir: str | Path, *, board: str = "pynq-z2", 
     SynthError
         when the top does not pass the lint.
     """
-    from lcp.hw.pynq_top import generate_pynq
-
     if board not in BOARDS:
         raise IRError(f"unknown board {board!r} (known: {', '.join(BOARDS)})")
     if folding is not None:
@@ -368,7 +366,7 @@ Build (Vivado {VIVADO_VERSION}, {p.board.board_files}):
 It packages `hdl/lcp_pynq.v` as IP, builds the block design, runs implementation and writes
 `overlay/{_OVERLAY}.bit` and `overlay/{_OVERLAY}.hwh`. Then copy `overlay/` to the board and:
 
-    from lcp.sw.pynq_driver import LcpOverlay
+    from lcp.sw.pynq.executors import LcpOverlay
     ol = LcpOverlay("overlay/{_OVERLAY}.bit")
     y = ol.predict(x)
 

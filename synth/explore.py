@@ -16,6 +16,13 @@ import json
 import time
 from pathlib import Path
 
+from lcp.hw.build import generate, lower
+from lcp.hw.chooser import choose
+from lcp.hw.folding import Folding
+
+from .flow import run_synth
+from .tools import SynthError
+
 __all__ = ["explore", "pareto", "plot_explore", "save"]
 
 
@@ -61,12 +68,6 @@ def explore(model, *, budget: str | None = "xc7z020", scope: str = "branch", ind
     IRError : the chooser cannot fold the model within the budget.
     SynthError : bad ``synth``.
     """
-    from lcp.hw.build import generate, lower
-    from lcp.hw.chooser import choose
-    from lcp.hw.folding import Folding
-
-    from .tools import SynthError
-
     if points < 2:
         raise SynthError("--points must be at least 2")
     if synth is not None and synth != "xc7z020" and not synth.startswith("asic:"):
@@ -93,7 +94,6 @@ def explore(model, *, budget: str | None = "xc7z020", scope: str = "branch", ind
              "estimate": c.resources.to_json(), "folding": c.folding.to_json()["layers"],
              "target_met": c.met}
         if synth is not None:
-            from .cli import run_synth
             d = workdir / f"point{k}"
             generate(model, d, folding=c.folding, scope=scope, index=index)
             if synth == "xc7z020":

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .activity import Activity, vcd_activity
 from .libs import CellLibrary, cache_dir
-from .tools import SynthError, find_tool, run_tool, run_yosys_job, verilator_env
+from .tools import SynthError, find_tool, run_tool, run_yosys_job, tool_versions, verilator_env
 
 __all__ = ["Stimulus", "StreamPorts", "GateSim", "stream_ports", "cell_models", "gate_sim",
            "netlist_ports"]
@@ -265,7 +266,6 @@ endmodule
 
 def _runtime_cache(flags: list[str]) -> Path:
     """Folder for Verilator's compiled runtime (the same for every design with these flags)."""
-    from .tools import tool_versions
     key = hashlib.sha1(f"{tool_versions().get('verilator')}|{' '.join(flags)}|O1".encode())
     d = cache_dir() / "verilator" / key.hexdigest()[:12]
     d.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,6 @@ def gate_sim(netlist: Path, models: Path, top: str, stim: Stimulus, workdir: Pat
     ToolMissing / ToolFailed
         Verilator or the C++ compiler is missing or failed.
     """
-    import time
     t_start = time.perf_counter()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

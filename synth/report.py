@@ -16,6 +16,8 @@ import math
 import re
 from pathlib import Path
 
+from rich.table import Table
+
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "finish", "save", "load", "rich_table",
            "text_table", "summary", "markdown_table", "plot_breakdown", "branch_of", "rollup"]
 
@@ -191,7 +193,6 @@ def summary(report: dict) -> list[str]:
 
 def rich_table(report: dict):
     """A :class:`rich.table.Table` of the report's groups (title: the summary line)."""
-    from rich.table import Table
     cols = _columns(report)
     tab = Table(title=" | ".join(summary(report)[:2]), title_justify="left")
     tab.add_column("engine / layer")

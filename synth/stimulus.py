@@ -1,7 +1,7 @@
 """Input beats for the gate-level simulation of a ``BUILD/`` folder, and the outputs to expect.
 
 The images are real where the data set is here: a model with MNIST's input shape ``(1, 28, 28)``
-gets held-out MNIST test images (:func:`lcp.models.data.load_mnist`, one per class in turn), one
+gets held-out MNIST test images (:func:`lcp.datasets.load_mnist`, one per class in turn), one
 with the sklearn digits' ``(1, 8, 8)`` held-out digits. Any other input shape (CIFAR or ImageNet
 sized models, for which no data set is available offline) gets uniformly random integers over
 the quantized input range, which switch more than natural images do: its power is pessimistic.
@@ -15,6 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from lcp.datasets import load_digits, load_mnist
+from lcp.golden import Golden
+from lcp.hw.build import lower
+from lcp.hw.folding import Folding
+from lcp.hw.plumbing import pack_frames
+from lcp.ir import load
+
 from .design import Design
 from .gatesim import Stimulus
 from .tools import SynthError
@@ -27,8 +34,7 @@ def images_for(model, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     spec = model.input
     shape = tuple(spec.shape)
     if shape in ((1, 28, 28), (1, 8, 8)):
-        from lcp.models import data
-        ds = data.load_mnist() if shape == (1, 28, 28) else data.load_digits()
+        ds = load_mnist() if shape == (1, 28, 28) else load_digits()
         idx = [int(np.flatnonzero(ds.y_test == k % ds.num_classes)[k // ds.num_classes])
                for k in range(n)]
         x = ds.x_test[idx]
@@ -52,11 +58,6 @@ def build_stimulus(design: Design, images: int = 2, seed: int = 0) -> Stimulus:
     if d is None or not (d / "model.json").is_file() or not (d / "folding.json").is_file():
         raise SynthError(f"{design.name}: not a `lcp compile` build folder (needs model.json and "
                          f"folding.json to make the input frames)")
-    from lcp.golden import Golden
-    from lcp.hw.build import lower
-    from lcp.hw.folding import Folding
-    from lcp.hw.plumbing import pack_frames
-    from lcp.ir import load
 
     model = load(d / "model")
     rep = design.hw_report or {}

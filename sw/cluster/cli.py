@@ -10,6 +10,8 @@ stays on loopback.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +22,16 @@ from typing import List, Optional
 import typer
 
 from lcp.sw.cli import UsageError
+from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
+
+from .bench import FAMILIES, BenchConfig, default_runs, prepare_family, run_benchmark
+from .dispatcher import STRATEGIES, run_batch
+from .emulate import Topology, check_root, parse_rate
+from .node import NodePlugin
+from .procs import ProcessCluster
+from .roles import PRELOAD
+from .security import load_security, local_security, make_certificates
+from .wire import ENCODINGS
 
 __all__ = ["register", "parse_resources"]
 
@@ -45,7 +57,6 @@ def _security(tls_dir: Optional[Path], role: str = "client", name: Optional[str]
     ``local``); None without ``--tls-dir``; bad certificates are a UsageError."""
     if tls_dir is None:
         return None
-    from .security import load_security, local_security
     try:
         return local_security(tls_dir) if local else load_security(tls_dir, role, name)
     except (FileNotFoundError, ValueError) as e:
@@ -62,7 +73,6 @@ def _host_of(address: str) -> str:
 
 
 def _loopback(host: str) -> bool:
-    import ipaddress
     if host == "localhost":
         return True
     try:
@@ -107,9 +117,6 @@ async def _serve(server) -> None:
 
 def _bench_config(families, nodes, requests, throughput_requests, concurrency, out, scheduler,
                   links, delay_ms, runs, cache, train, epochs, tls_dir, quick):
-    import json
-
-    from .bench import FAMILIES, BenchConfig, default_runs
 
     fams = list(families) if families else list(FAMILIES)
     bad = [f for f in fams if f not in FAMILIES]
@@ -160,9 +167,6 @@ def register(app: typer.Typer) -> None:
         """Serve as an LCP node: a Dask worker that keeps model parts loaded."""
         from distributed import Nanny, Worker
 
-        from .node import NodePlugin
-        from .roles import PRELOAD
-
         if nthreads < 1 or slowdown < 1.0 or delay_ms < 0:
             raise UsageError("--nthreads must be >= 1, --slowdown >= 1, --delay-ms >= 0")
         res = parse_resources(resources)
@@ -208,8 +212,6 @@ def register(app: typer.Typer) -> None:
     ):
         """Run a Dask scheduler for LCP nodes (several machines: start it on the dispatcher)."""
         from distributed import Scheduler
-
-        from .roles import PRELOAD
 
         sec = _security(tls_dir, "scheduler")
         if not _loopback(host):
@@ -262,11 +264,6 @@ def register(app: typer.Typer) -> None:
                            "uint8:SCALE or int8:SCALE"),
     ):
         """Run a batch through the cluster with one strategy and write the output."""
-        from lcp.sw.commands import empty_output, load_input, load_model, output_file, write_npy
-
-        from .dispatcher import STRATEGIES, run_batch
-        from .wire import ENCODINGS
-
         if strategy not in STRATEGIES:
             raise UsageError(f"--strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
         if encoding not in ENCODINGS:
@@ -330,9 +327,6 @@ def register(app: typer.Typer) -> None:
             quick: bool = typer.Option(False, help="few requests (a smoke run)"),
     ):
         """Benchmark every strategy: latency, throughput, bytes per link, memory per node."""
-        from .bench import run_benchmark
-        from .procs import ProcessCluster
-
         cfg = _bench_config(family, nodes, requests, throughput_requests, concurrency, out,
                             scheduler, links, delay_ms, run, cache, train, epochs, tls_dir,
                             quick)
@@ -371,10 +365,6 @@ def register(app: typer.Typer) -> None:
             timeout: float = typer.Option(3600.0, help="seconds for the whole benchmark"),
     ):
         """Build emulated links (netns + veth + tbf), run the benchmark over them, remove them."""
-        from .bench import prepare_family
-        from .emulate import Topology, check_root, parse_rate
-        from .procs import ProcessCluster
-
         check_root()
         try:
             parse_rate(bandwidth)
@@ -442,8 +432,6 @@ def register(app: typer.Typer) -> None:
         """Issue per-node certificates for mutual TLS: a new authority with a scheduler, the
         --worker and --client nodes (default: one of each); an existing authority issues only
         the nodes named. Each node gets a folder with the CA certificate and its own pair."""
-        from .security import make_certificates
-
         if days < 1:
             raise UsageError("--days must be >= 1")
         new = not (folder / "ca.pem").is_file()

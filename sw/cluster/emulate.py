@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcp.sw.cli import UsageError
+
 __all__ = ["SUBNET", "Topology", "check_root", "parse_rate", "cleanup_stale"]
 
 #: The /24 used inside the namespaces.
@@ -65,8 +67,6 @@ def parse_rate(rate: str) -> int:
 
 def check_root() -> None:
     """Raise :class:`lcp.sw.cli.UsageError` unless root with ``ip`` and ``tc`` available."""
-    from lcp.sw.cli import UsageError
-
     if os.geteuid() != 0:
         raise UsageError("emulated links need root (network namespaces, veth pairs and tc); run "
                          "`lcp cluster emulate` as root, or `lcp cluster bench` for the "

@@ -46,6 +46,7 @@ import asyncio
 import logging
 import os
 import resource
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -54,9 +55,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from lcp.counters import count_layer
+from lcp.executor import get_executor
 from lcp.ir import Model
 
 from . import wire
+from .netcount import tcp_connections
 from .parts import part_from_wire
 from .roles import peer_role
 from .rpc import FastRPC
@@ -96,7 +100,6 @@ class _Node:
     """State of one worker: loaded parts, a compute thread pool, counters."""
 
     def __init__(self, worker, max_queue: int, max_parts: int):
-        import threading
 
         self.worker = worker
         self.max_queue = max_queue
@@ -148,8 +151,6 @@ class _Node:
                 "rss": _rss()}
 
     def _load_sync(self, key, kind, index, doc, npz, backend) -> _Loaded:
-        from lcp.counters import count_layer
-        from lcp.executor import get_executor
 
         model = part_from_wire({"key": key, "doc": doc, "npz": npz})
         ex = get_executor(backend, model)
@@ -293,7 +294,6 @@ class _Node:
             logger.info("lcp: could not deliver request %s to %s: %r", req, reply_to, e)
 
     async def lcp_stats(self, reset: bool = False, tcp: bool = True) -> dict:
-        from .netcount import tcp_connections
 
         out = {
             "status": "OK", "name": str(self.worker.name), "address": self.worker.address,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,7 +119,6 @@ class ProcessCluster:
 
     def close(self) -> None:
         """Terminate every process started here (the topology stops its own)."""
-        import signal
         for p in self.procs:
             if p.poll() is None:
                 try:

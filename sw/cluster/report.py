@@ -24,6 +24,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
+
+from .wire import ENCODINGS
 
 __all__ = ["TARGET", "LCP_GROUPS", "group_of", "best_runs", "baseline_best", "comparisons",
            "headline_lines", "render_table", "summary_lines", "plots", "markdown"]
@@ -193,8 +196,6 @@ def _conditions(result: dict) -> str:
 
 def summary_lines(result: dict) -> list[str]:
     """The headline figures as plain lines (also written to ``summary.txt``)."""
-    from .wire import ENCODINGS
-
     lines = [_conditions(result)]
     for fam, entry in result["families"].items():
         lines.append(f"== {fam} ==")
@@ -287,8 +288,6 @@ def _row_cells(r: dict, best_labels: set) -> list[str]:
 
 def render_table(result: dict):
     """A :class:`rich.table.Table` per family."""
-    from rich.table import Table
-
     tables = []
     for fam, entry in result["families"].items():
         t = Table(title=f"{fam}: {result['workers']} workers"
@@ -309,8 +308,6 @@ def render_table(result: dict):
 
 def _grouped(rows: list[dict]):
     """Groups in order of first appearance and the encodings seen."""
-    from .wire import ENCODINGS
-
     groups = list(dict.fromkeys(group_of(r) for r in rows))
     encs = [e for e in ENCODINGS if any(r["encoding"] == e for r in rows)]
     encs += sorted({r["encoding"] for r in rows} - set(encs))
@@ -395,7 +392,7 @@ def plots(result: dict, out: Path) -> list[Path]:
 
 
 def markdown(results_dir, runs=Path("runs")) -> str:
-    """REPRODUCTION.md section (:mod:`lcp.sw.reproduce`): the newest ``bench.json`` of
+    """REPRODUCTION.md section (:mod:`lcp.benchmarks.reproduce`): the newest ``bench.json`` of
     ``RESULTS/cluster/`` (written by ``lcp bench --only cluster``), else of
     ``RUNS/cluster-emulate/`` or ``RUNS/cluster-bench/``, as tables and headline lines."""
     found = [p for p in (Path(results_dir) / "cluster" / "bench.json",

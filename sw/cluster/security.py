@@ -29,6 +29,8 @@ import ipaddress
 import os
 from pathlib import Path
 
+from .roles import install
+
 __all__ = ["ROLES", "ROLE_OIDS", "make_certificates", "node_folder", "cert_role",
            "load_security", "local_security"]
 
@@ -299,8 +301,6 @@ def load_security(folder, role: str, name: str | None = None):
     """
     from distributed import Security
 
-    from .roles import install
-
     ca, cert, key = _verify(node_folder(folder, role, name), role)
     install()
     return Security(tls_ca_file=str(ca), require_encryption=True,
@@ -311,8 +311,6 @@ def local_security(folder):
     """A :class:`distributed.Security` with the scheduler, a worker and a client pair of
     ``folder`` (written by :func:`make_certificates`): an embedded cluster on one machine."""
     from distributed import Security
-
-    from .roles import install
 
     folder = Path(folder)
     kw = {}

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lcp.frames import pack_bits, unpack_bits
 from lcp.ir import IRError, TensorSpec, bits_for_range
 
 __all__ = ["ENCODINGS", "FLOAT_EXACT_LIMIT", "encode", "decode", "payload_nbytes"]
@@ -75,39 +76,25 @@ def _width(lo: int, hi: int) -> int:
     return bits_for_range(0, int(hi) - int(lo))[0]
 
 
+def _stored_bits(b: int) -> int:
+    """Bits each value of a ``b``-bit range takes in the ``packed`` payload: ``b`` below 8,
+    else the next whole little-endian word."""
+    return next(w for w in _WORDS if w >= b) if b >= 8 else b
+
+
 def _pack(v: np.ndarray, b: int) -> bytes:
-    """``v`` (unsigned, each < 2**b) as the ``packed`` payload."""
-    v = v.reshape(-1)
-    if b >= 8:
-        w = next(w for w in _WORDS if w >= b)
-        return v.astype(f"<u{w // 8}").tobytes()
-    if b == 4:
-        u = v.astype(np.uint8)
-        if u.size % 2:
-            u = np.append(u, np.uint8(0))
-        return (u[0::2] | (u[1::2] << 4)).tobytes()
-    planes = ((v.astype(np.uint8)[:, None] >> np.arange(b, dtype=np.uint8)) & 1)
-    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+    """``v`` (unsigned, each < 2**b) as the ``packed`` payload (:func:`lcp.frames.pack_bits`)."""
+    return pack_bits(v.reshape(1, -1), _stored_bits(b)).tobytes()
 
 
 def _unpack(d: bytes, b: int, n: int) -> np.ndarray:
     """Inverse of :func:`_pack`: ``n`` unsigned values as int64."""
-    if b >= 8:
-        w = next(w for w in _WORDS if w >= b)
-        a = np.frombuffer(d, dtype=f"<u{w // 8}")
-        if a.size != n:
-            raise IRError(f"packed payload holds {a.size} values, expected {n}")
-        return a.astype(np.int64)
+    w = _stored_bits(b)
     buf = np.frombuffer(d, dtype=np.uint8)
-    if buf.size != (n * b + 7) // 8:
-        raise IRError(f"packed payload has {buf.size} bytes, expected {(n * b + 7) // 8}")
-    if b == 4:
-        out = np.empty(buf.size * 2, dtype=np.int64)
-        out[0::2] = buf & 0x0F
-        out[1::2] = buf >> 4
-        return out[:n]
-    bits = np.unpackbits(buf, count=n * b, bitorder="little").reshape(n, b).astype(np.int64)
-    return (bits << np.arange(b, dtype=np.int64)).sum(axis=1)
+    if buf.size != -(-n * w // 8):
+        raise IRError(f"packed payload has {buf.size} bytes, expected {-(-n * w // 8)} "
+                      f"({n} values of {w} bits)")
+    return unpack_bits(buf.reshape(1, -1), w, n)[0]
 
 
 #: Largest ``|q|`` the float encodings carry exactly (float32 has a 24-bit significand; the

@@ -2,7 +2,7 @@
 
 import json
 
-from lcp.hw.bench import BENCH_FILE, markdown
+from lcp.benchmarks.hw import BENCH_FILE, markdown
 
 
 def test_markdown_from_results(tmp_path):
@@ -19,7 +19,7 @@ def test_markdown_from_results(tmp_path):
 
 
 def test_markdown_puts_finn_next_to_the_peers(tmp_path):
-    from lcp.hw.bench import FINN
+    from lcp.benchmarks.hw import FINN
     row = {"model": "tfc_2w2a (bnn_pynq) core", "weights": "random", "folding_goal": "xc7z020",
            "latency_cycles_sim": 77, "latency_cycles_model": 77, "interval_cycles_sim": 16,
            "interval_cycles_model": 16, "bit_exact": True, "sim_images_per_second": 50.0,

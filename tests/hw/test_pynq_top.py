@@ -15,9 +15,10 @@ import pytest
 from lcp.golden import Golden
 from lcp.hw.build import lower
 from lcp.hw.plumbing import pack_frames
-from lcp.hw import pynq_top
-from lcp.hw.pynq_top import (AXIL_ADDR_WIDTH, ID_MAGIC, EngineInfo, PynqTop, RegisterFile,
-                             register_values, regmap_json, regmap_markdown)
+from lcp.hw import pynq_axil, pynq_regs
+from lcp.hw.pynq_axil import RegisterFile, register_values, regmap_json, regmap_markdown
+from lcp.hw.pynq_regs import AXIL_ADDR_WIDTH, ID_MAGIC, EngineInfo
+from lcp.hw.pynq_top import PynqTop
 
 from tests.pynq_common import tiny_build, tiny_folding, tiny_model
 
@@ -63,7 +64,7 @@ def test_register_offsets_are_distinct_and_fit():
 
 def test_docstring_table_lists_every_register():
     """The table in the module docstring names every register at its offset."""
-    doc = pynq_top.__doc__
+    doc = pynq_axil.__doc__
     rows = dict(re.findall(r"^(0x[0-9A-F]{3})\s+([A-Z_0-9./]+)", doc, re.M))
     for r in RegisterFile.MAP:
         key = f"0x{r.offset:03X}"
@@ -86,12 +87,12 @@ def test_register_values(tiny):
     assert lo == m.tensors[m.output].lo
     assert v[0x38] == info.inp.words and v[0x3C] == info.out.words
     j = regmap_json(info)
-    assert j["values"]["0x000"] == ID_MAGIC and j["vlnv"] == pynq_top.VLNV
+    assert j["values"]["0x000"] == ID_MAGIC and j["vlnv"] == pynq_regs.VLNV
 
 
 def test_driver_vlnv_matches():
-    from lcp.sw import pynq_driver
-    assert pynq_driver.VLNV == pynq_top.VLNV
+    from lcp.sw.pynq import driver as pynq_driver
+    assert pynq_driver.VLNV == pynq_regs.VLNV
 
 
 def test_cocotb_registers_and_streams(tmp_path):
@@ -99,7 +100,8 @@ def test_cocotb_registers_and_streams(tmp_path):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    from lcp.sw.pynq_simtb import _verilator_path, compile_top, sim_dir
+    from lcp.hw.sim import verilator_env
+    from lcp.sw.pynq.simtb import compile_top, sim_dir
 
     b = tiny_build(32)
     compile_top(b.dir)
@@ -115,7 +117,7 @@ def test_cocotb_registers_and_streams(tmp_path):
     (tmp_path / "expected.json").write_text(json.dumps(
         {"consts": {str(k): v for k, v in register_values(b.info).items()},
          "in_width": 32, "out_width": 32}))
-    _verilator_path()
+    verilator_env()
     env = {"LCP_PYNQ_TB_DIR": str(tmp_path), "COCOTB_LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     xml = tmp_path / "results.xml"

@@ -8,7 +8,6 @@ from lcp import save
 from lcp.golden import Golden
 from lcp.hw import pointwise
 from lcp.hw.sim import SimExecutor, SimMismatch
-
 from tests.hw.irgen import Builder
 from tests.hw.test_verilator import core_model
 
@@ -59,7 +58,7 @@ def test_mismatch_names_image_and_layer(tmp_path, monkeypatch):
 
 def test_sim_demo_flow(tmp_path):
     """`make sim` flow on a small random MNIST-shaped model: figures printed, RTL == golden."""
-    from lcp.hw.demo import run_demo
+    from lcp.benchmarks.sim_demo import run_demo
     b = Builder((1, 28, 28), in_bits=8, seed=33)
     x = b.threshold(b.conv("input", 2, 4, stride=4), 2)
     b.dense(b.flatten(x), 10)

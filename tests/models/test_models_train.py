@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
+from lcp.benchmarks.accuracy import accuracy_table, format_table
 from lcp.models import check_export_contract, example_input
-from lcp.models.report import accuracy_table, format_table
-from lcp.models.train import load_run, run_dir, train, TrainConfig
+from lcp.models.train import TrainConfig, load_run, run_dir, train
 
 TINY = dict(arch="lenet_fc", dataset="digits", split=2, epochs=1, batch_size=64,
             train_subset=256, progress=False)

@@ -10,7 +10,7 @@ from lcp.sw.cli import main
 
 def test_demo_trains_then_reuses_and_golden_matches_brevitas(tmp_path, capsys):
     """The main job from nothing: train LeNet-5 split4 w4a4, golden on the held-out images."""
-    from lcp.sw.demo import run_demo
+    from lcp.benchmarks.demo import run_demo
 
     lines = []
     r = run_demo(tmp_path, progress=False, out=lines.append)
@@ -54,8 +54,8 @@ def test_bench_rejects_unknown_parts(tmp_path, capsys):
 
 
 def test_golden_bench_measures_both_and_renders(tmp_path):
+    from lcp.benchmarks.bench import GOLDEN_FILE, golden_bench, markdown
     from lcp.models.train import train
-    from lcp.sw.bench import GOLDEN_FILE, golden_bench, markdown
 
     run = train(arch="lenet5", dataset="mnist", split=4, epochs=1, train_subset=256,
                 progress=False, out_dir=tmp_path / "run")
@@ -73,8 +73,8 @@ def test_golden_bench_measures_both_and_renders(tmp_path):
 
 def test_counters_table_comes_from_the_ir(tmp_path):
     from lcp import load
+    from lcp.benchmarks.reproduce import counters_markdown, zoo_counts
     from lcp.counters import count
-    from lcp.sw.reproduce import counters_markdown, zoo_counts
 
     rows = zoo_counts(archs=("lenet5",), variants=((1, 0), (8, 0), (8, 40)), cache=tmp_path)
     base, s8, f40 = rows
@@ -91,7 +91,7 @@ def test_counters_table_comes_from_the_ir(tmp_path):
 
 @pytest.mark.slow          # a 224x224 ResNet-18 exported and compiled (about a minute)
 def test_imagenet_counters_next_to_the_published_ones(tmp_path):
-    from lcp.sw.reproduce import PUBLISHED, imagenet_markdown, zoo_counts
+    from lcp.benchmarks.reproduce import PUBLISHED, imagenet_markdown, zoo_counts
 
     (row,) = zoo_counts(archs=("resnet18_imagenet",), variants=((1, 0),), cache=tmp_path)
     params, macs, source = PUBLISHED["resnet18_imagenet"]
@@ -103,7 +103,7 @@ def test_imagenet_counters_next_to_the_published_ones(tmp_path):
 
 
 def test_readme_figures_replace_only_the_marked_block(tmp_path):
-    from lcp.sw.reproduce import readme_block, update_readme_figures
+    from lcp.benchmarks.reproduce import readme_block, update_readme_figures
 
     readme = tmp_path / "README.md"
     readme.write_text("head\n<!-- figures:begin -->\nold\n<!-- figures:end -->\ntail\n")

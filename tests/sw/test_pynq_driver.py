@@ -16,9 +16,10 @@ from lcp.hw.plumbing import pack_frames as hw_pack
 from lcp.hw.plumbing import unpack_frames as hw_unpack
 from lcp.ir import save
 from lcp.sw.cli import main as lcp_main
-from lcp.sw.pynq_driver import (BoardUnavailable, DriverTimeout, InputMismatch, LcpDriver,
-                                ModelMismatch, Port, PynqExecutor, PynqSimExecutor,
-                                pack_frames, unpack_frames)
+from lcp.frames import Port, pack_frames, unpack_frames
+from lcp.sw.pynq.driver import (BoardUnavailable, DriverTimeout, InputMismatch, LcpDriver,
+                                ModelMismatch)
+from lcp.sw.pynq.executors import PynqExecutor, PynqSimExecutor
 
 from tests.pynq_common import other_model, tiny_build, tiny_model
 
@@ -178,7 +179,7 @@ def test_overlay_library_is_searched_by_model_hash(tmp_path, monkeypatch):
     """A node holding the overlays of several parts finds the one built for its model."""
     import json
 
-    from lcp.sw.pynq_driver import OVERLAY_ENV, _find_overlay
+    from lcp.sw.pynq.executors import OVERLAY_ENV, _find_overlay
 
     m, other = tiny_model(), other_model()
     for name, model in (("a", other), ("b", m)):
@@ -196,7 +197,7 @@ def test_overlay_library_is_searched_by_model_hash(tmp_path, monkeypatch):
 def test_markdown_renders_the_bench(tmp_path):
     import json
 
-    from lcp.sw.pynq_driver import BENCH_FILE, markdown
+    from lcp.benchmarks.pynq import BENCH_FILE, markdown
 
     assert "Not measured yet" in markdown(tmp_path)
     row = {"batch": 8, "calls": 2, "images": 16, "images_per_second": 9.5,

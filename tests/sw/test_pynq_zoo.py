@@ -1,6 +1,6 @@
 """Slow: `lcp run MODEL X --backend pynq-sim` equals `--backend golden` bit for bit on zoo models
 (whole models as one LCP core, default folding for the XC7Z020 budget), and one CifarNet-split8
-branch through the driver; random weights calibrated on random images (lcp.hw.bench.zoo_model),
+branch through the driver; random weights calibrated on random images (lcp.benchmarks.hw.zoo_model),
 the trained demo model when `runs/` has it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from lcp.golden import Golden
 from lcp.ir import save
 from lcp.sw.cli import main as lcp_main
-from lcp.sw.pynq_driver import PynqSimExecutor
+from lcp.sw.pynq.executors import PynqSimExecutor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def _zoo(arch, split):
-    from lcp.hw.bench import zoo_model
+    from lcp.benchmarks.hw import zoo_model
     return zoo_model(arch, split)
 
 
@@ -43,8 +43,8 @@ def test_lcp_run_pynq_sim_equals_golden(arch, split, tmp_path, capsys):
 
 
 def test_trained_demo_model_on_mnist(tmp_path, capsys):
-    from lcp.models.data import load as load_dataset
-    from lcp.sw.pynq_bench import find_demo_model
+    from lcp.benchmarks.pynq import find_demo_model
+    from lcp.datasets import load as load_dataset
 
     p = find_demo_model(ROOT / "runs")
     if p is None:

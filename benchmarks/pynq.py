@@ -1,23 +1,24 @@
 """Benchmark of the PYNQ driver on the simulated board (``make bench``, ``lcp pynq-bench``).
 
 For each batch size, the same held-out images (MNIST test split; random images for a model
-without data) go through :meth:`lcp.sw.pynq_driver.LcpDriver.run_int` in calls of that size;
+without data) go through :meth:`lcp.sw.pynq.driver.LcpDriver.run_int` in calls of that size;
 per row it records:
 
 - images/s through the driver (wall clock of the simulation on this machine);
 - the driver's own overhead per call: wall time of the call minus the time spent waiting for the
-  simulator's answers (:attr:`lcp.sw.pynq_sim.SimDevice.wait_seconds`): packing, checks, PYNQ's
+  simulator's answers (:attr:`lcp.sw.pynq.sim.SimDevice.wait_seconds`): packing, checks, PYNQ's
   MMIO/DMA/buffer code and Python, i.e. what the driver would cost on a board's CPU too
   (measured here on this machine's CPU, not an ARM Cortex-A9);
 - hardware cycles per image from the engine's ``BUSY_CYCLES`` register and the images/s they
   give at the overlay's clock.
 
 Every output is compared with the golden reference. Results go to ``RESULTS/pynq_sim.json``;
-:func:`lcp.sw.pynq_driver.markdown` renders them.
+:func:`lcp.sw.pynq.driver.markdown` renders them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -25,7 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lcp import compile_onnx
+from lcp.benchmarks.hw import zoo_model
+from lcp.datasets import load as load_dataset
+from lcp.golden import Golden
+from lcp.sw.pynq.executors import PynqSimExecutor
+
 __all__ = ["run_bench", "bench_model", "find_demo_model", "BATCHES", "main"]
+
+#: File the PYNQ benchmark writes into the results folder (:func:`run_bench`).
+BENCH_FILE = "pynq_sim.json"
 
 #: Batch sizes (images per driver call).
 BATCHES = (1, 8, 64)
@@ -46,15 +56,11 @@ def find_demo_model(runs: str | Path = "runs") -> Path | None:
 def bench_model(runs: Path):
     """The demo model (trained LeNet-5 split4 w4a4 when ``runs`` has it, else random weights),
     ``"trained"``/``"random"``, and the held-out MNIST images."""
-    from lcp.hw.bench import zoo_model
-
     p = find_demo_model(runs)
     if p is not None:
-        from lcp import compile_onnx
         model, weights = compile_onnx(p), "trained"
     else:
         model, weights = zoo_model("lenet5", 4), "random"
-    from lcp.models.data import load as load_dataset
     x = load_dataset("mnist").x_test
     return model, weights, x
 
@@ -68,12 +74,8 @@ def run_bench(results_dir: str | Path = "results", runs: str | Path = "runs", *,
     images : int
         Images per row (rounded up to whole calls).
     executor_options : dict, optional
-        Extra options for :class:`~lcp.sw.pynq_driver.PynqSimExecutor` (e.g. ``folding``).
+        Extra options for :class:`~lcp.sw.pynq.driver.PynqSimExecutor` (e.g. ``folding``).
     """
-    from lcp.golden import Golden
-
-    from .pynq_driver import BENCH_FILE, PynqSimExecutor
-
     model, weights, x = bench_model(Path(runs))
     xq_all = model.input.quantize(x[:max(images, max(batches))])
     gold = Golden(model).run_int(xq_all)
@@ -132,8 +134,7 @@ def run_bench(results_dir: str | Path = "results", runs: str | Path = "runs", *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m lcp.sw.pynq_bench",
+    p = argparse.ArgumentParser(prog="python -m lcp.benchmarks.pynq",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--results", type=Path, default=Path("results"))
@@ -146,3 +147,38 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
     sys.exit(main())
+
+
+def markdown(results_dir, runs=None) -> str:
+    """The PYNQ driver benchmark (``results_dir/pynq_sim.json``) as markdown for
+    REPRODUCTION.md; a note naming the command when it has not been run."""
+    path = Path(results_dir) / BENCH_FILE
+    if not path.exists():
+        return ("_Not measured yet: run `make bench` (or `lcp pynq-bench`), which writes "
+                f"`{BENCH_FILE}`._")
+    r = json.loads(path.read_text())
+    lines = [
+        f"Produced by `{r.get('command', 'lcp pynq-bench')}`: the overlay driver "
+        f"(`lcp.sw.pynq.driver.LcpDriver`, PYNQ's DMA and MMIO code) against the Verilated PYNQ "
+        f"top (`lcp.sw.pynq.sim`), model `{r['model']}` ({r['weights']} weights) as one LCP "
+        f"core, DMA streams {r['in_width']}/{r['out_width']} bits. Wall-clock figures are of "
+        f"the simulation on this machine ({r.get('machine', 'unknown')}), not of a board; "
+        f"hardware cycles are counted by the engine's own BUSY_CYCLES register "
+        f"(at {r['clock_mhz']:.0f} MHz on a PYNQ-Z1/Z2 they would take the time shown).",
+        "",
+        "| batch | calls | images/s (sim, wall) | ms per call | driver overhead per call (ms, "
+        "outside the simulator) | overhead per image (us) | hw cycles per image | "
+        "hw images/s at clock |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['batch']} | {row['calls']} | {row['images_per_second']:.1f} | "
+            f"{1e3 * row['seconds_per_call']:.1f} | {1e3 * row['overhead_per_call']:.2f} | "
+            f"{1e6 * row['overhead_per_image']:.1f} | {row['hw_cycles_per_image']:.0f} | "
+            f"{row['hw_images_per_second']:,.0f} |")
+    lines += ["", f"All outputs equal the golden reference bit for bit: "
+                  f"**{'yes' if r['bit_exact'] else 'NO'}**. Driver overhead = wall time of "
+                  f"`run_int` minus the time spent waiting for the simulator's answers "
+                  f"(packing, checks, PYNQ's MMIO/DMA/buffer code, Python)."]
+    return "\n".join(lines)

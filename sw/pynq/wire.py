@@ -1,5 +1,5 @@
-"""The request protocol between the PYNQ stand-in (:mod:`lcp.sw.pynq_sim`, in the driver's
-process) and the simulated PL (:mod:`lcp.sw.pynq_simtb`, inside the simulator), and the register
+"""The request protocol between the PYNQ stand-in (:mod:`lcp.sw.pynq.sim`, in the driver's
+process) and the simulated PL (:mod:`lcp.sw.pynq.simtb`, inside the simulator), and the register
 offsets of the AXI DMA model. No pickles: fixed little-endian headers plus raw payload bytes.
 
 Request: ``<B3xIQI`` = op, address, value, payload length; then the payload.

@@ -10,11 +10,11 @@ Parts (``--only``, in this order):
     same process (target: golden at least half as fast). Median of ``repeats`` timed runs after
     one warm-up each. Writes ``golden_bench.json``.
 ``hw``
-    :mod:`lcp.hw.bench`: simulated vs modelled cycles, Verilator images/s, resource estimates.
+    :mod:`lcp.benchmarks.hw`: simulated vs modelled cycles, Verilator images/s, resource estimates.
 ``synth``
-    :mod:`lcp.synth.bench`: FPGA and ASIC figures of the anchor branch and the demo core.
+    :mod:`lcp.benchmarks.synth`: FPGA and ASIC figures of the anchor branch and the demo core.
 ``pynq``
-    :mod:`lcp.sw.pynq_bench`: images/s through the overlay driver on the simulated board and
+    :mod:`lcp.benchmarks.pynq`: images/s through the overlay driver on the simulated board and
     the driver's own overhead per call.
 ``cluster``
     :mod:`lcp.sw.cluster.bench`: every distribution strategy; on emulated 62 Mbit/s links
@@ -35,6 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lcp import compile_onnx
+from lcp.benchmarks.demo import DEMO_RUN, demo_config
+from lcp.benchmarks.hw import main as hw_main
+from lcp.benchmarks.pynq import main as pynq_main
+from lcp.benchmarks.synth import bench as synth_bench
+from lcp.datasets import load as load_dataset
+from lcp.golden import Golden
+
 __all__ = ["PARTS", "golden_bench", "run_bench", "markdown", "GOLDEN_FILE"]
 
 PARTS = ("golden", "hw", "synth", "pynq", "cluster")
@@ -43,9 +51,9 @@ GOLDEN_FILE = "golden_bench.json"
 
 def _demo_model(runs: Path, out):
     """The demo model's run folder, training it (cached) when missing."""
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     from lcp.models.train import train
 
-    from .demo import DEMO_RUN, demo_config
     run_dir = Path(runs) / DEMO_RUN
     r = train(**demo_config(), out_dir=run_dir, progress=False)
     if not r.cached:
@@ -61,9 +69,7 @@ def golden_bench(runs: str | Path = "runs", results: str | Path = "results", *,
     ``run_dir``: a training run folder to measure instead of the demo model."""
     import torch
 
-    from lcp import compile_onnx
-    from lcp.golden import Golden
-    from lcp.models.data import load as load_dataset
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     from lcp.models.train import load_run
 
     run_dir = Path(run_dir) if run_dir is not None else _demo_model(Path(runs), out)
@@ -159,17 +165,14 @@ def run_bench(runs: str | Path = "runs", results: str | Path = "results", *,
             golden_bench(runs, results, out=out)
             status[part] = 0
         elif part == "hw":
-            from lcp.hw.bench import main as hw_main
             _demo_model(runs, out)
             status[part] = hw_main(["--runs", str(runs), "--results", str(results)]
                                    + (["--quick"] if quick else []))
         elif part == "synth":
-            from lcp.synth.bench import bench as synth_bench
             _demo_model(runs, out)
             rows = synth_bench(runs, out=out, quick=quick)
             status[part] = 0 if rows else 1
         elif part == "pynq":
-            from .pynq_bench import main as pynq_main
             _demo_model(runs, out)
             status[part] = pynq_main(["--runs", str(runs), "--results", str(results)])
         elif part == "cluster":

@@ -2,13 +2,13 @@
 
 On a board (``--backend pynq``)::
 
-    from lcp.sw.pynq_driver import LcpOverlay
+    from lcp.sw.pynq.executors import LcpOverlay
     ol = LcpOverlay("overlay/lcp_overlay.bit")        # the model IR is read next to it
     y = ol.predict(x)                                 # float images in, float outputs out
 
 In simulation (``--backend pynq-sim``)::
 
-    from lcp.sw.pynq_driver import open_driver
+    from lcp.sw.pynq.executors import open_driver
     drv = open_driver(model, backend="sim")           # builds and simulates the PYNQ top
     y = drv.predict(x)
 
@@ -25,7 +25,7 @@ and counters, then recovers (stops and restarts the DMA, resets the engine).
 
 Simulation backend: the *same* classes (:class:`LcpEngine`, :class:`LcpDriver`) and the same
 PYNQ library code (``MMIO``, ``DefaultIP``, ``DMA``, ``allocate``) run against the Verilated
-top: :mod:`lcp.sw.pynq_sim` replaces only PYNQ's *device* layer (register reads/writes and
+top: :mod:`lcp.sw.pynq.sim` replaces only PYNQ's *device* layer (register reads/writes and
 buffer memory), so the driver under test is the driver that runs on the board.
 
 Why not cocotbpynq (0.2.0, evaluated: its sample runs here, 1 test passes): (1) it inverts
@@ -46,31 +46,19 @@ one line): :class:`BoardUnavailable`, :class:`ModelMismatch`, :class:`InputMisma
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pynq
 
-from lcp.executor import Executor
+from lcp.frames import Port, pack_frames, unpack_frames
 from lcp.ir import IRError, Model
 
-__all__ = [
-    "VLNV", "OVERLAY_ENV", "PynqError", "BoardUnavailable", "ModelMismatch", "InputMismatch",
-    "DriverTimeout", "DmaError", "Port", "pack_frames", "unpack_frames", "LcpEngine",
-    "LcpDriver", "LcpOverlay", "open_driver", "board_available", "PynqExecutor",
-    "PynqSimExecutor", "markdown",
-]
+__all__ = ["VLNV", "PynqError", "BoardUnavailable", "ModelMismatch", "InputMismatch",
+           "DriverTimeout", "DmaError", "LcpEngine", "LcpDriver"]
 
-#: VLNV the engine's IP is packaged with (:data:`lcp.hw.pynq_top.VLNV`; checked by a test).
+#: VLNV the engine's IP is packaged with (:data:`lcp.hw.pynq_regs.VLNV`; checked by a test).
 VLNV = "lcp:lcp:lcp_engine:1.0"
-#: Environment variable naming the overlay (``.bit`` file or its folder) for ``--backend pynq``.
-OVERLAY_ENV = "LCP_PYNQ_OVERLAY"
-_OVERLAY_BIT = "lcp_overlay.bit"
-_ENGINE_JSON = "lcp_engine.json"
 
 
 class PynqError(IRError):
@@ -96,78 +84,6 @@ class DriverTimeout(PynqError, TimeoutError):
 
 class DmaError(PynqError):
     """The AXI DMA reported an error (its status register decoded in the message)."""
-
-
-# -- stream packing --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Port:
-    """One stream port as ``lcp_engine.json`` describes it (see :mod:`lcp.hw.pynq_top`)."""
-
-    tensor: str
-    shape: tuple[int, ...]
-    lo: int
-    hi: int
-    bits: int
-    signed: bool
-    width: int
-    words: int
-    perm: np.ndarray
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Port":
-        shape = tuple(int(s) for s in d["shape"])
-        size = int(np.prod(shape))
-        perm = np.arange(size) if d.get("perm") is None else np.asarray(d["perm"], np.int64)
-        return cls(d["tensor"], shape, int(d["lo"]), int(d["hi"]), int(d["bits"]),
-                   bool(d["signed"]), int(d["tdata_bits"]), int(d["words_per_frame"]), perm)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def frame_bytes(self) -> int:
-        return self.words * self.width // 8
-
-
-def pack_frames(x: np.ndarray, port: Port) -> np.ndarray:
-    """Integer images ``(N, *port.shape)`` -> DMA frames ``uint8 (N, port.frame_bytes)``.
-
-    Same packing as :func:`lcp.hw.plumbing.pack_frames` (elements in stream order, ``bits``
-    each, two's complement, from bit 0 of word 0 up, last word zero-padded), vectorized over the
-    batch.
-    """
-    n = len(x)
-    s = np.asarray(x).reshape(n, -1)[:, port.perm].astype(np.int64)
-    b = port.bits
-    s = (s & ((1 << b) - 1)).astype(np.uint64)
-    out = np.zeros((n, port.frame_bytes), dtype=np.uint8)
-    if b in (8, 16, 32):
-        raw = np.ascontiguousarray(s.astype({8: np.uint8, 16: "<u2", 32: "<u4"}[b]))
-        raw = raw.view(np.uint8).reshape(n, -1)
-    else:
-        bits = ((s[:, :, None] >> np.arange(b, dtype=np.uint64)) & 1).astype(np.uint8)
-        raw = np.packbits(bits.reshape(n, -1), axis=1, bitorder="little")
-    out[:, :raw.shape[1]] = raw
-    return out
-
-
-def unpack_frames(frames: np.ndarray, port: Port) -> np.ndarray:
-    """DMA frames ``uint8 (N, port.frame_bytes)`` -> integer results ``(N, *port.shape)``."""
-    frames = np.asarray(frames, dtype=np.uint8)
-    n, b, size = len(frames), port.bits, port.size
-    if b in (8, 16, 32):
-        dt = {8: np.uint8, 16: "<u2", 32: "<u4"}[b]
-        v = np.ascontiguousarray(frames[:, :size * b // 8]).view(dt).astype(np.int64)
-    else:
-        bits = np.unpackbits(frames, axis=1, bitorder="little")[:, :size * b]
-        v = (bits.reshape(n, size, b).astype(np.int64) << np.arange(b)).sum(axis=2)
-    if port.signed:
-        v = np.where(v >= 1 << (b - 1), v - (1 << b), v)
-    out = np.empty((n, size), dtype=np.int64)
-    out[:, port.perm] = v
-    return out.reshape(n, *port.shape)
 
 
 # -- the engine's register block -------------------------------------------------------------
@@ -558,297 +474,3 @@ class LcpDriver:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# -- on a board ------------------------------------------------------------------------------
-
-def board_available() -> str | None:
-    """None on a PYNQ board, else why not (one line)."""
-    import platform
-    if not pynq.ps.ON_TARGET:
-        return (f"this machine ({platform.machine()}) is not a PYNQ board "
-                f"(no /proc/device-tree/chosen/pynq_board)")
-    return None
-
-
-def _find_overlay(path: str | Path | None, model: Model | None = None) -> Path:
-    """The overlay's ``.bit``: ``path`` (or ``$LCP_PYNQ_OVERLAY``) is the ``.bit``, its folder,
-    or a library of overlay folders, searched for the one built for ``model`` (by hash; how a
-    cluster node holding the overlays of several branch parts finds the one it is asked for)."""
-    p = path or os.environ.get(OVERLAY_ENV)
-    if not p:
-        raise BoardUnavailable(f"no overlay given: pass overlay=PATH or set {OVERLAY_ENV} to the "
-                               f"{_OVERLAY_BIT} built by `lcp bitstream`")
-    p = Path(p)
-    if p.is_dir() and not (p / _OVERLAY_BIT).is_file() and model is not None:
-        digest = model.digest()
-        for cand in sorted(p.glob(f"*/{_OVERLAY_BIT}")):
-            try:
-                doc = json.loads((cand.parent / _ENGINE_JSON).read_text())
-            except (OSError, ValueError):
-                continue
-            if doc.get("engine", {}).get("digest") == digest:
-                return cand
-        raise BoardUnavailable(f"{p}: no overlay folder built for model {model.name!r} (hash "
-                               f"{digest[:16]}...); build it with `lcp bitstream`")
-    if p.is_dir():
-        p = p / _OVERLAY_BIT
-    if not p.is_file():
-        raise BoardUnavailable(f"{p}: no such overlay (build it with `lcp bitstream`)")
-    return p
-
-
-class LcpOverlay(pynq.Overlay):
-    """A loaded LCP overlay: ``pynq.Overlay`` plus :meth:`predict` (see :class:`LcpDriver`).
-
-    Parameters
-    ----------
-    bitfile : path
-        ``lcp_overlay.bit``; ``lcp_overlay.hwh``, ``lcp_engine.json`` and the model IR
-        (``model.json``/``model.npz``) are expected next to it (the overlay folder).
-    model : Model, optional
-        The model to check the hardware against (default: the IR in the overlay folder).
-    download : bool
-        Program the PL (``pynq.Overlay``'s argument).
-    batch, timeout
-        As for :class:`LcpDriver`.
-    """
-
-    def __init__(self, bitfile, *, model: Model | None = None, download: bool = True,
-                 batch: int = 256, timeout: float | None = None, **kwargs):
-        why = board_available()
-        if why:
-            raise BoardUnavailable(f"LcpOverlay needs a PYNQ board: {why}")
-        bitfile = Path(bitfile)
-        doc = json.loads((bitfile.parent / _ENGINE_JSON).read_text())
-        super().__init__(str(bitfile), download=download, **kwargs)
-        names = [k for k, v in self.ip_dict.items() if v.get("type") == VLNV]
-        if not names:
-            raise ModelMismatch(f"{bitfile.name} has no IP {VLNV}")
-        engine = getattr(self, names[0])
-        dma = getattr(self, doc["soc"]["dma"]["instance"])
-        if model is None:
-            from lcp.ir import load
-            model = load(bitfile.parent / "model.json")
-        self.driver = LcpDriver(engine, dma, doc=doc, model=model, allocate=pynq.allocate,
-                                batch=batch, timeout=timeout, owner=self)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.driver.predict(x)
-
-    def run_int(self, xq: np.ndarray) -> np.ndarray:
-        return self.driver.run_int(xq)
-
-
-# -- opening a driver, board or simulation ---------------------------------------------------
-
-def _cached_folding(model: Model, scope: str, index: int, in_width: int, out_width: int,
-                    target, budget, root: Path | None):
-    """The folding chooser's answer, cached by model digest (the chooser can take minutes)."""
-    from lcp.hw.build import GENERATOR_VERSION, cache_root, default_folding
-    from lcp.hw.chooser import choose
-    from lcp.hw.folding import Folding
-
-    root = Path(root) if root is not None else cache_root() / "pynq"
-    key = f"{model.digest()[:24]}_{scope}{index}_{in_width}x{out_width}_{target}_{budget}" \
-          f"_g{GENERATOR_VERSION}"
-    path = root / "folding" / f"{key}.json"
-    if path.exists():
-        return Folding.load(path)
-    if target is None and budget is None:
-        f = default_folding(model, scope, index, in_width, out_width).folding
-    else:
-        f = choose(model, target=target, budget=budget, scope=scope, index=index,
-                   in_width=in_width, out_width=out_width).folding
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    f.save(tmp)
-    tmp.rename(path)
-    return f
-
-
-def open_driver(model: Model | None = None, *, backend: str = "sim", overlay=None,
-                **options) -> LcpDriver:
-    """An :class:`LcpDriver` on a board (``backend="board"``, ``overlay`` = the ``.bit`` or its
-    folder, default ``$LCP_PYNQ_OVERLAY``) or on the simulated hardware (``"sim"``; options as
-    for :class:`PynqSimExecutor`). Close it when done (it stops the simulator)."""
-    if backend in ("board", "pynq"):
-        why = board_available()
-        if why:
-            raise BoardUnavailable(f"backend 'board' needs a PYNQ board: {why}; use "
-                                   f"backend='sim' for the simulated hardware")
-        drv_opts = {k: options.pop(k) for k in ("batch", "timeout") if k in options}
-        return LcpOverlay(_find_overlay(overlay, model), model=model, **drv_opts,
-                          **options).driver
-    if backend in ("sim", "pynq-sim"):
-        if model is None:
-            raise PynqError("the simulated board builds its hardware from the model: pass it")
-        return PynqSimExecutor(model, **options).prepare().driver
-    raise PynqError(f"unknown PYNQ backend {backend!r} (board or sim)")
-
-
-class PynqExecutor(Executor):
-    """``--backend pynq``: the overlay on this PYNQ board (``overlay=`` or
-    ``$LCP_PYNQ_OVERLAY``: the ``.bit``, its folder, or a folder of overlay folders searched by
-    model hash), checked against the model; construction fails at once, with
-    :class:`BoardUnavailable`, anywhere else."""
-
-    name = "pynq"
-
-    def __init__(self, model: Model, *, source=None, overlay=None, batch: int = 256,
-                 timeout: float | None = None, **options):
-        super().__init__(model, source=source, **options)
-        why = board_available()
-        if why:
-            raise BoardUnavailable(f"--backend pynq needs a PYNQ board with the overlay built "
-                                   f"by `lcp bitstream`: {why}. Run the same driver on the "
-                                   f"simulated hardware with --backend pynq-sim")
-        self.overlay = LcpOverlay(_find_overlay(overlay, model), model=model, batch=batch,
-                                  timeout=timeout)
-        self.driver = self.overlay.driver
-
-    def run_int(self, xq: np.ndarray) -> np.ndarray:
-        return self.driver.run_int(xq)
-
-    def close(self) -> None:
-        self.driver.close()
-
-
-class PynqSimExecutor(Executor):
-    """``--backend pynq-sim``: :class:`LcpDriver` on the simulated board (:mod:`.pynq_sim`).
-
-    Construction is cheap; :meth:`prepare` (called by the first :meth:`run_int`) chooses the
-    folding (cached), generates the PYNQ top (cached), compiles it with Verilator (cached) and
-    starts the simulator. Call :meth:`close` to stop it.
-
-    Options
-    -------
-    folding : Folding or path, optional
-        Per-layer parallelism (default: the XC7Z020 budget, as ``lcp compile``).
-    target, budget : optional
-        Choose the folding for a latency target (cycles) or a device budget.
-    scope, index : str, int
-        ``"core"`` (the whole model) or ``"branch"`` ``index``.
-    in_width, out_width : int
-        DMA stream widths, 32 or 64 (default 64).
-    batch : int
-        Images per DMA transfer (default 64).
-    timeout : float, optional
-        Seconds per transfer (default: from the cycle model at 2,000 simulated cycles/s).
-    src_pause, sink_pause : list of int, optional
-        Idle / back-pressure patterns of the DMA streams (:class:`~.pynq_sim.SimBoard`).
-    cache : path, optional
-        Build cache folder (default ``lcp.hw.build.cache_root()/"pynq"``).
-    waves : bool
-        Record a VCD (in ``board.run_dir``).
-    """
-
-    name = "pynq-sim"
-    #: Simulated cycles per wall second the default timeout assumes (a lower bound).
-    SIM_SPEED = 2_000.0
-
-    def __init__(self, model: Model, *, source=None, folding=None, target=None, budget=None,
-                 scope: str = "core", index: int = 0, in_width: int | None = None,
-                 out_width: int | None = None, batch: int = 64, timeout: float | None = None,
-                 src_pause=None, sink_pause=None, cache=None, waves: bool = False, **options):
-        super().__init__(model, source=source, **options)
-        if scope not in ("core", "branch"):
-            raise IRError(f"unknown scope {scope!r} (core or branch)")
-        self.folding, self.target, self.budget = folding, target, budget
-        self.scope, self.index = scope, int(index)
-        self.in_width, self.out_width = in_width or 64, out_width or 64
-        self.batch, self.timeout = batch, timeout
-        self.src_pause, self.sink_pause = src_pause, sink_pause
-        self.cache = Path(cache) if cache is not None else None
-        self.waves = waves
-        self.build = None
-        self.board = None
-        self.driver: LcpDriver | None = None
-
-    def prepare(self) -> "PynqSimExecutor":
-        """Build, compile and start the simulated board (once); returns ``self``."""
-        if self.driver is not None:
-            return self
-        from lcp.hw.folding import Folding
-        from lcp.hw.pynq_top import cached_pynq_build
-
-        from .pynq_sim import SimBoard
-
-        f = self.folding
-        if f is not None and not isinstance(f, Folding):
-            f = Folding.load(f)
-        if f is None:
-            f = _cached_folding(self.model, self.scope, self.index, self.in_width,
-                                self.out_width, self.target, self.budget, self.cache)
-        elif (f.in_width, f.out_width) != (self.in_width, self.out_width) and (
-                self.in_width, self.out_width) != (64, 64):
-            f = Folding(f.layers, self.in_width, self.out_width)
-        self.build = cached_pynq_build(self.model, f, scope=self.scope, index=self.index,
-                                       root=self.cache)
-        self.board = SimBoard(self.build.dir, src_pause=self.src_pause,
-                              sink_pause=self.sink_pause, waves=self.waves)
-        try:
-            ol = self.board.overlay()
-            soc = self.board.doc["soc"]
-            self.driver = LcpDriver(getattr(ol, soc["engine"]["instance"]),
-                                    getattr(ol, soc["dma"]["instance"]), doc=self.board.doc,
-                                    model=self.model, allocate=self.board.allocate,
-                                    batch=self.batch, timeout=self.timeout,
-                                    speed=self.SIM_SPEED, owner=self.board)
-        except BaseException:
-            self.board.close()
-            self.board = None
-            raise
-        return self
-
-    def run_int(self, xq: np.ndarray) -> np.ndarray:
-        return self.prepare().driver.run_int(xq)
-
-    def close(self) -> None:
-        if self.driver is not None:
-            self.driver.close()
-            self.driver = None
-        elif self.board is not None:
-            self.board.close()
-        self.board = None
-
-
-# -- results for REPRODUCTION.md -------------------------------------------------------------
-
-#: File the PYNQ benchmark writes into the results folder (:func:`lcp.sw.pynq_bench.run_bench`).
-BENCH_FILE = "pynq_sim.json"
-
-
-def markdown(results_dir, runs=None) -> str:
-    """The PYNQ driver benchmark (``results_dir/pynq_sim.json``) as markdown for
-    REPRODUCTION.md; a note naming the command when it has not been run."""
-    path = Path(results_dir) / BENCH_FILE
-    if not path.exists():
-        return ("_Not measured yet: run `make bench` (or `lcp pynq-bench`), which writes "
-                f"`{BENCH_FILE}`._")
-    r = json.loads(path.read_text())
-    lines = [
-        f"Produced by `{r.get('command', 'lcp pynq-bench')}`: the overlay driver "
-        f"(`lcp.sw.pynq_driver.LcpDriver`, PYNQ's DMA and MMIO code) against the Verilated PYNQ "
-        f"top (`lcp.sw.pynq_sim`), model `{r['model']}` ({r['weights']} weights) as one LCP "
-        f"core, DMA streams {r['in_width']}/{r['out_width']} bits. Wall-clock figures are of "
-        f"the simulation on this machine ({r.get('machine', 'unknown')}), not of a board; "
-        f"hardware cycles are counted by the engine's own BUSY_CYCLES register "
-        f"(at {r['clock_mhz']:.0f} MHz on a PYNQ-Z1/Z2 they would take the time shown).",
-        "",
-        "| batch | calls | images/s (sim, wall) | ms per call | driver overhead per call (ms, "
-        "outside the simulator) | overhead per image (us) | hw cycles per image | "
-        "hw images/s at clock |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in r["rows"]:
-        lines.append(
-            f"| {row['batch']} | {row['calls']} | {row['images_per_second']:.1f} | "
-            f"{1e3 * row['seconds_per_call']:.1f} | {1e3 * row['overhead_per_call']:.2f} | "
-            f"{1e6 * row['overhead_per_image']:.1f} | {row['hw_cycles_per_image']:.0f} | "
-            f"{row['hw_images_per_second']:,.0f} |")
-    lines += ["", f"All outputs equal the golden reference bit for bit: "
-                  f"**{'yes' if r['bit_exact'] else 'NO'}**. Driver overhead = wall time of "
-                  f"`run_int` minus the time spent waiting for the simulator's answers "
-                  f"(packing, checks, PYNQ's MMIO/DMA/buffer code, Python)."]
-    return "\n".join(lines)

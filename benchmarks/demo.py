@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+
+from lcp import compile_onnx, save
+from lcp.datasets import load as load_dataset
+from lcp.golden import Golden
+from lcp.usage import counters_table
 
 __all__ = ["DEMO_RUN", "demo_config", "run_demo"]
 
@@ -37,9 +43,7 @@ def run_demo(runs: str | Path = "runs", *, force: bool = False, seed: int = 0,
     """
     import torch
 
-    from lcp import compile_onnx, save
-    from lcp.golden import Golden
-    from lcp.models.data import load as load_dataset
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     from lcp.models.train import load_run, train
 
     run_dir = Path(runs) / DEMO_RUN
@@ -77,9 +81,7 @@ def run_demo(runs: str | Path = "runs", *, force: bool = False, seed: int = 0,
         f"of the images")
 
     out("[4/4] counters from the IR")
-    from rich.console import Console
 
-    from .commands import counters_table
     c, table = counters_table(model, title=f"{DEMO_RUN}: per graph")
     Console().print(table)
     out(f"      network traffic per inference with one branch per device: "

@@ -15,10 +15,15 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+import math
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+
+from lcp import compile_onnx, ir
+from lcp.counters import count
+from lcp.sw.cluster.report import headline_lines
 
 __all__ = ["zoo_counts", "counters_markdown", "imagenet_markdown", "SECTIONS",
            "write_reproduction", "update_readme_figures", "readme_block"]
@@ -60,8 +65,7 @@ def zoo_counts(archs=ZOO_ARCHS, variants=VARIANTS, bits=(4, 4), cache: Path | No
     """
     import torch
 
-    from lcp import compile_onnx, ir
-    from lcp.counters import count
+    # late: lcp.models pulls in torch and Brevitas, which only this path needs
     from lcp.models import build, export_qonnx, model_name
 
     rows = []
@@ -118,7 +122,6 @@ def counters_markdown(rows: list[dict]) -> str:
                    f"{r['peak_activation_bytes']:,} |")
     text = "\n".join(out)
     if reductions:
-        import math
         gp = math.exp(sum(math.log(p) for _, p, _ in reductions) / len(reductions))
         gm = math.exp(sum(math.log(m) for _, _, m in reductions) / len(reductions))
         text += (f"\n\nsplit8-f40 vs the original, geometric mean over {len(reductions)} "
@@ -165,11 +168,11 @@ RESNET50_NOTE = (
 
 #: (title, "module:function") of the sections after the counters, in order.
 SECTIONS = [
-    ("Accuracy (MNIST, held-out 1,000 images)", "lcp.models.report:markdown"),
-    ("Golden reference speed", "lcp.sw.bench:markdown"),
-    ("Branch engine (cycles, cocotb + Verilator)", "lcp.hw.bench:markdown"),
-    ("Synthesis (FPGA and ASIC)", "lcp.synth.bench:markdown"),
-    ("PYNQ driver on the simulated hardware", "lcp.sw.pynq_driver:markdown"),
+    ("Accuracy (MNIST, held-out 1,000 images)", "lcp.benchmarks.accuracy:markdown"),
+    ("Golden reference speed", "lcp.benchmarks.bench:markdown"),
+    ("Branch engine (cycles, cocotb + Verilator)", "lcp.benchmarks.hw:markdown"),
+    ("Synthesis (FPGA and ASIC)", "lcp.benchmarks.synth:markdown"),
+    ("PYNQ driver on the simulated hardware", "lcp.benchmarks.pynq:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
 ]
 
@@ -209,7 +212,7 @@ def write_reproduction(out: Path, results: Path, runs: Path, cache: Path | None 
         "## Parameters, MACs and traffic (from the integer IR, `lcp.counters`)",
         "",
         "Our zoo at 4-bit weights and activations, every variant compiled from its QONNX export "
-        "(`lcp.sw.reproduce.zoo_counts`). CIFAR-sized architectures (CifarNet, VGG-S-like, "
+        "(`lcp.benchmarks.reproduce.zoo_counts`). CIFAR-sized architectures (CifarNet, VGG-S-like, "
         "AlexNet-like, ResNet-18, VGG16, ResNet-50, MobileNet-v1) have no data here: random "
         "weights, counts only, never an accuracy. Traffic = the 8-bit input sent to every "
         "branch + every branch's low-bit output sent to the merge. These are sized for 32x32 "
@@ -220,8 +223,8 @@ def write_reproduction(out: Path, results: Path, runs: Path, cache: Path | None 
         "",
         "### ImageNet-sized (224x224, 1000 classes) next to the published figures",
         "",
-        "The same counters on `*_imagenet` (`lcp.sw.reproduce.IMAGENET_ARCHS`), next to each "
-        "architecture's published count and the LCP paper's.",
+        "The same counters on `*_imagenet` (`lcp.benchmarks.reproduce.IMAGENET_ARCHS`), next to "
+        "each architecture's published count and the LCP paper's.",
         "",
         imagenet_markdown(big),
         "",
@@ -316,12 +319,7 @@ def readme_block(results: Path, runs: Path) -> str:
         if cl:
             break
     if cl:
-        try:
-            from lcp.sw.cluster.report import headline_lines
-        except ImportError:
-            headline_lines = None
-        if headline_lines is not None:
-            lines += headline_lines(cl)
+        lines += headline_lines(cl)
     if len(lines) == 2:
         lines.append("- nothing measured yet: run `make bench`, then `make reproduce`")
     return "\n".join(lines)

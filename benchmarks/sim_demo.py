@@ -3,8 +3,8 @@
 Builds the model as one LCP core (folding from the XC7Z020 budget unless given), simulates the
 held-out images in Verilator (cocotb), checks every output against the golden reference, and
 prints accuracy, the simulated latency and initiation interval in cycles (with the cycle model's
-estimate next to them) and the simulator's speed. ``python -m lcp.hw.demo MODEL.onnx`` or
-``lcp sim-demo MODEL.onnx``.
+estimate next to them) and the simulator's speed.
+``python -m lcp.benchmarks.sim_demo MODEL.onnx`` or ``lcp sim-demo MODEL.onnx``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from lcp import compile_onnx, load
+from lcp.datasets import load as load_dataset
+from lcp.golden import Golden
+from lcp.hw.build import cached_build
+from lcp.hw.chooser import choose
+from lcp.hw.sim import SimMismatch, VerilatorSim, first_difference
+from lcp.ir import IRError
 
 __all__ = ["run_demo", "find_model", "main", "DEFAULT_MODEL"]
 
@@ -31,7 +39,6 @@ def find_model(path: str | Path = DEFAULT_MODEL) -> Path:
     IRError
         when neither exists.
     """
-    from lcp.ir import IRError
     p = Path(path)
     if p.exists():
         return p
@@ -62,15 +69,6 @@ def run_demo(model_path: str | Path = DEFAULT_MODEL, *, images: int = 200,
         on a missing model, a model the hardware cannot build, or a simulation that differs
         from the golden reference (:class:`~lcp.hw.sim.SimMismatch`).
     """
-    from lcp import compile_onnx, load
-    from lcp.golden import Golden
-    from lcp.ir import IRError
-    from lcp.models.data import load as load_dataset
-
-    from .build import cached_build
-    from .chooser import choose
-    from .sim import SimMismatch, VerilatorSim, first_difference
-
     path = find_model(model_path)
     model = compile_onnx(path) if path.suffix == ".onnx" else load(path)
     data = load_dataset(dataset)
@@ -137,13 +135,13 @@ def run_demo(model_path: str | Path = DEFAULT_MODEL, *, images: int = 200,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcp.hw.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lcp.benchmarks.sim_demo",
+                                description=__doc__.split("\n")[0])
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--images", type=int, default=200, help="held-out images (0 = all 1000)")
     p.add_argument("--budget", default="xc7z020")
     p.add_argument("--waves", action="store_true", help="write a VCD of the first batch")
     a = p.parse_args(argv)
-    from lcp.ir import IRError
     try:
         run_demo(a.model, images=a.images, budget=a.budget, waves=a.waves)
     except IRError as e:

@@ -23,6 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lcp import compile_onnx
+from lcp.benchmarks.hw import zoo_model
+from lcp.hw.build import generate
+from lcp.synth.flow import run_synth
+from lcp.synth.report import load, markdown_table
+
 __all__ = ["ANCHOR", "SynthCase", "CASES", "QUICK", "bench_case", "bench", "tables"]
 
 #: The LCP paper's ASIC (ANCHORS.md) and the XC7Z020 budget of the FPGA anchor.
@@ -75,19 +81,13 @@ def _model(case: SynthCase, runs: Path):
         found = sorted(runs.glob(f"{name}-*/model.onnx"), key=lambda p: p.stat().st_mtime)
         trained = found[-1] if found else trained
     if trained.exists():
-        from lcp import compile_onnx
         return compile_onnx(trained), "trained"
-    from lcp.hw.bench import zoo_model
     return zoo_model(case.arch, case.split, case.bits), "random"
 
 
 def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
                effort: str = "normal") -> list[dict]:
     """Build ``case`` (folded for the XC7Z020 budget) and run its flows; one row per flow."""
-    from lcp.hw.build import generate
-
-    from .cli import run_synth
-
     root = Path(runs) / "synth" / case.name
     model, weights = _model(case, Path(runs))
     t0 = time.perf_counter()
@@ -166,8 +166,6 @@ def bench(runs: str | Path = Path("runs"), out=print, quick: bool = False,
 def tables(runs: str | Path = Path("runs")) -> str:
     """Markdown tables of every synthesis report under ``RUNS/synth/`` (for README and
     REPRODUCTION.md), with the anchor comparison for the CifarNet-split8 branch."""
-    from .report import load, markdown_table
-
     paths = sorted(Path(runs).glob("synth/*/synth_*.json"))
     if not paths:
         return "No synthesis reports yet: run `make bench` (or `lcp synth BUILD ...`).\n"
@@ -196,6 +194,7 @@ def tables(runs: str | Path = Path("runs")) -> str:
 
 
 def markdown(results_dir, runs=Path("runs")) -> str:
-    """REPRODUCTION.md section (:mod:`lcp.sw.reproduce`): :func:`tables` of ``RUNS/synth/``."""
-    return ("Produced by `lcp bench --only synth` (`lcp.synth.bench`): Yosys (pyosys) and "
+    """REPRODUCTION.md section (:mod:`lcp.benchmarks.reproduce`): :func:`tables` of
+    ``RUNS/synth/``."""
+    return ("Produced by `lcp bench --only synth` (`lcp.benchmarks.synth`): Yosys (pyosys) and "
             "OpenSTA on this machine, reports in `RUNS/synth/<case>/`.\n\n" + tables(runs))

@@ -2,7 +2,7 @@
 request server, run by cocotb inside the simulator.
 
 :func:`serve` (the cocotb test) connects to the Unix socket named in its config and answers the
-requests of :class:`lcp.sw.pynq_sim.SimDevice` (:mod:`lcp.sw._pynq_wire`):
+requests of :class:`lcp.sw.pynq.sim.SimDevice` (:mod:`lcp.sw.pynq.wire`):
 
 - register reads and writes in the engine's window are real AXI4-Lite transactions on the top's
   ``s_axi_control`` port (cocotbext-axi ``AxiLiteMaster``);
@@ -22,7 +22,7 @@ Config (JSON file named by ``$LCP_PYNQ_SIM_CONFIG``): ``socket``, ``ddr_path``, 
 ``ddr_bytes``, ``engine_base``, ``engine_range``, ``dma_base``, ``dma_range``, ``period_ns``,
 ``chunk``, ``src_pause``, ``sink_pause`` (0/1 lists, cycled; 1 = idle / not ready).
 
-``python -m lcp.sw.pynq_simtb CONFIG.json`` runs the compiled simulation (cocotb runner) with
+``python -m lcp.sw.pynq.simtb CONFIG.json`` runs the compiled simulation (cocotb runner) with
 that config; :func:`compile_top` compiles a build's ``lcp_pynq.v`` once.
 """
 
@@ -33,7 +33,6 @@ import json
 import mmap
 import os
 import select
-import shutil
 import socket
 import sys
 import time
@@ -43,10 +42,13 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, First, RisingEdge, Timer
-from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
-                           AxiStreamSink, AxiStreamSource)
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
+                           AxiStreamSource)
 
-from . import _pynq_wire as w
+from lcp.cache import build_once
+from lcp.hw.sim import verilator_env
+
+from . import wire as w
 
 __all__ = ["DmaModel", "serve", "compile_top", "sim_dir", "run", "ENV_CONFIG", "TOP"]
 
@@ -294,34 +296,19 @@ async def serve(dut):
 
 # -- compiling and running ------------------------------------------------------------------
 
-def _verilator_path() -> None:
-    import verilator
-    vbin = str(Path(verilator.__file__).parent / "bin")
-    if vbin not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = vbin + os.pathsep + os.environ.get("PATH", "")
-
-
 def sim_dir(build_dir: Path, waves: bool = False) -> Path:
     return Path(build_dir) / ("pynq_sim_waves" if waves else "pynq_sim")
 
 
 def compile_top(build_dir: str | Path, waves: bool = False) -> float:
     """Compile ``BUILD/lcp_pynq.v`` with Verilator once (kept in ``BUILD/pynq_sim``); seconds
-    spent (0 when already compiled). Concurrent callers wait on a lock file."""
-    import fcntl
-
+    spent (0 when already compiled). Concurrent callers wait (:func:`lcp.cache.build_once`)."""
     build_dir = Path(build_dir)
-    d = sim_dir(build_dir, waves)
-    ok = d / "built.ok"
-    with open(build_dir / (d.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ok.exists():
-            return 0.0
-        _verilator_path()
+
+    def build(d: Path) -> float:
+        verilator_env()
         from cocotb_tools.runner import get_runner
         t0 = time.time()
-        if d.exists():
-            shutil.rmtree(d)
         # the PyPI wheel's verilated.mk leaves the precompiled-header include flag empty
         old = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include"
@@ -335,21 +322,22 @@ def compile_top(build_dir: str | Path, waves: bool = False) -> float:
                 os.environ.pop("MAKEFLAGS", None)
             else:
                 os.environ["MAKEFLAGS"] = old
-        ok.write_text("ok")
         return time.time() - t0
+
+    return build_once(build_dir, sim_dir(build_dir, waves).name, build, lambda _: 0.0)
 
 
 def run(config_path: str | Path) -> int:
     """Run the compiled simulation with ``config_path`` (blocks until the driver quits)."""
     cfg_path = Path(config_path).resolve()
     cfg = json.loads(cfg_path.read_text())
-    _verilator_path()
+    verilator_env()
     from cocotb_tools.runner import get_runner
     waves = bool(cfg.get("waves"))
     runner = get_runner("verilator")
     env = {ENV_CONFIG: str(cfg_path),
            "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING")}
-    runner.test(test_module="lcp.sw.pynq_simtb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+    runner.test(test_module="lcp.sw.pynq.simtb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                 build_dir=sim_dir(Path(cfg["build_dir"]), waves), test_dir=cfg_path.parent,
                 extra_env=env, waves=waves, results_xml=str(cfg_path.parent / "results.xml"),
                 log_file=cfg_path.parent / "sim.log")

@@ -3,10 +3,10 @@
 Only the lowest layer of PYNQ is replaced. :class:`SimDevice` is a ``pynq`` *device* (the class
 PYNQ itself uses for boards, XRT cards and remote devices) with the ``REGISTER_RW`` capability:
 PYNQ's own ``MMIO``, ``DefaultIP``, ``pynq.lib.dma.DMA`` and ``allocate``/``PynqBuffer`` run
-unchanged on top of it, and so does a driver written against them (:mod:`lcp.sw.pynq_driver`).
+unchanged on top of it, and so does a driver written against them (:mod:`lcp.sw.pynq.driver`).
 Underneath:
 
-- register reads and writes become requests to the simulator process (:mod:`lcp.sw.pynq_simtb`),
+- register reads and writes become requests to the simulator process (:mod:`lcp.sw.pynq.simtb`),
   which performs them as AXI4-Lite transactions on the Verilated ``lcp_pynq`` top (engine
   window) or on its model of the AXI DMA (DMA window);
 - ``allocate`` places buffers in a file shared with the simulator (the "DDR": a sparse file in
@@ -20,7 +20,7 @@ IP, chosen by VLNV from PYNQ's registry of ``DefaultIP`` subclasses (``bindto``)
 ``lcp_engine.json`` (:func:`lcp.hw.pynq_top.soc_json`), the same ones the Vivado project uses.
 
 :class:`SimBoard` owns it all: it compiles the build's top with Verilator once, starts the
-simulator (``python -m lcp.sw.pynq_simtb``, its own process group), connects over a Unix socket
+simulator (``python -m lcp.sw.pynq.simtb``, its own process group), connects over a Unix socket
 and stops the simulator on :meth:`SimBoard.close` (or when the driver's process exits: the
 simulator ends when the socket closes). Time spent waiting for the simulator is counted in
 :attr:`SimDevice.wait_seconds`, so the driver's own overhead can be measured apart from it.
@@ -29,6 +29,7 @@ simulator ends when the socket closes). Time spent waiting for the simulator is 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import socket
@@ -47,7 +48,8 @@ from pynq.pl_server.device import Device
 
 from lcp.ir import IRError
 
-from . import _pynq_wire as w
+from . import wire as w
+from .simtb import compile_top
 
 __all__ = ["DDR_BASE", "SimError", "SimDevice", "SimOverlay", "SimBoard"]
 
@@ -64,7 +66,6 @@ class _Ddr:
     """The shared "DDR" file and a first-fit allocator of page-aligned blocks."""
 
     def __init__(self, size: int, folder: Path):
-        import mmap
         shm = Path("/dev/shm")
         where = shm if shm.is_dir() and os.access(shm, os.W_OK) else folder
         fd, path = tempfile.mkstemp(prefix="lcp_ddr_", dir=where)
@@ -248,7 +249,6 @@ class SimBoard:
     def __init__(self, build_dir: str | Path, *, src_pause=None, sink_pause=None,
                  ddr_bytes: int = 64 << 20, chunk: int = 4096, waves: bool = False,
                  start_timeout: float = 300.0):
-        from .pynq_simtb import compile_top
 
         self.build_dir = Path(build_dir)
         doc_path = self.build_dir / "lcp_engine.json"
@@ -278,7 +278,7 @@ class SimBoard:
         self.log = self.run_dir / "serve.log"
         t0 = time.time()
         with open(self.log, "w") as log:
-            self._proc = subprocess.Popen([sys.executable, "-m", "lcp.sw.pynq_simtb",
+            self._proc = subprocess.Popen([sys.executable, "-m", "lcp.sw.pynq.simtb",
                                            str(cfg_path)], cwd=self.run_dir, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         self._finalizer = weakref.finalize(self, _stop, self._proc, self._ddr, self._sock_dir)

@@ -10,7 +10,7 @@ Then FINN's own networks (``bnn_pynq`` TFC-w2a2 and CNV-w2a2 from Brevitas' exam
 weights, :mod:`lcp.models.peers`) as one core at the XC7Z020 budget, next to the FINN figures of
 ANCHORS.md (:data:`FINN`).
 
-``python -m lcp.hw.bench [--quick | --peers] [--runs runs] [--results results]`` or
+``python -m lcp.benchmarks.hw [--quick | --peers] [--runs runs] [--results results]`` or
 ``lcp hw-bench`` (``lcp bench --only hw``):
 prints one line per model and writes ``RESULTS/hw_bench.json``, which :func:`markdown` renders
 for REPRODUCTION.md.
@@ -27,8 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BenchCase", "zoo_model", "bench_case", "run_bench", "markdown", "main", "CASES",
-           "QUICK", "BENCH_FILE"]
+from lcp import compile_onnx, load, save
+from lcp.benchmarks.sim_demo import find_model
+from lcp.golden import Golden
+from lcp.cache import build_once, cache_root
+from lcp.hw.build import cached_build, model_macs
+from lcp.hw.chooser import choose
+from lcp.hw.sim import VerilatorSim
+from lcp.ir import IRError
+
+__all__ = ["BenchCase", "zoo_model", "peer_model", "bench_case", "run_bench", "markdown", "main",
+           "CASES", "QUICK", "PEER_CASES", "FINN", "BENCH_FILE"]
 
 #: File the benchmark writes into the results folder.
 BENCH_FILE = "hw_bench.json"
@@ -95,58 +104,43 @@ QUICK = CASES[:2] + PEER_CASES
 
 def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path | None = None):
     """IR of a zoo model with random weights (torch seed ``seed``), activation scales calibrated
-    on random images; cached as IR files under the hardware cache."""
-    from lcp import compile_onnx, load, save
+    on random images; kept in the build cache (:func:`lcp.cache.build_once`)."""
+    name = f"{arch}_split{split}_w{bits}a{bits}_seed{seed}"
 
-    from .build import cache_root
-    root = Path(cache) if cache is not None else cache_root() / "zoo"
-    stem = root / f"{arch}_split{split}_w{bits}a{bits}_seed{seed}"
-    if stem.with_suffix(".json").exists():
-        return load(stem)
-    import torch
-    from lcp.models import build, calibrate, example_input, export_qonnx
-    torch.manual_seed(seed)
-    net = build(arch, split=split, weight_bits=bits, act_bits=bits)
-    calibrate(net, [example_input(net.in_shape, 8, seed=s) for s in range(2)])
-    root.mkdir(parents=True, exist_ok=True)
-    onnx = export_qonnx(net, root / f"{stem.name}.onnx")
-    model = compile_onnx(onnx)
-    save(model, stem)
-    return load(stem)
+    def build_ir(folder: Path):
+        import torch
+
+        # late: lcp.models pulls in torch and Brevitas, which only this path needs
+        from lcp.models import build, calibrate, example_input, export_qonnx
+        torch.manual_seed(seed)
+        net = build(arch, split=split, weight_bits=bits, act_bits=bits)
+        calibrate(net, [example_input(net.in_shape, 8, seed=s) for s in range(2)])
+        save(compile_onnx(export_qonnx(net, folder / f"{name}.onnx")), folder / name)
+        return load(folder / name)
+
+    return build_once(Path(cache) if cache is not None else cache_root() / "zoo", name,
+                      build_ir, lambda folder: load(folder / name))
 
 
 def peer_model(name: str, seed: int = 0, cache: Path | None = None):
-    """IR of peer network ``name`` (random weights, seeded), exported once into the hardware
-    cache."""
-    from lcp import compile_onnx
-
-    from .build import cache_root
-    # late import: the peer zoo needs torch and Brevitas, which only this benchmark case uses
+    """IR of peer network ``name`` (random weights, seeded), exported once into the cache."""
+    # late: the peer zoo pulls in torch and Brevitas, which only this path needs
     from lcp.models.peers import export_peer
     root = Path(cache) if cache is not None else cache_root() / "peers"
     return compile_onnx(export_peer(name, root, seed=seed))
 
 
 def _trained(runs: Path, arch: str, split: int, bits: int):
-    from lcp.ir import IRError
 
-    from .demo import find_model
     try:
         p = find_model(runs / f"{arch}_split{split}_w{bits}a{bits}" / "model.onnx")
     except IRError:
         return None, False
-    from lcp import compile_onnx
     return compile_onnx(p), True
 
 
 def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:
     """Build, simulate and measure one case; return its row."""
-    from lcp.golden import Golden
-
-    from .build import cached_build, model_macs
-    from .chooser import choose
-    from .sim import VerilatorSim
-
     model, trained = (None, False)
     if case.arch == "lenet5" and case.split == 4:
         model, trained = _trained(runs, case.arch, case.split, case.bits)
@@ -274,7 +268,8 @@ def markdown(results_dir, runs=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcp.hw.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lcp.benchmarks.hw",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="the target, the demo model and FINN's networks only")
     p.add_argument("--peers", action="store_true", help="FINN's networks only")

@@ -1,5 +1,4 @@
-"""``lcp`` commands of the PYNQ part: ``bitstream`` (Vivado project, built where Vivado is) and
-``pynq-bench`` (the driver on the simulated board)."""
+"""``lcp`` command of the PYNQ part: ``bitstream`` (Vivado project, built where Vivado is)."""
 
 from __future__ import annotations
 
@@ -7,6 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from lcp.hw.folding import Folding
+from lcp.synth.bitstream import EXIT_NOT_BUILT, make_bitstream
+from lcp.synth.tools import SynthError
+from lcp.usage import UsageError, load_model
+
+from ..cluster.parts import branch_parts
 
 __all__ = ["register"]
 
@@ -39,18 +45,11 @@ def register(app: typer.Typer) -> None:
         """PYNQ overlay: write the Vivado project (PS7 + AXI DMA + the engine as IP) and build
         the .bit/.hwh when `vivado` is on PATH. Without Vivado the project is written and the
         command exits with code 3 (not built), naming the command to run elsewhere."""
-        from lcp.hw.folding import Folding
-        from lcp.synth.bitstream import EXIT_NOT_BUILT, make_bitstream
-        from lcp.synth.tools import SynthError
-
-        from .cli import UsageError
-        from .commands import load_model
 
         m = load_model(model)
         if part is not None:
             if branch is not None:
                 raise UsageError("--part and --branch exclude each other")
-            from .cluster.parts import branch_parts
             parts = branch_parts(m)
             if not 0 <= part < len(parts):
                 raise UsageError(f"--part {part}: {m.name} has {len(parts)} branch(es)")
@@ -80,14 +79,3 @@ def register(app: typer.Typer) -> None:
             # typer.Exit's code is returned, not raised, and would be lost
             raise SystemExit(EXIT_NOT_BUILT)
 
-    @app.command("pynq-bench")
-    def pynq_bench_cmd(
-            runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
-            results: Path = typer.Option(Path("results"), help="where pynq_sim.json goes"),
-            images: int = typer.Option(64, help="images per batch size")):
-        """The PYNQ driver on the simulated board: images/s through the driver, the driver's
-        own overhead per call (time outside the simulator), hardware cycles per image."""
-        from .pynq_bench import run_bench
-        r = run_bench(results, runs, images=images, out=typer.echo)
-        if not r["bit_exact"]:
-            raise SystemExit(1)

@@ -2,8 +2,8 @@
 
 Command::
 
-    python -m lcp.models.report                 # LeNet-5 and LeNet-FC on MNIST, w4a4
-    python -m lcp.models.report --json t.json   # also write the rows as JSON
+    python -m lcp.benchmarks.accuracy                 # LeNet-5 and LeNet-FC on MNIST, w4a4
+    python -m lcp.benchmarks.accuracy --json t.json   # also write the rows as JSON
 
 Each row is one :func:`lcp.models.train.train` run; runs are cached in ``--runs-dir`` (default
 ``$LCP_RUNS_DIR`` or ``runs``), so a second call only reads ``metrics.json`` files. Only
@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from .train import TrainConfig, run_dir, train
-from .zoo import ARCHS, SPLITS
+from lcp.models.train import TrainConfig, run_dir, train
+from lcp.models.zoo import ARCHS, SPLITS
 
 __all__ = ["accuracy_table", "format_table", "markdown", "main"]
 
@@ -98,19 +98,19 @@ def format_table(rows: list[dict]) -> str:
     data = {r["dataset"] for r in rows}
     lines.append("")
     lines.append(f"Held-out top-1 accuracy in % (change vs original), conv/FC parameters, training "
-                 f"wall time; data set {', '.join(sorted(data))} (see lcp.models.data).")
+                 f"wall time; data set {', '.join(sorted(data))} (see lcp.datasets).")
     return "\n".join(lines)
 
 
 def markdown(results_dir, runs) -> str:
-    """REPRODUCTION.md section (``lcp.sw.reproduce``): the default table from the run cache
+    """REPRODUCTION.md section (``lcp.benchmarks.reproduce``): the default table from the run cache
     ``runs`` (training what is missing), rows also written to ``results_dir/accuracy.json``."""
     rows = accuracy_table(runs_dir=runs, progress=False)
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "accuracy.json").write_text(json.dumps(rows, indent=2) + "\n")
     cfg = TrainConfig()
-    return (f"`python -m lcp.models.report` (Brevitas QAT on CPU, one torch thread, "
+    return (f"`python -m lcp.benchmarks.accuracy` (Brevitas QAT on CPU, one torch thread, "
             f"{cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} with "
             f"{cfg.lr_schedule} decay, "
             f"seed {cfg.seed}; recipe in `lcp.models.train`). MNIST here is the 5,000-image "
@@ -119,7 +119,7 @@ def markdown(results_dir, runs) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lcp.models.report", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m lcp.benchmarks.accuracy", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["lenet5", "lenet_fc"])
     ap.add_argument("--splits", nargs="+", type=int, default=list(SPLITS))
