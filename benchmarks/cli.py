@@ -75,13 +75,16 @@ def register(app: typer.Typer) -> None:
     @app.command("hw-bench")
     def hw_bench_cmd(
             quick: bool = typer.Option(False, "--quick", help="fewer models and images"),
+            peers: bool = typer.Option(False, "--peers",
+                                       help="FINN's bnn_pynq TFC-w2a2 and CNV-w2a2 only"),
             runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
             results: Path = typer.Option(Path("results"), help="folder for hw_bench.json"),
             output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                   help="also write the rows as JSON")):
         """Hardware benchmarks: simulated vs modelled cycles, simulator speed, resources."""
         from . import hw  # late: see the module docstring
-        args = ["--runs", str(runs), "--results", str(results)] + (["--quick"] if quick else [])
+        args = (["--runs", str(runs), "--results", str(results)] + (["--quick"] if quick else [])
+                + (["--peers"] if peers else []))
         if output is not None:
             args += ["-o", str(output)]
         code = hw.main(args)

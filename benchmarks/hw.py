@@ -6,8 +6,12 @@ Models: the anchor target (one CifarNet-split8 branch, 4-bit weights and activat
 weights calibrated on random images, folded for the XC7Z020 budget), LeNet-5 split4 w4a4 as one
 LCP core (the trained run if ``RUNS/lenet5_split4_w4a4/model.onnx`` exists, else random
 weights), and without ``--quick`` more zoo models. Random-weight models have no accuracy figure.
+Then FINN's own networks (``bnn_pynq`` TFC-w2a2 and CNV-w2a2 from Brevitas' example zoo, random
+weights, :mod:`lcp.models.peers`) as one core at the XC7Z020 budget, next to the FINN figures of
+ANCHORS.md (:data:`FINN`).
 
-``python -m lcp.benchmarks.hw [--quick] [--runs runs] [--results results]`` or ``lcp hw-bench``:
+``python -m lcp.benchmarks.hw [--quick | --peers] [--runs runs] [--results results]`` or
+``lcp hw-bench`` (``lcp bench --only hw``):
 prints one line per model and writes ``RESULTS/hw_bench.json``, which :func:`markdown` renders
 for REPRODUCTION.md.
 """
@@ -28,12 +32,12 @@ from lcp.benchmarks.sim_demo import find_model
 from lcp.golden import Golden
 from lcp.cache import build_once, cache_root
 from lcp.hw.build import cached_build, model_macs
-from lcp.hw.folding import choose
+from lcp.hw.chooser import choose
 from lcp.hw.sim import VerilatorSim
 from lcp.ir import IRError
 
-__all__ = ["BenchCase", "zoo_model", "bench_case", "run_bench", "markdown", "main", "CASES",
-           "QUICK", "BENCH_FILE"]
+__all__ = ["BenchCase", "zoo_model", "peer_model", "bench_case", "run_bench", "markdown", "main",
+           "CASES", "QUICK", "PEER_CASES", "FINN", "BENCH_FILE"]
 
 #: File the benchmark writes into the results folder.
 BENCH_FILE = "hw_bench.json"
@@ -42,9 +46,26 @@ ANCHOR = {"finn_latency_cycles": 26_912, "finn_interval_cycles": 3_200,
           "lcp_paper_latency_cycles": 20_000, "target_latency_cycles": 2_000}
 
 
+#: FINN on the bnn_pynq peers (ANCHORS.md). ``xc7z020``: finn-plus 1.6.1 analytical estimates
+#: for the Pynq-Z1 part (XC7Z020) at 100 MHz, largest folding that fits (critical path = the sum
+#: of every layer's cycles); ``examples``: finn-examples' own Pynq-Z1 foldings (estimates);
+#: ``measured``: finn-examples measured on an AUP-ZU3 board (a different, larger board).
+FINN = {
+    "tfc_2w2a": {"xc7z020": {"lut": 52_980, "latency_cycles": 120, "interval_cycles": 20},
+                 "examples": {"lut": 17_828, "latency_cycles": 252, "interval_cycles": 64},
+                 "measured": {"board": "AUP-ZU3", "images_per_second": 1_193_598}},
+    "cnv_2w2a": {"xc7z020": {"lut": 41_819, "latency_cycles": 442_296,
+                             "interval_cycles": 33_020},
+                 "examples": {"lut": 20_090, "latency_cycles": 730_166,
+                              "interval_cycles": 115_200},
+                 "measured": {"board": "AUP-ZU3", "images_per_second": 3_031}},
+}
+
+
 @dataclass(frozen=True)
 class BenchCase:
-    """One benchmark: a zoo model (``arch``, ``split``, bits), the scope and the folding goal."""
+    """One benchmark: a zoo model (``arch``, ``split``, bits) or a peer network (``peer``, a
+    name of :data:`lcp.models.peers.PEERS`), the scope and the folding goal."""
 
     arch: str
     split: int
@@ -53,9 +74,12 @@ class BenchCase:
     budget: str | None = "xc7z020"
     target: int | None = None
     images: int = 6
+    peer: str | None = None
 
     @property
     def name(self) -> str:
+        if self.peer:
+            return f"{self.peer} (bnn_pynq) core"
         s = f"{self.arch}_split{self.split}_w{self.bits}a{self.bits}"
         return s + (" branch0" if self.scope == "branch" else " core")
 
@@ -69,7 +93,13 @@ CASES = [
     BenchCase("lenet_fc", 4, scope="core", budget="xc7z020", images=20),
     BenchCase("cifarnet", 4, scope="branch", budget="xc7z020", images=4),
 ]
-QUICK = CASES[:2]
+#: FINN's networks at the XC7Z020 budget, next to :data:`FINN`.
+PEER_CASES = [
+    BenchCase("tfc", 1, bits=2, peer="tfc_2w2a", images=6),
+    BenchCase("cnv", 1, bits=2, peer="cnv_2w2a", images=3),
+]
+CASES += PEER_CASES
+QUICK = CASES[:2] + PEER_CASES
 
 
 def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path | None = None):
@@ -92,6 +122,14 @@ def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path |
                       build_ir, lambda folder: load(folder / name))
 
 
+def peer_model(name: str, seed: int = 0, cache: Path | None = None):
+    """IR of peer network ``name`` (random weights, seeded), exported once into the cache."""
+    # late: the peer zoo pulls in torch and Brevitas, which only this path needs
+    from lcp.models.peers import export_peer
+    root = Path(cache) if cache is not None else cache_root() / "peers"
+    return compile_onnx(export_peer(name, root, seed=seed))
+
+
 def _trained(runs: Path, arch: str, split: int, bits: int):
 
     try:
@@ -106,7 +144,9 @@ def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:
     model, trained = (None, False)
     if case.arch == "lenet5" and case.split == 4:
         model, trained = _trained(runs, case.arch, case.split, case.bits)
-    if model is None:
+    if case.peer:
+        model = peer_model(case.peer)
+    elif model is None:
         model = zoo_model(case.arch, case.split, case.bits)
     t0 = time.time()
     choice = choose(model, budget=case.budget, target=case.target, scope=case.scope)
@@ -115,7 +155,11 @@ def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:
     sim = VerilatorSim(b)
     compile_s = sim.compile()
     rng = np.random.default_rng(0)
-    xq = rng.integers(model.input.lo, model.input.hi + 1, size=(case.images, *model.input.shape))
+    if model.input.bipolar:
+        xq = 2 * rng.integers(0, 2, size=(case.images, *model.input.shape)) - 1
+    else:
+        xq = rng.integers(model.input.lo, model.input.hi + 1,
+                          size=(case.images, *model.input.shape))
     gold = (Golden(model).run_int(xq) if case.scope == "core"
             else Golden(model).run_branch(0, xq))
     res = sim.run(xq, expected=gold)
@@ -132,6 +176,7 @@ def bench_case(case: BenchCase, runs: Path = Path("runs"), out=print) -> dict:
         "interval_model_error_pct": (round(100 * (b.timing.interval - ivl) / ivl, 2)
                                      if ivl else None),
         "bit_exact": exact, "images": case.images,
+        **({"finn": FINN[case.peer]} if case.peer in FINN else {}),
         "sim_images_per_second": round(res.images_per_second, 2),
         "resources_estimate": b.resources.to_json(),
         "seconds": {"choose": round(choose_s, 1), "verilator_compile": round(compile_s, 1),
@@ -198,13 +243,36 @@ def markdown(results_dir, runs=None) -> str:
                       f"{ANCHOR['lcp_paper_latency_cycles']:,}), interval "
                       f"{t['interval_cycles_sim']:,} cycles (FINN "
                       f"{ANCHOR['finn_interval_cycles']:,})."]
+    peers = [row for row in r["rows"] if "finn" in row]
+    if peers:
+        lines += ["", "FINN's own networks (bnn_pynq, random weights) as one LCP core at the "
+                      "XC7Z020 budget, next to FINN (ANCHORS.md). FINN's XC7Z020 figures are "
+                      "finn-plus analytical estimates for the same part (its latency sums every "
+                      "layer's cycles); its measured throughput is finn-examples' on an AUP-ZU3, "
+                      "a different and larger board: compare orders of magnitude, not digits.",
+                  "",
+                  "| network | LCP latency (cycles, sim) | LCP interval | LCP est. LUT | "
+                  "FINN XC7Z020 latency / interval / LUT | finn-examples Pynq-Z1 latency / "
+                  "interval / LUT | finn-examples measured |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in peers:
+            f = row["finn"]
+            a, e, mm = f["xc7z020"], f["examples"], f["measured"]
+            lines.append(
+                f"| {row['model']} | {row['latency_cycles_sim']:,} | "
+                f"{row['interval_cycles_sim']:,} | {row['resources_estimate']['lut']:,} | "
+                f"{a['latency_cycles']:,} / {a['interval_cycles']:,} / {a['lut']:,} | "
+                f"{e['latency_cycles']:,} / {e['interval_cycles']:,} / {e['lut']:,} | "
+                f"{mm['images_per_second']:,} img/s ({mm['board']}) |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lcp.benchmarks.hw",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="the target and the demo model only")
+    p.add_argument("--quick", action="store_true",
+                   help="the target, the demo model and FINN's networks only")
+    p.add_argument("--peers", action="store_true", help="FINN's networks only")
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--results", type=Path, default=Path("results"),
                    help=f"folder for {BENCH_FILE}")
@@ -212,9 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     print("hardware benchmark (100 MHz clock assumed for time figures; cycles are simulated "
           "in Verilator, 'model' is the analytical cycle model)")
-    rows = run_bench(QUICK if a.quick else CASES, a.runs)
-    doc = {"format": "lcp-hw-bench", "command": "lcp hw-bench" + (" --quick" if a.quick else ""),
-           "rows": rows}
+    rows = run_bench(PEER_CASES if a.peers else QUICK if a.quick else CASES, a.runs)
+    flag = " --peers" if a.peers else " --quick" if a.quick else ""
+    doc = {"format": "lcp-hw-bench", "command": "lcp hw-bench" + flag, "rows": rows}
     a.results.mkdir(parents=True, exist_ok=True)
     (a.results / BENCH_FILE).write_text(json.dumps(doc, indent=1))
     if a.output is not None:

@@ -20,7 +20,7 @@ from lcp import compile_onnx, load
 from lcp.datasets import load as load_dataset
 from lcp.golden import Golden
 from lcp.hw.build import cached_build
-from lcp.hw.folding import choose
+from lcp.hw.chooser import choose
 from lcp.hw.sim import SimMismatch, VerilatorSim, first_difference
 from lcp.ir import IRError
 

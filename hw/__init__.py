@@ -8,15 +8,23 @@ Modules, in data-flow order:
   (sliding-window pools, conv and dense MVUs, threshold/ReLU/add/concat) and the plumbing
   (FIFOs, lane converters, broadcast, AXI4-Stream adapters), each with a *plan* that carries its
   cycle model and resource estimate next to the generator.
+- :mod:`.plans`: the op table (IR op -> plan class: folding keys, lanes, lowering).
+- :mod:`.folding`: per-layer PE/SIMD (data).
 - :mod:`.graph`: IR branch / whole model -> graph of plans -> top-level component.
-- :mod:`.folding`: per-layer PE/SIMD and the chooser (latency target or device budget).
+- :mod:`.chooser`: the folding for a latency target or a device budget.
 - :mod:`.build`: Verilog, folding and report in a build folder (and a content-addressed cache).
 - :mod:`.sim` (with the testbench :mod:`.tb`): Verilator simulation, the ``sim`` executor.
 - :mod:`.bench`, :mod:`.demo`, :mod:`.cli`: figures, the MNIST demo, ``lcp compile`` & co.
+
+The hardware computes the model's integer output tensor. The float output affine (the IR's
+``Dequant``: ``y * scale[c] + offset[c]``, optionally ReLU, which holds a TensorNorm or any final
+scale and bias) stays in software: the executors and the PYNQ driver apply it to the integers
+the accelerator returns, exactly as the golden reference does.
 """
 
 from .base import DEVICES, Resources, StreamFormat
 from .build import HwBuild, generate
-from .folding import Folding, choose
+from .chooser import choose
+from .folding import Folding
 
 __all__ = ["DEVICES", "Resources", "StreamFormat", "HwBuild", "generate", "Folding", "choose"]

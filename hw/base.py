@@ -9,7 +9,8 @@ Order contract
 --------------
 - A 3-D tensor ``(C, H, W)`` always streams in HWC order: pixel after pixel in raster order, all
   channels of a pixel together, channel ``c`` in lane ``c % lanes`` of beat ``c // lanes`` of
-  that pixel. ``lanes`` divides ``C`` (a beat never spans two pixels).
+  that pixel. ``lanes`` divides ``C`` (a beat never spans two pixels). A 2-D tensor ``(C, L)``
+  (1-D convolutions and pools) is the same with ``H = 1``: LC order, position after position.
 - A 1-D tensor streams in the order it is produced. Dense layers produce their outputs in IR
   order; ``flatten`` keeps the HWC order of its input, so the flattened vector of a ``(C, H, W)``
   tensor arrives permuted. Consumers absorb the permutation (a dense layer permutes its weight
@@ -34,6 +35,7 @@ from lcp.ir import IRError, TensorSpec, bits_for_range
 __all__ = [
     "MAX_ELEMENT_BITS", "MAX_ACC_BITS", "StreamFormat", "Resources", "DEVICES",
     "element_shape", "hwc_perm", "stream_signature", "tree_sum", "divisors", "csd_digits",
+    "const_mul_terms",
     "bram36", "check_layer_bits",
 ]
 
@@ -52,11 +54,11 @@ def element_shape(lo: int, hi: int) -> Shape:
 def hwc_perm(shape: tuple[int, ...]) -> np.ndarray:
     """Stream position -> IR flat index for the natural stream order of ``shape``.
 
-    HWC for ``(C, H, W)``, the identity for any other rank.
+    HWC for ``(C, H, W)``, LC for ``(C, L)``, the identity for a vector.
     """
-    if len(shape) == 3:
-        c, h, w = shape
-        return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    if len(shape) >= 2:
+        n = math.prod(shape)
+        return np.moveaxis(np.arange(n).reshape(shape), 0, -1).reshape(-1)
     return np.arange(math.prod(shape))
 
 
@@ -74,6 +76,10 @@ class StreamFormat:
         Elements per beat; divides the channel count of a 3-D tensor, the size of a 1-D one.
     perm : numpy.ndarray
         Stream position -> IR flat index (int64, a permutation of ``range(size)``).
+    bipolar : bool
+        Every element is -1 or +1 (a bipolar IR tensor). It still travels as the 2-bit two's
+        complement value (-1 = ``0b11``, +1 = ``0b01``); consumers with 1-bit lanes read only
+        its sign bit (the constant low bit is left to synthesis).
     """
 
     shape: tuple[int, ...]
@@ -81,22 +87,24 @@ class StreamFormat:
     hi: int
     lanes: int
     perm: np.ndarray = field(repr=False)
+    bipolar: bool = False
 
     @classmethod
     def of(cls, spec: TensorSpec, lanes: int, perm: np.ndarray | None = None) -> "StreamFormat":
         """The format of IR tensor ``spec`` with ``lanes`` per beat (natural order by default)."""
         return cls(tuple(spec.shape), spec.lo, spec.hi, int(lanes),
-                   hwc_perm(spec.shape) if perm is None else np.asarray(perm, dtype=np.int64))
+                   hwc_perm(spec.shape) if perm is None else np.asarray(perm, dtype=np.int64),
+                   bool(getattr(spec, "bipolar", False)))
 
     def __post_init__(self):
-        unit = self.shape[0] if len(self.shape) == 3 else self.size
+        unit = self.shape[0] if len(self.shape) >= 2 else self.size
         if self.lanes < 1 or unit % self.lanes:
             raise IRError(f"{self.lanes} lanes do not divide {unit} "
-                          f"({'channels' if len(self.shape) == 3 else 'elements'}) of a "
+                          f"({'channels' if len(self.shape) >= 2 else 'elements'}) of a "
                           f"{self.shape} tensor")
 
     def with_lanes(self, lanes: int) -> "StreamFormat":
-        return StreamFormat(self.shape, self.lo, self.hi, int(lanes), self.perm)
+        return StreamFormat(self.shape, self.lo, self.hi, int(lanes), self.perm, self.bipolar)
 
     def with_range(self, lo: int, hi: int) -> "StreamFormat":
         return StreamFormat(self.shape, int(lo), int(hi), self.lanes, self.perm)
@@ -116,8 +124,8 @@ class StreamFormat:
 
     @property
     def pixels(self) -> int:
-        """``H * W`` of a 3-D tensor, 1 otherwise."""
-        return self.size // self.shape[0] if len(self.shape) == 3 else 1
+        """``H * W`` of a 3-D tensor, ``L`` of a 2-D one, 1 for a vector."""
+        return self.size // self.shape[0] if len(self.shape) >= 2 else 1
 
     @property
     def bits(self) -> int:
@@ -224,6 +232,24 @@ def tree_sum(terms: list):
             nxt.append(terms[-1])
         terms = nxt
     return terms[0]
+
+
+def _csd(w: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``w``: (sign, shift) pairs."""
+    out, k = [], 0
+    while w:
+        if w & 1:
+            d = 2 - (w & 3)          # +1 or -1
+            out.append((d, k))
+            w -= d
+        w >>= 1
+        k += 1
+    return out
+
+
+def const_mul_terms(x, w: int) -> list:
+    """Adder-tree terms of ``x * w`` for a constant ``w`` (CSD shifts, none for 0)."""
+    return [(x << k) if d > 0 else -(x << k) for d, k in _csd(int(w))]
 
 
 def divisors(n: int) -> list[int]:

@@ -33,7 +33,8 @@ from lcp.counters import count_graph
 from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
-from .folding import Choice, Folding, choose
+from .chooser import Choice, choose
+from .folding import Folding
 from .graph import PlanGraph, Timing, lower_branch, lower_core
 from .plumbing import words_per_frame
 
@@ -138,7 +139,7 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
             timing: Timing, res: Resources, choice: Choice | None) -> dict:
     def port(fmt: StreamFormat, width: int, tensor: str) -> dict:
         return {"tensor": tensor, "tdata_bits": width, **fmt.describe(),
-                "order": "HWC" if len(fmt.shape) == 3 else
+                "order": "HWC" if len(fmt.shape) == 3 else "LC" if len(fmt.shape) == 2 else
                 ("IR" if np.array_equal(fmt.perm, np.arange(fmt.size)) else "permuted"),
                 "words_per_frame": words_per_frame(fmt, width),
                 "bytes_per_frame": words_per_frame(fmt, width) * width // 8}
@@ -184,7 +185,7 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     Parameters
     ----------
     folding : Folding, optional
-        Use this folding; otherwise :func:`~lcp.hw.folding.choose` picks one for ``target``
+        Use this folding; otherwise :func:`~lcp.hw.chooser.choose` picks one for ``target``
         and/or ``budget`` (or :func:`default_folding` when neither is given).
     in_width, out_width : int, optional
         AXI ``tdata`` widths (default: the folding's, else 64).
@@ -236,7 +237,8 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
 
 
 #: Modules whose source decides the RTL of a given IR and folding.
-_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "graph", "build")
+_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "graph",
+                "build")
 
 
 def _generator_digest(chooser: bool = False) -> str:
@@ -244,7 +246,7 @@ def _generator_digest(chooser: bool = False) -> str:
     (``chooser``: also the folding chooser, for cached foldings)."""
     here = Path(__file__).parent
     return source_digest(*(here / f"{name}.py"
-                           for name in _RTL_MODULES + (("folding",) if chooser else ())))
+                           for name in _RTL_MODULES + (("chooser",) if chooser else ())))
 
 
 def cache_key(model: Model, folding: Folding, scope: str, index: int, taps: bool) -> str:

@@ -1,36 +1,28 @@
-"""Per-layer parallelism (folding) and the chooser that picks it for a cycle or resource target.
+"""Per-layer parallelism (folding): the data the graph builder reads.
 
-A :class:`Folding` maps layer names to ``{"pe": P, "simd": S, "dsp": D}`` (conv and dense
-layers; other engines take one beat per cycle and follow their producer's lanes; ``D`` of the
-``P*S`` multipliers of a folded layer are DSP48 slices, the others LUT logic; default: DSP when
-the operands together exceed 12 bits) and fixes the AXI4-Stream widths of the boundary. Missing
-layers default to ``pe = simd = 1``.
+A :class:`Folding` maps layer names to ``{"pe": P, "simd": S, "dsp": D}`` (``PE x SIMD``
+engines: conv, dense; other engines take one beat per cycle and follow their producer's lanes,
+requantizers and concatenations may take ``{"lanes": L}``; which keys an op takes is its plan's
+``fold_keys`` in :mod:`lcp.hw.plans`; ``D`` of the ``P*S`` multipliers of a folded layer are
+DSP48 slices, the others LUT logic; default: DSP when the operands together exceed 12 bits) and
+fixes the AXI4-Stream widths of the boundary. Missing layers default to ``pe = simd = 1``.
 
-:func:`choose` reads only the plans' cycle and resource models (:mod:`lcp.hw.graph`): starting
-from the smallest folding it repeatedly gives more parallelism to the layer whose step brings the
-largest latency reduction per unit of resource, until the latency target is met (``target``)
-or no step fits the device any more (``budget``). Layers at the same position of structurally
-identical branches share one folding. With a budget, its DSP48 slices go to the folded layers'
-multipliers where they save the most LUTs (:func:`allocate_dsps`).
+The chooser that picks a folding for a cycle or resource target is :mod:`lcp.hw.chooser`
+(above the graph builder; this module is below it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from lcp.ir import IRError, Model
 
-from .base import DEVICES, Resources, divisors
-from .graph import lower_branch, lower_core
-from .mvu import lut_mult_cost
+from .plans import plan_for
 
-__all__ = ["Folding", "DEFAULT_AXIS_WIDTH", "choose", "candidates", "Choice", "allocate_dsps"]
+__all__ = ["Folding", "DEFAULT_AXIS_WIDTH"]
 
 #: Default ``tdata`` width of the input and output AXI4-Stream ports.
 DEFAULT_AXIS_WIDTH = 64
@@ -68,12 +60,14 @@ class Folding:
             if name not in layers:
                 raise IRError(f"folding: the model has no layer {name!r}")
             l = layers[name]
-            if l.op not in ("conv", "dense"):
-                if set(f) - {"lanes"}:
-                    raise IRError(f"layer {name!r} ({l.op}) takes no pe/simd folding")
+            cls = plan_for(l)
+            extra = set(f) - set(cls.fold_keys)
+            if extra:
+                raise IRError(f"layer {name!r} ({l.op}) takes no {'/'.join(sorted(extra))} "
+                              f"folding (it takes {', '.join(cls.fold_keys) or 'none'})")
+            if not cls.parallel:
                 continue
-            O = l.weight.shape[0]
-            F = int(np.prod(l.weight.shape[1:]))
+            O, F = cls.mvu_shape(l)
             pe, simd = int(f.get("pe", 1)), int(f.get("simd", 1))
             if pe < 1 or O % pe:
                 raise IRError(f"layer {name!r}: PE={pe} does not divide the {O} outputs")
@@ -114,262 +108,3 @@ class Folding:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 
-def candidates(kind: str, O: int, F: int) -> list[tuple[int, int]]:
-    """Valid ``(pe, simd)`` of a conv/dense layer, by increasing ``pe * simd``.
-
-    Ties prefer a larger ``pe`` for dense layers (outputs in parallel consume the input as it
-    arrives) and a larger ``simd`` for convolutions.
-    """
-    pairs = [(p, s) for p in divisors(O) for s in divisors(F)]
-    if kind == "dense":
-        return sorted(pairs, key=lambda ps: (ps[0] * ps[1], -ps[0]))
-    return sorted(pairs, key=lambda ps: (ps[0] * ps[1], -ps[1]))
-
-
-@dataclass
-class Choice:
-    """Result of :func:`choose`: the folding and the model figures it was chosen on."""
-
-    folding: Folding
-    latency: int
-    interval: int
-    resources: Resources
-    evaluations: int
-    met: bool
-    note: str = ""
-
-
-def _groups(model: Model, scope: str, index: int, ops=("conv", "dense")) -> list[list]:
-    """Layers of kind ``ops`` grouped: the same position in structurally identical branches
-    forms one group (one folding); merge layers are groups of their own."""
-    def sig(br):
-        return [(l.op, tuple(model.tensors[l.output].shape)) for l in br.layers]
-
-    if scope == "branch":
-        brs = [model.branches[index]]
-        merge = []
-    else:
-        brs = model.branches
-        merge = [[l] for l in model.merge.layers if l.op in ops]
-    groups: list[list] = []
-    if all(sig(b) == sig(brs[0]) for b in brs):
-        for k, l in enumerate(brs[0].layers):
-            if l.op in ops:
-                groups.append([b.layers[k] for b in brs])
-    else:
-        for b in brs:
-            groups += [[l] for l in b.layers if l.op in ops]
-    return groups + merge
-
-
-#: Smallest latency gain (fraction of the current latency) a parallelism step must bring when
-#: the chooser only has a budget (no target): below it, the resources are not worth spending.
-MIN_GAIN = 0.005
-#: Deepest weight ROM the chooser starts from when it has a latency target (deeper ROMs make
-#: huge Verilog initializers and slow simulation builds for the large zoo models).
-MAX_ROM_DEPTH = 4096
-#: Latency and interval a narrower requantizer may cost (fraction) to save its logic.
-NARROW_SLACK = 0.01
-
-
-def choose(model: Model, *, target: int | None = None, budget: str | Resources | None = None,
-           scope: str = "branch", index: int = 0, in_width: int = 64, out_width: int = 64,
-           max_evals: int = 400) -> Choice:
-    """Pick per-layer parallelism.
-
-    Parameters
-    ----------
-    model : Model
-    target : int, optional
-        Latency target in cycles (first input word to last output word): stop as soon as it is
-        met.
-    budget : str or Resources, optional
-        A device name of :data:`~lcp.hw.base.DEVICES` or a resource budget: never exceed it.
-        Without a target, the latency is minimized within the budget (steps that gain less
-        than :data:`MIN_GAIN` of the latency are not taken).
-    scope : str
-        ``"branch"`` (branch ``index`` alone, one device per branch) or ``"core"`` (the whole
-        model on one chip).
-
-    Returns
-    -------
-    Choice
-
-    Raises
-    ------
-    IRError
-        when neither a target nor a budget is given, the device is unknown, or even the
-        smallest folding exceeds the budget.
-
-    Notes
-    -----
-    With a target, every layer starts at the parallelism it would need alone to meet it
-    (``MACs / target``), and at least ``weights / MAX_ROM_DEPTH``. Greedy: each round tries, for every group of conv/dense layers, the
-    next candidate with at
-    least 1.25x the parallelism, and takes the one with the largest latency (and, at a quarter
-    weight, interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
-    that, each requantizer (threshold/ReLU) after a wide producer gets the fewest lanes that
-    cost at most :data:`NARROW_SLACK` of latency and interval, and the greedy resumes with the
-    freed resources.
-    """
-    if target is None and budget is None:
-        raise IRError("choose a folding for a --target-cycles or a --budget (or both)")
-    if isinstance(budget, str):
-        if budget not in DEVICES:
-            raise IRError(f"unknown device {budget!r} (known: {', '.join(DEVICES)})")
-        budget = DEVICES[budget]
-
-    def lower(f):
-        return lower_branch(model, index, f) if scope == "branch" else lower_core(model, f)
-
-    groups = _groups(model, scope, index)
-    cands = []
-    for grp in groups:
-        l = grp[0]
-        if l.op == "conv":
-            O, C, kh, kw = l.weight.shape
-            cands.append(candidates("conv", O, C * kh * kw))
-        else:
-            cands.append(candidates("dense", *l.weight.shape))
-    req = _groups(model, scope, index, ops=("threshold", "relu"))
-    state = {"pos": [0] * len(groups), "lanes": [None] * len(req)}
-    if target is not None:
-        # start every layer at the parallelism it needs alone to meet the target, and at
-        # least at the one that keeps its weight ROM within MAX_ROM_DEPTH words
-        for gi, grp in enumerate(groups):
-            l = grp[0]
-            macs = int(np.prod(model.tensors[l.output].shape)) * int(np.prod(l.weight.shape[1:]))
-            need = max(macs / max(target, 1), l.weight.size / MAX_ROM_DEPTH)
-            state["pos"][gi] = next((k for k, (pe, simd) in enumerate(cands[gi])
-                                     if pe * simd >= need), len(cands[gi]) - 1)
-    evals = 0
-    memo: dict = {}
-
-    def folding_of(pos_, lanes_, dsp=None):
-        layers = {}
-        for grp, cs, p in zip(groups, cands, pos_):
-            pe, simd = cs[p]
-            for l in grp:
-                layers[l.name] = {"pe": pe, "simd": simd}
-        for grp, n in zip(req, lanes_):
-            if n is not None:
-                for l in grp:
-                    layers[l.name] = {"lanes": n}
-        for name, n in (dsp or {}).items():
-            layers[name]["dsp"] = n
-        return Folding(layers, in_width, out_width)
-
-    def evaluate(pos_, lanes_):
-        nonlocal evals
-        key = (tuple(pos_), tuple(lanes_))
-        if key not in memo:
-            evals += 1
-            g = lower(folding_of(pos_, lanes_))
-            t = g.lowered_timing
-            dsp = allocate_dsps(g, int(budget.dsp)) if budget is not None else {}
-            # no graph kept: each holds a copy of the weights (ResNet-18 runs to hundreds of
-            # evaluations)
-            memo[key] = (t, g.resources(), dsp)
-        return memo[key]
-
-    def fits(r_):
-        return budget is None or r_.fits(budget)
-
-    t, r, _ = evaluate(state["pos"], state["lanes"])
-    while not fits(r) and any(state["pos"]):
-        # the target's starting point is too large for the budget: back off the biggest layer
-        gi = max(range(len(groups)), key=lambda k: cands[k][state["pos"][k]][0]
-                 * cands[k][state["pos"][k]][1])
-        state["pos"][gi] = max(0, state["pos"][gi] - 1)
-        t, r, _ = evaluate(state["pos"], state["lanes"])
-    if not fits(r):
-        raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
-                      f"the budget {budget.to_json()}")
-
-    def met(t_):
-        return target is not None and t_.latency <= target
-
-    def greedy(t, r):
-        frozen = [False] * len(groups)
-        while not met(t) and evals < max_evals:
-            best = None
-            base = _cost(r, budget)
-            for gi in range(len(groups)):
-                pos = state["pos"]
-                if frozen[gi] or pos[gi] + 1 >= len(cands[gi]):
-                    continue
-                cur = cands[gi][pos[gi]]
-                cur_p = cur[0] * cur[1]
-                nxt = pos[gi] + 1
-                while nxt + 1 < len(cands[gi]) and (cands[gi][nxt][0] * cands[gi][nxt][1]
-                                                    < math.ceil(1.25 * cur_p)):
-                    nxt += 1
-                trial = pos.copy()
-                trial[gi] = nxt
-                t2, r2, _ = evaluate(trial, state["lanes"])
-                if not fits(r2):
-                    frozen[gi] = True
-                    continue
-                gain = (t.latency - t2.latency) + 0.25 * (t.interval - t2.interval)
-                if target is None and gain < MIN_GAIN * t.latency:
-                    continue
-                score = gain / max(_cost(r2, budget) - base, 1e-6)
-                if gain > 0 and (best is None or score > best[0]):
-                    best = (score, trial, t2, r2)
-            if best is None:
-                break
-            _, state["pos"], t, r = best
-        return t, r
-
-    t, r = greedy(t, r)
-    # narrower requantizers where they cost (almost) nothing, then spend what they freed
-    g = lower(folding_of(state["pos"], state["lanes"]))
-    by_layer = {n.layer: n for n in g.nodes if n.layer is not None}
-    changed = False
-    for k, grp in enumerate(req):
-        node = by_layer.get(grp[0].name)
-        if node is None:
-            continue
-        wide = node.plan.in_fmt.lanes
-        for d in divisors(wide)[:-1]:
-            trial = list(state["lanes"])
-            trial[k] = d
-            t2, r2, _ = evaluate(state["pos"], trial)
-            if (fits(r2) and t2.latency <= t.latency * (1 + NARROW_SLACK)
-                    and t2.interval <= t.interval * (1 + NARROW_SLACK)
-                    and _cost(r2, budget) < _cost(r, budget)):
-                state["lanes"], t, r, changed = trial, t2, r2, True
-                break
-    if changed:
-        t, r = greedy(t, r)
-    ok = target is None or t.latency <= target
-    note = "" if ok else f"latency target {target} not reached"
-    _, _, dsp = evaluate(state["pos"], state["lanes"])
-    f = folding_of(state["pos"], state["lanes"], dsp)
-    return Choice(f, t.latency, t.interval, r, evals, ok, note)
-
-
-def _cost(r: Resources, budget: Resources | None) -> float:
-    """Scalar cost of a design for the chooser: LUT, FF and BRAM as fractions of the budget
-    (DSP slices are handed out separately, see :func:`allocate_dsps`)."""
-    b = budget or DEVICES["xc7z020"]
-    return r.lut / b.lut + r.ff / b.ff + (r.bram / b.bram if b.bram else 0.0)
-
-
-def allocate_dsps(graph, dsps: int) -> dict[str, int]:
-    """Give at most ``dsps`` DSP48 slices to the multipliers of folded (ROM-weight) layers,
-    where a LUT multiplier would cost the most LUTs; the rest stay LUT multipliers.
-
-    Changes the plans of ``graph`` in place; returns layer name -> DSP lanes (for every folded
-    layer, 0 included).
-    """
-    mvus = [n.plan.mvu for n in graph.nodes if n.kind in ("conv", "dense")
-            and not n.plan.mvu.constant]
-    mvus.sort(key=lambda p: (-lut_mult_cost(p.wbits, p.xbits), -p.pe * p.simd, p.name))
-    left = int(dsps)
-    out = {}
-    for p in mvus:
-        p.dsp = min(p.pe * p.simd, left)
-        left -= p.dsp
-        out[p.name] = p.dsp
-    return out

@@ -36,28 +36,10 @@ from amaranth.lib.wiring import In, Out
 from lcp.ir import Branch, IRError, Model
 
 from .base import Resources, StreamFormat, hwc_perm
-from .mvu import ConvPlan, DensePlan
+from .plans import plan_for
 from .plumbing import AxisInPlan, AxisOutPlan, FifoPlan, ForkPlan, RelanePlan, _run_max
-from .pointwise import AddPlan, ConcatPlan, ReluPlan, ThresholdPlan
-from .window import PoolPlan
 
 __all__ = ["Node", "Link", "PlanGraph", "lower_branch", "lower_core", "Timing", "TIMING_FRAMES"]
-
-
-def _check_engine(layer, ins) -> None:
-    """Refuse, naming the layer, what the IR allows but no engine here implements yet."""
-    a = layer.attrs
-    missing = None
-    if len(a.get("kernel", (1, 1))) != 2 or any(len(t.shape) == 2 for t in ins):
-        missing = "1-D windows (Conv1d, MaxPool1d)"
-    elif a.get("groups", 1) != 1:
-        missing = f"grouped and depthwise convolution (groups={a['groups']})"
-    elif tuple(a.get("mul", (1, 1))) != (1, 1):
-        missing = f"an add of operands at different scales (mul={tuple(a['mul'])})"
-    if missing:
-        raise IRError(f"layer {layer.name!r} ({layer.op}): the hardware generator has no "
-                      f"engine for {missing} yet; the golden reference runs it "
-                      f"(--backend golden)")
 
 
 def _check_no_exchange(model: Model) -> None:
@@ -412,21 +394,21 @@ class GraphTop(wiring.Component):
 
 
 def _out_port(comp, node: Node, k: int):
-    if node.kind == "fork":
-        return comp.outputs[k]
-    return comp.o_stream
+    """Output ``k`` of an engine: ``outputs[k]`` of a multi-output one, else ``o_stream``."""
+    outs = getattr(comp, "outputs", None)
+    return outs[k] if outs is not None else comp.o_stream
 
 
 def _in_port(comp, node: Node, k: int):
-    if node.kind in ("add", "concat"):
-        return comp.inputs[k]
-    return comp.i_stream
+    """Input ``k`` of an engine: ``inputs[k]`` of a multi-input one, else ``i_stream``."""
+    ins = getattr(comp, "inputs", None)
+    return ins[k] if ins is not None else comp.i_stream
 
 
 def _join(m, src, dst):
-    """``src`` (an output stream) drives ``dst`` (an input stream); element-wise when the
-    payload shapes differ only in how they are described."""
-    m.d.comb += [dst.payload.eq(src.payload), dst.valid.eq(src.valid), src.ready.eq(dst.ready)]
+    """``src`` (an output stream) drives ``dst`` (an input stream): ``wiring.connect``, so
+    both ends must carry the same stream signature (the link's format)."""
+    wiring.connect(m, src, dst)
 
 
 # -- lowering --------------------------------------------------------------------------------
@@ -473,18 +455,14 @@ class _Lowering:
         return self.folding.layer(layer.name)
 
     def demand(self, tensor: str, graphs: list[Branch]) -> int | None:
-        """Lanes the first consumer of ``tensor`` takes (following flattens)."""
+        """Lanes the first consumer of ``tensor`` takes (following pass-through ops)."""
         for gr in graphs:
             for l in gr.layers:
                 if tensor in l.inputs:
-                    spec = self.model.tensors[tensor]
-                    if l.op in ("conv", "maxpool", "avgpool"):
-                        return spec.shape[0]
-                    if l.op == "dense":
-                        return self.fold(l).get("simd", 1)
-                    if l.op == "flatten":
+                    cls = plan_for(l)
+                    if cls.passthrough:
                         return self.demand(l.output, graphs)
-                    return None
+                    return cls.demand(self.model, l, self.fold(l))
         return None
 
     def lower(self, gr: Branch):
@@ -499,49 +477,14 @@ class _Lowering:
     def _lower_layer(self, layer):
         m, g = self.model, self.g
         out_spec = m.tensors[layer.output]
-        op = layer.op
-        _check_engine(layer, [m.tensors[t] for t in layer.inputs])
-        if op == "flatten":
+        cls = plan_for(layer)
+        if cls.passthrough:
             node, port, fmt = self.take(layer.inputs[0])
-            flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm)
+            flat = StreamFormat(out_spec.shape, fmt.lo, fmt.hi, fmt.lanes, fmt.perm, fmt.bipolar)
             self.env[layer.output] = (node, port, flat)
             return
         srcs = [self.take(t) for t in layer.inputs]
-        fold = self.fold(layer)
-        if op == "conv":
-            src = self.adapt(srcs[0], m.tensors[layer.inputs[0]].shape[0], layer.name)
-            plan = ConvPlan(layer, src[2], out_spec, pe=fold.get("pe", 1),
-                            simd=fold.get("simd", 1), dsp=fold.get("dsp"))
-            srcs = [src]
-        elif op == "dense":
-            src = self.adapt(srcs[0], fold.get("simd", 1), layer.name)
-            plan = DensePlan(layer, src[2], out_spec, pe=fold.get("pe", 1),
-                             simd=fold.get("simd", 1), dsp=fold.get("dsp"))
-            srcs = [src]
-        elif op in ("maxpool", "avgpool"):
-            src = self.adapt(srcs[0], m.tensors[layer.inputs[0]].shape[0], layer.name)
-            plan = PoolPlan(layer, src[2], out_spec)
-            srcs = [src]
-        elif op in ("threshold", "relu"):
-            src = srcs[0]
-            if fold.get("lanes") and fold["lanes"] != src[2].lanes:
-                src = self.adapt(src, int(fold["lanes"]), layer.name)
-            srcs = [src]
-            cls = ThresholdPlan if op == "threshold" else ReluPlan
-            plan = cls(layer, src[2], out_spec)
-        elif op == "add":
-            b = self.adapt(srcs[1], srcs[0][2].lanes, layer.name)
-            plan = AddPlan(layer, srcs[0][2], b[2], out_spec)
-            srcs = [srcs[0], b]
-        elif op == "concat":
-            lanes = fold.get("lanes")
-            probe = ConcatPlan(layer, [s[2] for s in srcs], out_spec, lanes)
-            srcs = [self.adapt(s, probe.lanes, f"{layer.name}_{k}")
-                    for k, s in enumerate(srcs)]
-            plan = ConcatPlan(layer, [s[2] for s in srcs], out_spec, probe.lanes)
-        else:
-            raise IRError(f"layer {layer.name!r}: the hardware generator has no engine "
-                          f"for op {op!r}")
+        plan, srcs = cls.lower(self, layer, srcs, self.fold(layer), out_spec)
         idx = g.add(Node(layer.name, plan, n_in=len(srcs), layer=layer.name,
                          tensor=layer.output))
         for k, (node, port, fmt) in enumerate(srcs):
@@ -551,11 +494,12 @@ class _Lowering:
     def add_input(self, graphs: list[Branch], width: int):
         m = self.model
         spec = m.tensors[m.input.name]
-        lanes = self.demand(m.input.name, graphs) or (spec.shape[0] if len(spec.shape) == 3
+        lanes = self.demand(m.input.name, graphs) or (spec.shape[0] if len(spec.shape) >= 2
                                                       else 1)
-        if len(spec.shape) == 3 and spec.shape[0] % lanes:
+        if len(spec.shape) >= 2 and spec.shape[0] % lanes:
             # e.g. a dense layer right after flatten: stream the input as its flattened vector
-            fmt = StreamFormat((spec.size,), spec.lo, spec.hi, lanes, hwc_perm(spec.shape))
+            fmt = StreamFormat((spec.size,), spec.lo, spec.hi, lanes, hwc_perm(spec.shape),
+                               spec.bipolar)
         else:
             fmt = StreamFormat.of(spec, lanes)
         idx = self.g.add(Node("axis_in", AxisInPlan(fmt, width), n_in=0))

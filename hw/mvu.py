@@ -14,6 +14,16 @@ ROM weight on a LUT lane becomes the partial products of a two's complement arra
 and only the ``dsp`` lanes (a per-layer count in the folding) use ``*``, which synthesis maps to
 DSP48 slices. All terms of a PE go into one balanced adder tree.
 
+Grouped and depthwise convolution: the weight matrix holds only the real weights (``O x C/G*KH*KW``,
+no zero blocks); each PE lane gathers its own operands (its group's channels of the window) in
+the issue stage, so a depthwise layer is one MAC lane per channel (FINN's vector-vector unit)
+and a grouped one is groups of MVU lanes, folded by the same ``PE x SIMD``.
+
+1-bit lanes (:attr:`MvuParams.lane_kind`): bipolar weights (``weight_format`` bipolar) are one
+ROM bit each and an add/subtract of the input instead of a multiplier; bipolar inputs select
+``+w`` or ``-w`` by their sign bit; both bipolar: XNOR and popcount,
+``sum = SIMD - 2 * popcount(x_neg XOR w_neg)`` per PE (FINN's w1a1). None of them uses a DSP.
+
 Pipeline (both engines): step issue -> operands registered (ROM read) -> products and adder tree
 registered -> accumulate and output register; an output beat is offered 3 cycles after the issue
 of its last step. The whole engine stalls while its output beat waits.
@@ -30,15 +40,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lcp.ir import IRError, Layer, TensorSpec, bits_for_range
 
-from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits, csd_digits,
-                   element_shape, stream_signature, tree_sum)
+from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits,
+                   const_mul_terms, csd_digits, element_shape, stream_signature, tree_sum)
 from .window import WindowEngine, WindowGeometry, _line_buffer_cost, window_scan
 
 __all__ = ["MvuParams", "MatrixVectorUnit", "ConvPlan", "ConvEngine", "DensePlan",
@@ -57,24 +67,6 @@ def mult_style(wbits: int, xbits: int) -> str:
 def lut_mult_cost(wbits: int, xbits: int) -> float:
     """LUT6 of one LUT array multiplier (FINN's estimate ``(2*ceil((W+A)/6)-1)*(W+A)``)."""
     return (2 * math.ceil((wbits + xbits) / 6) - 1) * (wbits + xbits)
-
-
-def _csd(w: int) -> list[tuple[int, int]]:
-    """Canonical signed digits of ``w``: (sign, shift) pairs."""
-    out, k = [], 0
-    while w:
-        if w & 1:
-            d = 2 - (w & 3)          # +1 or -1
-            out.append((d, k))
-            w -= d
-        w >>= 1
-        k += 1
-    return out
-
-
-def _const_terms(x, w: int) -> list:
-    """Adder-tree terms of ``x * w`` for a constant ``w`` (CSD shifts, none for 0)."""
-    return [(x << k) if d > 0 else -(x << k) for d, k in _csd(int(w))]
 
 
 def _lut_terms(x, w, wbits: int) -> list:
@@ -97,10 +89,28 @@ class MvuParams:
 
     def __init__(self, layer: Layer, wmat: np.ndarray, bias: np.ndarray | None,
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
-                 dsp: int | None = None):
+                 dsp: int | None = None, *, gather: np.ndarray | None = None,
+                 x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None):
         self.name = layer.name
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
+        #: Per output row, the input-vector index of each of its ``F`` operands (grouped and
+        #: depthwise convolution: every PE lane reads its own group's channels); ``None``:
+        #: every row reads the whole input vector in order.
+        self.gather = None if gather is None else np.asarray(gather, dtype=np.int64)
+        if self.gather is not None and self.gather.shape != self.wmat.shape:
+            raise IRError(f"layer {layer.name!r}: gather {self.gather.shape} does not match "
+                          f"the weights {self.wmat.shape}")
+        #: 1-bit lanes: weights all -1/+1 (``weight_format`` bipolar) are one ROM bit each and
+        #: an add/subtract instead of a multiplier; with bipolar inputs too, XNOR and popcount.
+        self.w_bipolar = layer.attrs.get("weight_format") == "bipolar"
+        self.x_bipolar = bool(x_bipolar)
+        #: Some operands of bipolar inputs are 0 (a convolution's zero padding): the low bit of
+        #: the 2-bit value (1 for -1 and +1, 0 for 0) gates their products.
+        self.x_zeros = bool(x_zeros) and self.x_bipolar
+        #: Elements of one input vector in ``"window"`` mode (the window; ``F`` without
+        #: gather).
+        self.n_in = self.F if n_in is None else int(n_in)
         self.bias = (np.zeros(self.O, dtype=np.int64) if bias is None
                      else np.asarray(bias, dtype=np.int64))
         self.pe, self.simd = int(pe), int(simd)
@@ -120,7 +130,7 @@ class MvuParams:
         check_layer_bits(layer.name, "an input element", self.xbits)
         check_layer_bits(layer.name, "the accumulator", self.acc_shape.width, MAX_ACC_BITS)
         lanes = self.pe * self.simd
-        if self.constant:
+        if self.constant or self.one_bit:
             self.dsp = 0
         elif dsp is None:
             self.dsp = lanes if mult_style(self.wbits, self.xbits) == "dsp" else 0
@@ -128,6 +138,30 @@ class MvuParams:
             self.dsp = int(dsp)
             if not 0 <= self.dsp <= lanes:
                 raise IRError(f"layer {layer.name!r}: dsp={dsp} lanes, the layer has {lanes}")
+
+    @property
+    def one_bit(self) -> bool:
+        """The lanes multiply by a 1-bit operand (bipolar weights or inputs): no multiplier."""
+        return self.w_bipolar or self.x_bipolar
+
+    @property
+    def lane_kind(self) -> str:
+        """``"xnor"`` (both bipolar), ``"sign_w"`` (bipolar weights), ``"sign_x"`` (bipolar
+        inputs), ``"const"`` (constant weights) or ``"mult"``."""
+        if self.w_bipolar and self.x_bipolar:
+            return "xnor"
+        if self.x_bipolar:
+            return "sign_x"
+        if self.constant:
+            return "const"
+        if self.w_bipolar:
+            return "sign_w"
+        return "mult"
+
+    @property
+    def rom_bits(self) -> int:
+        """Bits per weight in the ROM (1 for bipolar weights: bit 1 means -1)."""
+        return 1 if self.w_bipolar else self.wbits
 
     @property
     def steps(self) -> int:
@@ -146,7 +180,23 @@ class MvuParams:
     def resources(self) -> Resources:
         pe, simd, wb, xb = self.pe, self.simd, self.wbits, self.xbits
         acc = self.acc_shape.width
-        ff = simd * xb + 2 * pe * acc + pe * acc + 40
+        xlanes = simd if self.gather is None else pe * simd
+        ff = xlanes * xb + 2 * pe * acc + pe * acc + 40
+        gmux = 0.0
+        if self.gather is not None and self.steps > 1:
+            gmux = pe * simd * xb * (self.steps - 1) / 2
+        kind = self.lane_kind
+        if kind == "xnor":
+            # XNOR per lane (folded into the popcount LUTs), popcount tree of SIMD bits per PE
+            pop = pe * simd * (1 + math.log2(max(simd, 2)) / 4) * (2 if self.x_zeros else 1)
+            rom = self._rom(pe * simd) if not self.constant else Resources()
+            return rom + Resources(lut=pop + 2 * pe * acc + gmux + 40, ff=ff)
+        if kind in ("sign_w", "sign_x"):
+            # one add/subtract per lane (a conditional negation folded into the adder tree)
+            opb = xb if kind == "sign_w" else wb + (1 if self.x_zeros else 0)
+            tree = pe * simd * (opb + math.log2(max(simd, 2)) / 2)
+            rom = self._rom(pe * simd * self.rom_bits) if not self.constant else Resources()
+            return rom + Resources(lut=tree + 2 * pe * acc + gmux + 40, ff=ff)
         if self.constant:
             terms = csd_digits(self.wmat).sum(axis=1)
             width = xb + wb + np.log2(np.maximum(terms, 2)) / 2
@@ -156,14 +206,16 @@ class MvuParams:
         mult_lut, dsp = (lanes - self.dsp) * lut_mult_cost(wb, xb), float(self.dsp)
         tree = pe * max(simd - 1, 0) * (wb + xb + math.log2(max(simd, 2)) / 2)
         accl = 2 * pe * acc
-        rom_w, rom_d = lanes * wb, self.steps
-        if rom_d <= 64:
-            rom = Resources(lut=rom_w * math.ceil(rom_d / 64))
-        else:
-            rom = Resources(lut=10, bram=bram36(rom_w, rom_d))
-        mux = simd * xb * (self.fi - 1) / 2 if self.fi > 1 else 0
+        rom = self._rom(lanes * wb)
+        mux = simd * xb * (self.fi - 1) / 2 if self.fi > 1 and self.gather is None else gmux
         bias = pe * acc * math.ceil(self.fo / 64) if self.fo > 1 else 0
         return rom + Resources(lut=mult_lut + tree + accl + mux + bias + 40, ff=ff, dsp=dsp)
+
+    def _rom(self, width: int) -> Resources:
+        """Weight ROM of ``width`` bits x ``steps`` words (LUTRAM up to 64 deep, else BRAM)."""
+        if self.steps <= 64:
+            return Resources(lut=width * math.ceil(self.steps / 64))
+        return Resources(lut=10, bram=bram36(width, self.steps))
 
 
 class MatrixVectorUnit(wiring.Component):
@@ -184,7 +236,7 @@ class MatrixVectorUnit(wiring.Component):
 
     def __init__(self, p: MvuParams, mode: str):
         self.p, self.mode = p, mode
-        n_in = p.F if mode == "window" else p.simd
+        n_in = p.n_in if mode == "window" else p.simd
         super().__init__({
             "i_stream": In(stream.Signature(data.ArrayLayout(p.x_shape, n_in))),
             "o_stream": Out(stream.Signature(data.ArrayLayout(p.acc_shape, p.pe))),
@@ -205,11 +257,28 @@ class MatrixVectorUnit(wiring.Component):
         last_og = og == fo - 1
 
         # -- stage 0: issue ---------------------------------------------------------------
-        x0 = Signal(xl)
+        gathered = p.gather is not None
+        x0l = data.ArrayLayout(p.x_shape, pe * simd) if gathered else xl
+        x0 = Signal(x0l)
         if self.mode == "window":
             can = i.valid
             m.d.comb += i.ready.eq(en & last_ig & last_og)
-            if fi == 1:
+            if gathered:
+                # each PE lane reads its own operands (its group's channels) of the window
+                def pick(a, b):
+                    return [x0[q * simd + s].eq(i.payload[int(p.gather[a * pe + q, b * simd + s])])
+                            for q in range(pe) for s in range(simd)]
+                if p.steps == 1:
+                    m.d.comb += pick(0, 0)
+                else:
+                    step = Signal(range(p.steps))
+                    m.d.comb += step.eq(og * fi + ig)
+                    with m.Switch(step):
+                        for a in range(fo):
+                            for b in range(fi):
+                                with m.Case(a * fi + b):
+                                    m.d.comb += pick(a, b)
+            elif fi == 1:
                 m.d.comb += x0.eq(i.payload)
             else:
                 with m.Switch(ig):
@@ -228,7 +297,7 @@ class MatrixVectorUnit(wiring.Component):
 
         v1, first1, last1 = Signal(), Signal(), Signal()
         og1 = Signal.like(og)
-        x1 = Signal(xl)
+        x1 = Signal(x0l)
         use_buf1 = Signal()
         with m.If(en):
             m.d.sync += [v1.eq(fire), first1.eq(ig == 0), last1.eq(last_ig), og1.eq(og),
@@ -243,17 +312,21 @@ class MatrixVectorUnit(wiring.Component):
                          rd.addr.eq(ig), rd.en.eq(en)]
             x_buf = rd.data
 
-        wl = data.ArrayLayout(signed(p.wbits), pe * simd)
+        kind = p.lane_kind
+        wl = data.ArrayLayout(unsigned(1) if p.w_bipolar else signed(p.wbits), pe * simd)
         w_rom = None
         if not p.constant:
-            init = [[int(v) for v in p.tile(a, b).reshape(-1)] for a in range(fo) for b in range(fi)]
+            def word(a, b):
+                t = p.tile(a, b).reshape(-1)
+                return [int(v < 0) if p.w_bipolar else int(v) for v in t]
+            init = [word(a, b) for a in range(fo) for b in range(fi)]
             m.submodules.weights = rom = Memory(shape=wl, depth=p.steps, init=init)
             rp = rom.read_port(domain="sync")
             m.d.comb += [rp.addr.eq(og * fi + ig), rp.en.eq(en)]
             w_rom = rp.data
 
         # -- stage 1: products and adder trees ----------------------------------------------
-        x = Signal(xl)
+        x = Signal(x0l)
         if x_buf is not None:
             m.d.comb += x.eq(Mux(use_buf1, x_buf.as_value(), x1.as_value()))
         else:
@@ -262,16 +335,53 @@ class MatrixVectorUnit(wiring.Component):
         psum = Signal(acc_l)
         v2, first2, last2 = Signal(), Signal(), Signal()
         og2 = Signal.like(og)
+
+        def xin(q, s):
+            return x[q * simd + s] if gathered else x[s]
+
+        def xneg(q, s):                # sign bit of a bipolar input (-1 = 0b11, +1 = 0b01)
+            return x.as_value()[((q * simd + s) if gathered else s) * p.xbits + p.xbits - 1]
+
+        def xnz(q, s):                 # low bit: the operand is -1 or +1, not a 0 of padding
+            return x.as_value()[((q * simd + s) if gathered else s) * p.xbits]
+
         sums = []
         for q in range(pe):
+            if kind == "xnor":
+                # sum of +-1 products = SIMD - 2 * popcount(x_neg XOR w_neg)
+                # (with zero operands: their count less, only theirs gated out of the popcount)
+                bits, live = [], []
+                for s in range(simd):
+                    if p.constant:
+                        b = ~xneg(q, s) if p.wmat[q, s] < 0 else xneg(q, s)
+                    else:
+                        b = xneg(q, s) ^ w_rom[q * simd + s]
+                    bits.append(b & xnz(q, s) if p.x_zeros else b)
+                    live.append(xnz(q, s))
+                width = bits_for_range(0, 2 * simd)[0] + 1
+                pop = Signal(signed(width), name=f"pop{q}")
+                m.d.comb += pop.eq(tree_sum(bits))
+                if p.x_zeros:
+                    n = Signal(signed(width), name=f"live{q}")
+                    m.d.comb += n.eq(tree_sum(live))
+                    sums.append(n - (pop << 1))
+                else:
+                    sums.append(simd - (pop << 1))
+                continue
             terms = []
             for s in range(simd):
-                if p.constant:
-                    terms += _const_terms(x[s], p.wmat[q, s])
+                if kind == "sign_x":
+                    wv = int(p.wmat[q, s]) if p.constant else w_rom[q * simd + s]
+                    t = Mux(xneg(q, s), -wv, wv)
+                    terms.append(Mux(xnz(q, s), t, 0) if p.x_zeros else t)
+                elif kind == "const":
+                    terms += const_mul_terms(xin(q, s), p.wmat[q, s])
+                elif kind == "sign_w":
+                    terms.append(Mux(w_rom[q * simd + s], -xin(q, s), xin(q, s)))
                 elif q * simd + s < p.dsp:
-                    terms.append(x[s] * w_rom[q * simd + s])
+                    terms.append(xin(q, s) * w_rom[q * simd + s])
                 else:
-                    terms += _lut_terms(x[s], w_rom[q * simd + s], p.wbits)
+                    terms += _lut_terms(xin(q, s), w_rom[q * simd + s], p.wbits)
             sums.append(tree_sum(terms))
         with m.If(en):
             m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), og2.eq(og1)]
@@ -305,16 +415,47 @@ class ConvPlan:
     lanes (HWC order)."""
 
     kind = "conv"
+    ops = ("conv",)
+    fold_keys = ("pe", "simd", "dsp")
+    parallel, prefer_pe, narrowable, passthrough = True, False, False, False
+
+    @staticmethod
+    def mvu_shape(layer: Layer) -> tuple[int, int]:
+        """``(O, F)``: output channels, inputs per output (``C/G * KH * KW``)."""
+        w = layer.weight
+        return int(w.shape[0]), int(np.prod(w.shape[1:]))
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return model.tensors[layer.inputs[0]].shape[0]          # whole pixels
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
+        return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
+                   dsp=fold.get("dsp")), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
-        w = layer.weight                       # O, C, KH, KW -> O, (ky, kx, c)
+        w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
+        if w.ndim == 3:                        # 1-D: O, C/G, K -> O, C/G, 1, K
+            w = w[:, :, None, :]
         wmat = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+        self.groups = G = int(layer.attrs.get("groups", 1))
+        gather = None
+        if G > 1:
+            # output channel o reads channels g(o)*C/G .. of every tap: a gather per PE lane
+            O, Cg = w.shape[0], w.shape[1]
+            taps = np.arange(g.kh * g.kw)[:, None] * g.C
+            grp = (np.arange(O) // (O // G)) * Cg
+            gather = (taps[None, :, :] + grp[:, None, None]
+                      + np.arange(Cg)[None, None, :]).reshape(O, -1)
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp)
+                             dsp, gather=gather, x_bipolar=in_fmt.bipolar,
+                             x_zeros=any(layer.attrs["pads"]), n_in=g.window)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
@@ -359,12 +500,8 @@ class ConvEngine(wiring.Component):
         m.submodules.window = win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window")
         m.submodules.mvu = mvu = MatrixVectorUnit(p.mvu, "window")
         wiring.connect(m, wiring.flipped(self.i_stream), win.i_stream)
-        m.d.comb += [mvu.i_stream.payload.eq(win.o_stream.payload),
-                     mvu.i_stream.valid.eq(win.o_stream.valid),
-                     win.o_stream.ready.eq(mvu.i_stream.ready)]
-        m.d.comb += [self.o_stream.payload.eq(mvu.o_stream.payload),
-                     self.o_stream.valid.eq(mvu.o_stream.valid),
-                     mvu.o_stream.ready.eq(self.o_stream.ready)]
+        wiring.connect(m, win.o_stream, mvu.i_stream)
+        wiring.connect(m, mvu.o_stream, wiring.flipped(self.o_stream))
         return m
 
 
@@ -372,6 +509,23 @@ class DensePlan:
     """Fully connected layer: in ``SIMD`` lanes (any stream order), out ``PE`` lanes."""
 
     kind = "dense"
+    ops = ("dense",)
+    fold_keys = ("pe", "simd", "dsp")
+    parallel, prefer_pe, narrowable, passthrough = True, True, False, False
+
+    @staticmethod
+    def mvu_shape(layer: Layer) -> tuple[int, int]:
+        return tuple(int(v) for v in layer.weight.shape)
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return fold.get("simd", 1)
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = low.adapt(srcs[0], fold.get("simd", 1), layer.name)
+        return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
+                   dsp=fold.get("dsp")), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None):
@@ -380,7 +534,7 @@ class DensePlan:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp)
+                             dsp, x_bipolar=in_fmt.bipolar)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
@@ -434,10 +588,6 @@ class DenseEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.mvu = mvu = MatrixVectorUnit(self.plan.mvu, "stream")
-        m.d.comb += [mvu.i_stream.payload.eq(self.i_stream.payload),
-                     mvu.i_stream.valid.eq(self.i_stream.valid),
-                     self.i_stream.ready.eq(mvu.i_stream.ready),
-                     self.o_stream.payload.eq(mvu.o_stream.payload),
-                     self.o_stream.valid.eq(mvu.o_stream.valid),
-                     mvu.o_stream.ready.eq(self.o_stream.ready)]
+        wiring.connect(m, wiring.flipped(self.i_stream), mvu.i_stream)
+        wiring.connect(m, mvu.o_stream, wiring.flipped(self.o_stream))
         return m

@@ -20,7 +20,8 @@ from amaranth.lib.wiring import In, Out
 
 from lcp.ir import IRError, Layer, TensorSpec
 
-from .base import Resources, StreamFormat, bram36, element_shape, stream_signature, tree_sum
+from .base import (Resources, StreamFormat, bram36, const_mul_terms, csd_digits, element_shape,
+                   stream_signature, tree_sum)
 from .plumbing import _run_max
 
 __all__ = ["MAX_THRESHOLDS", "ThresholdPlan", "ThresholdEngine", "ReluPlan", "ReluEngine",
@@ -36,12 +37,28 @@ class ThresholdPlan:
     """Requantization by thresholds (see the module docstring)."""
 
     kind = "threshold"
+    ops = ("threshold",)
+    fold_keys = ("lanes",)
+    parallel = passthrough = False
+    narrowable = True
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = srcs[0]
+        if fold.get("lanes") and fold["lanes"] != src[2].lanes:
+            src = low.adapt(src, int(fold["lanes"]), layer.name)
+        return cls(layer, src[2], out_spec), [src]
+
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
         self.layer = layer
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat(in_fmt.shape, out_spec.lo, out_spec.hi, in_fmt.lanes,
-                                    in_fmt.perm)
+                                    in_fmt.perm, out_spec.bipolar)
         t = np.asarray(layer.params["thresholds"], dtype=np.int64)
         self.L = t.shape[1]
         if self.L > MAX_THRESHOLDS:
@@ -57,7 +74,7 @@ class ThresholdPlan:
             self.period = 1
             self.table = np.broadcast_to(self.T[0], (1, lanes, self.L))
         else:
-            period = in_fmt.channels // lanes if len(in_fmt.shape) == 3 else in_fmt.beats
+            period = in_fmt.channels // lanes if len(in_fmt.shape) >= 2 else in_fmt.beats
             self.period = period
             self.table = self.T[ch[:period]]            # period x lanes x L
 
@@ -130,12 +147,28 @@ class ReluPlan:
     """``max(x, 0)`` per element."""
 
     kind = "relu"
+    ops = ("relu",)
+    fold_keys = ("lanes",)
+    parallel = passthrough = False
+    narrowable = True
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = srcs[0]
+        if fold.get("lanes") and fold["lanes"] != src[2].lanes:
+            src = low.adapt(src, int(fold["lanes"]), layer.name)
+        return cls(layer, src[2], out_spec), [src]
+
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
         self.layer = layer
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat(in_fmt.shape, out_spec.lo, out_spec.hi, in_fmt.lanes,
-                                    in_fmt.perm)
+                                    in_fmt.perm, out_spec.bipolar)
 
     def timing(self, offers):
         acc = _run_max(offers[0])
@@ -174,9 +207,24 @@ class ReluEngine(wiring.Component):
 # -- add -------------------------------------------------------------------------------------
 
 class AddPlan:
-    """``a + b`` element-wise; both operands in the same stream order and lanes."""
+    """``mul[0] * a + mul[1] * b`` element-wise (the IR's scale-aligned add; ``mul`` = (1, 1)
+    for a plain residual add); both operands in the same stream order and lanes. The constant
+    factors are shift-and-add terms (canonical signed digits)."""
 
     kind = "add"
+    ops = ("add",)
+    fold_keys = ()
+    parallel = narrowable = passthrough = False
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        b = low.adapt(srcs[1], srcs[0][2].lanes, layer.name)
+        return cls(layer, srcs[0][2], b[2], out_spec), [srcs[0], b]
+
 
     def __init__(self, layer: Layer, a_fmt: StreamFormat, b_fmt: StreamFormat,
                  out_spec: TensorSpec):
@@ -186,6 +234,7 @@ class AddPlan:
                           f"stream orders; the hardware cannot add them")
         self.a_fmt, self.b_fmt = a_fmt, b_fmt.with_lanes(a_fmt.lanes)
         self.in_fmts = [self.a_fmt, self.b_fmt]
+        self.mul = tuple(int(v) for v in layer.attrs.get("mul", (1, 1)))
         self.out_fmt = StreamFormat(a_fmt.shape, out_spec.lo, out_spec.hi, a_fmt.lanes, a_fmt.perm)
 
     def timing(self, offers):
@@ -194,7 +243,8 @@ class AddPlan:
 
     def resources(self) -> Resources:
         n = self.a_fmt.lanes * self.out_fmt.bits
-        return Resources(lut=n + 4, ff=n + 2)
+        terms = int(csd_digits(np.array(self.mul)).sum())        # 2 for a plain add
+        return Resources(lut=n * max(terms - 1, 1) + 4, ff=n + 2)
 
     def build(self) -> "AddEngine":
         return AddEngine(self)
@@ -222,7 +272,9 @@ class AddEngine(wiring.Component):
         with m.If(en):
             m.d.sync += o.valid.eq(both)
         with m.If(en & both):
-            m.d.sync += [o.payload[l].eq(a.payload[l] + b.payload[l])
+            ka, kb = self.plan.mul
+            m.d.sync += [o.payload[l].eq(tree_sum(const_mul_terms(a.payload[l], ka)
+                                                  + const_mul_terms(b.payload[l], kb)))
                          for l in range(self.plan.a_fmt.lanes)]
         return m
 
@@ -236,11 +288,25 @@ class ConcatPlan:
     """
 
     kind = "concat"
+    ops = ("concat",)
+    fold_keys = ("lanes",)
+    parallel = narrowable = passthrough = False
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        probe = cls(layer, [s[2] for s in srcs], out_spec, fold.get("lanes"))
+        srcs = [low.adapt(s, probe.lanes, f"{layer.name}_{k}") for k, s in enumerate(srcs)]
+        return cls(layer, [s[2] for s in srcs], out_spec, probe.lanes), srcs
+
 
     def __init__(self, layer: Layer, in_fmts: list[StreamFormat], out_spec: TensorSpec,
                  lanes: int | None = None):
         self.layer = layer
-        chans = [f.channels if len(f.shape) == 3 else f.size for f in in_fmts]
+        chans = [f.channels if len(f.shape) >= 2 else f.size for f in in_fmts]
         lanes = int(lanes or math.gcd(*chans, *[f.lanes for f in in_fmts]))
         if any(c % lanes for c in chans):
             raise IRError(f"layer {layer.name!r}: {lanes} lanes do not divide the input "
@@ -248,7 +314,7 @@ class ConcatPlan:
         self.chans = chans
         self.in_fmts = [f.with_lanes(lanes) for f in in_fmts]
         self.lanes = lanes
-        if len(out_spec.shape) == 3:
+        if len(out_spec.shape) >= 2:
             self.pixels = in_fmts[0].pixels
             self.out_fmt = StreamFormat.of(out_spec, lanes)
         else:

@@ -29,7 +29,8 @@ from lcp.golden import Golden
 from lcp.ir import IRError, Model
 
 from .build import HwBuild, cached_build, default_folding
-from .folding import Folding, choose
+from .chooser import choose
+from .folding import Folding
 from .plumbing import pack_frames, unpack_frames, words_per_frame
 
 __all__ = ["SimResult", "VerilatorSim", "SimExecutor", "SimMismatch", "simulate",

@@ -24,16 +24,19 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from lcp.ir import IRError, Layer
+from lcp.ops import Window
 from lcp.shapes import pool_out
 
 from .base import Resources, StreamFormat, bram36, element_shape, stream_signature, tree_sum
 
-__all__ = ["WindowGeometry", "WindowEngine", "PoolPlan", "window_scan"]
+__all__ = ["WindowGeometry", "WindowEngine", "PoolPlan", "MaxPoolPlan", "AvgPoolPlan",
+           "window_scan"]
 
 
 class WindowGeometry:
     """Geometry of a window op on a ``(C, H, W)`` input (``kernel``, ``stride``, ``pads`` as in
-    the IR: pads top, left, bottom, right).
+    the IR: pads top, left, bottom, right), or on a ``(C, L)`` input as ``(C, 1, L)`` (a 1-D
+    window: kernel ``(1, K)``, the line buffer holds no row, the window is one shift register).
 
     Raises
     ------
@@ -41,12 +44,13 @@ class WindowGeometry:
         naming ``layer`` when a pad is not smaller than the kernel (a window made of padding).
     """
 
-    def __init__(self, layer: Layer, in_shape: tuple[int, int, int]):
+    def __init__(self, layer: Layer, in_shape: tuple[int, ...]):
         self.name = layer.name
-        self.C, self.H, self.W = in_shape
-        self.kh, self.kw = layer.attrs["kernel"]
-        self.sh, self.sw = layer.attrs["stride"]
-        self.pt, self.pl, self.pb, self.pr = layer.attrs["pads"]
+        win = Window.of(layer).as_2d()
+        self.C, self.H, self.W = in_shape if len(in_shape) == 3 else (in_shape[0], 1, in_shape[1])
+        self.kh, self.kw = win.kernel
+        self.sh, self.sw = win.stride
+        self.pt, self.pl, self.pb, self.pr = win.pads
         if self.pt >= self.kh or self.pb >= self.kh or self.pl >= self.kw or self.pr >= self.kw:
             raise IRError(f"layer {layer.name!r}: pads {layer.attrs['pads']} must be smaller than "
                           f"the kernel {self.kh}x{self.kw} for the window unit")
@@ -309,12 +313,25 @@ class PoolPlan:
 
     kind = "pool"
 
+    ops: tuple[str, ...] = ()
+    mode = ""
+    fold_keys = ()
+    parallel = narrowable = passthrough = False
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return model.tensors[layer.inputs[0]].shape[0]          # whole pixels
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
+        return cls(layer, src[2], out_spec), [src]
+
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec):
         self.layer = layer
         self.geo = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat.of(out_spec, in_fmt.shape[0])
-        self.mode = "max" if layer.op == "maxpool" else "avg"
 
     def timing(self, offers):
         frames = offers[0].size // self.geo.H // self.geo.W
@@ -336,6 +353,20 @@ class PoolPlan:
         a = self.layer.attrs
         return WindowEngine(self.geo, self.in_fmt, pad=pad, mode=self.mode, out_fmt=self.out_fmt,
                             shift=a.get("shift", 0), rounding=a.get("rounding", "floor"))
+
+
+class MaxPoolPlan(PoolPlan):
+    """``maxpool``: per-channel maximum of the window (padding is the input minimum)."""
+
+    ops = ("maxpool",)
+    mode = "max"
+
+
+class AvgPoolPlan(PoolPlan):
+    """``avgpool``: per-channel ``clip(rnd(sum / 2**shift))`` of the window."""
+
+    ops = ("avgpool",)
+    mode = "avg"
 
 
 def _line_buffer_cost(width: int, depth: int) -> Resources:

@@ -1,6 +1,6 @@
 """Design-space sweep: folding choices through the cycle/resource model and synthesis.
 
-:func:`explore` asks the hardware generator's folding chooser (:func:`lcp.hw.folding.choose`)
+:func:`explore` asks the hardware generator's folding chooser (:func:`lcp.hw.chooser.choose`)
 for the cheapest folding that meets each of a geometric series of latency targets, from the
 fastest folding within the budget to the smallest folding (one lane per layer); each distinct
 folding is a design point with the model's latency, interval and FPGA resource estimate.
@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from lcp.hw.build import generate, lower
-from lcp.hw.folding import Folding, choose
+from lcp.hw.chooser import choose
+from lcp.hw.folding import Folding
 
 from .flow import run_synth
 from .tools import SynthError

@@ -28,10 +28,15 @@ class Builder:
     """
 
     def __init__(self, in_shape, in_bits=8, signed=False, seed=0, name="t"):
+        """``in_bits="bipolar"``: a -1/+1 input."""
         self.rng = np.random.default_rng(seed)
-        lo, hi = int_range(in_bits, signed)
-        self.input = InputSpec("input", tuple(in_shape), 1.0 / 255, lo, hi)
-        self.tensors = {"input": TensorSpec(tuple(in_shape), lo, hi)}
+        if in_bits == "bipolar":
+            self.input = InputSpec("input", tuple(in_shape), 1.0, -1, 1, format="bipolar")
+            self.tensors = {"input": TensorSpec(tuple(in_shape), -1, 1, bipolar=True)}
+        else:
+            lo, hi = int_range(in_bits, signed)
+            self.input = InputSpec("input", tuple(in_shape), 1.0 / 255, lo, hi)
+            self.tensors = {"input": TensorSpec(tuple(in_shape), lo, hi)}
         self.layers: dict[str, list[Layer]] = {}
         self.n = 0
         self.name = name
@@ -45,25 +50,42 @@ class Builder:
         self.layers.setdefault(br, []).append(l)
         return name
 
+    def _weights(self, shape, wbits):
+        """Random weights: ``wbits``-bit integers, or -1/+1 for ``wbits="bipolar"``."""
+        if wbits == "bipolar":
+            return 2 * self.rng.integers(0, 2, size=shape) - 1, {"weight_bits": 2,
+                                                                 "weight_format": "bipolar"}
+        lo, hi = int_range(wbits, True, narrow=True)
+        return self.rng.integers(lo, hi + 1, size=shape), {"weight_bits": wbits}
+
     def conv(self, x, out, k, stride=1, pad=0, wbits=4, br="b0", bias=True, pads=None,
              groups=1):
-        c = self.tensors[x].shape[0]
-        lo, hi = int_range(wbits, True, narrow=True)
-        w = self.rng.integers(lo, hi + 1, size=(out, c // groups, k, k))
+        """2-D convolution (``k`` an int) or, on a ``(C, L)`` input, 1-D."""
+        spec = self.tensors[x]
+        c = spec.shape[0]
+        rank = len(spec.shape) - 1
+        w, wa = self._weights((out, c // groups, *(k,) * rank), wbits)
         p = {"weight": w}
         if bias:
             p["bias"] = self.rng.integers(-50, 50, size=out)
-        return self._add(br, "conv", [x], {"kernel": (k, k), "stride": (stride, stride),
-                                           "pads": tuple(pads) if pads else (pad,) * 4,
-                                           "weight_bits": wbits, "groups": groups}, p)
+        return self._add(br, "conv", [x], {"kernel": (k,) * rank, "stride": (stride,) * rank,
+                                           "pads": tuple(pads) if pads else (pad,) * (2 * rank),
+                                           "groups": groups, **wa}, p)
 
     def dense(self, x, out, wbits=4, br="b0", bias=True):
         f = self.tensors[x].shape[0]
-        lo, hi = int_range(wbits, True, narrow=True)
-        p = {"weight": self.rng.integers(lo, hi + 1, size=(out, f))}
+        w, wa = self._weights((out, f), wbits)
+        p = {"weight": w}
         if bias:
             p["bias"] = self.rng.integers(-50, 50, size=out)
-        return self._add(br, "dense", [x], {"weight_bits": wbits}, p)
+        return self._add(br, "dense", [x], wa, p)
+
+    def sign(self, x, br="b0"):
+        """Bipolar activation: -1 below a per-channel threshold, +1 from it on."""
+        spec = self.tensors[x]
+        t = self.rng.integers(spec.lo, spec.hi + 1, size=(spec.shape[0], 1))
+        return self._add(br, "threshold", [x], {"out_lo": -1, "out_hi": 1},
+                         {"thresholds": np.repeat(t, 2, axis=1)})
 
     def threshold(self, x, bits=4, shared=False, br="b0", out_lo=0):
         spec = self.tensors[x]
@@ -73,9 +95,11 @@ class Builder:
                          {"thresholds": t})
 
     def maxpool(self, x, k=2, stride=None, pad=0, br="b0"):
+        """2-D, or 1-D on a ``(C, L)`` input."""
         s = stride or k
-        return self._add(br, "maxpool", [x], {"kernel": (k, k), "stride": (s, s),
-                                              "pads": (pad,) * 4})
+        r = len(self.tensors[x].shape) - 1
+        return self._add(br, "maxpool", [x], {"kernel": (k,) * r, "stride": (s,) * r,
+                                              "pads": (pad,) * (2 * r)})
 
     def avgpool(self, x, k=2, stride=None, pad=0, shift=2, rounding="round", out_bits=4,
                 br="b0"):
@@ -88,8 +112,8 @@ class Builder:
     def relu(self, x, br="b0"):
         return self._add(br, "relu", [x])
 
-    def add(self, a, b, br="b0"):
-        return self._add(br, "add", [a, b])
+    def add(self, a, b, br="b0", mul=(1, 1)):
+        return self._add(br, "add", [a, b], {"mul": tuple(mul)})
 
     def flatten(self, x, br="b0"):
         return self._add(br, "flatten", [x])

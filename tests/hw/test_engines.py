@@ -24,6 +24,8 @@ PAUSES = dict(src_pause=[1, 1, 1, 0], sink_pause=[0, 1, 1, 0, 0])
 def _inputs(model, n, seed=0):
     rng = np.random.default_rng(seed)
     s = model.input
+    if s.bipolar:
+        return 2 * rng.integers(0, 2, size=(n, *s.shape)) - 1
     return rng.integers(s.lo, s.hi + 1, size=(n, *s.shape))
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lcp.hw.build import generate
-from lcp.hw.folding import Folding, choose
+from lcp.hw.chooser import choose
+from lcp.hw.folding import Folding
 from lcp.hw.graph import lower_branch
 from lcp.ir import IRError, Layer
 
@@ -98,18 +99,20 @@ def test_cli_compile_error_names_layer(tmp_path):
 
 
 def test_op_without_an_engine_is_named(tmp_path):
-    """The IR allows a depthwise convolution; until its engine exists, `lcp compile` says so
-    in one line naming the layer (exit 2) while the golden reference runs it."""
+    """The IR allows a channel slice inside a branch; the hardware op table has no engine for
+    it: `lcp compile` says so in one line naming the layer (exit 2) while the golden reference
+    runs it."""
     from lcp import save
     from lcp.golden import Golden
     from lcp.sw.cli import main
     b = Builder((4, 6, 6), seed=1)
-    x = b.conv("input", 4, 3, pad=1, groups=4)
+    x = b.conv("input", 4, 3, pad=1)
+    x = b._add("b0", "slice", [x], {"start": 1, "stop": 3})
     x = b.threshold(x)
     m = b.model()
     Golden(m).run_int(np.zeros((1, 4, 6, 6), np.int64))
-    with pytest.raises(IRError, match=r"layer '.*conv.*' \(conv\): the hardware generator has "
-                                      r"no engine for grouped and depthwise convolution"):
+    with pytest.raises(IRError, match=r"layer '.*slice.*': the hardware generator has no engine "
+                                      r"for op 'slice'"):
         generate(m, tmp_path / "b")
     save(m, tmp_path / "m")
     assert main(["compile", str(tmp_path / "m.json"), "-o", str(tmp_path / "b2")]) == 2

@@ -3,7 +3,8 @@
 import pytest
 
 from lcp.hw.base import DEVICES, Resources
-from lcp.hw.folding import Folding, candidates, choose
+from lcp.hw.chooser import candidates, choose
+from lcp.hw.folding import Folding
 from lcp.hw.graph import lower_branch, lower_core
 from lcp.ir import IRError
 
@@ -25,11 +26,11 @@ def _net():
 
 
 def test_candidates_order():
-    c = candidates("dense", 4, 6)
+    c = candidates(True, 4, 6)
     assert c[0] == (1, 1) and c[-1] == (4, 6)
     assert [p * s for p, s in c] == sorted(p * s for p, s in c)
     assert c.index((2, 1)) < c.index((1, 2))          # dense: outputs first
-    c = candidates("conv", 4, 6)
+    c = candidates(False, 4, 6)
     assert c.index((1, 2)) < c.index((2, 1))          # conv: inputs first
 
 
@@ -79,3 +80,22 @@ def test_core_groups_identical_branches():
     folds = [c.folding.layer(br.layers[0].name) for br in m.branches]
     assert all(f == folds[0] for f in folds)
     assert lower_core(m, c.folding).timing().latency == c.latency
+
+
+def test_chooser_folds_the_wider_op_set():
+    """Depthwise and grouped convolutions, 1-bit lanes and 1-D windows are folded like any
+    PE x SIMD engine: the target is met, the budget respected, and the DSP slices go only to
+    multi-bit multipliers."""
+    from tests.hw.test_verilator import lanes_model, one_d_model
+    for m in (lanes_model(), one_d_model()):
+        slow = lower_branch(m, 0, Folding()).lowered_timing.latency
+        c = choose(m, target=slow // 3, scope="branch")
+        assert c.met and c.latency <= slow // 3
+        t = lower_branch(m, 0, c.folding).timing()
+        assert (t.latency, t.interval) == (c.latency, c.interval)
+        small = Resources(lut=3000, ff=6000, dsp=2, bram=2)
+        b = choose(m, budget=small, scope="branch")
+        assert b.resources.fits(small) and b.latency < slow
+    g = lower_branch(m := lanes_model(), 0, choose(m, budget="xc7z020", scope="branch").folding)
+    assert all(n.plan.mvu.dsp == 0 for n in g.nodes
+               if hasattr(n.plan, "mvu") and n.plan.mvu.one_bit)

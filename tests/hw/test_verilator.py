@@ -114,3 +114,55 @@ def test_input_bound_core_timed():
     build, res = simulate(m, xq, folding=fold, expected=want)
     np.testing.assert_array_equal(res.outputs, want)
     _check_timing(build, res)
+
+
+def lanes_model():
+    """The wider op set in one branch: bipolar-weight conv on an 8-bit input, sign, XNOR
+    depthwise conv, sign, max pool of bipolar values, grouped integer conv on bipolar inputs,
+    signed thresholds, and a scale-aligned add of two requantized paths."""
+    b = Builder((4, 7, 7), in_bits=8, signed=True, seed=24)
+    x = b.conv("input", 4, 3, pad=1, wbits="bipolar")
+    x = b.sign(x)
+    x = b.conv(x, 4, 3, pad=1, wbits="bipolar", groups=4)
+    x = b.sign(x)
+    x = b.maxpool(x, 2)
+    y = b.conv(x, 6, 1, wbits=3, groups=2)
+    y0 = b.threshold(y, 3, out_lo=-4)
+    z = b.conv(x, 6, 3, pad=1, wbits=4, groups=2)
+    z0 = b.threshold(z, 2, out_lo=-1)
+    b.add(y0, z0, mul=(3, 2))
+    return b.model()
+
+
+def one_d_model():
+    b = Builder((3, 20), in_bits=4, seed=25)
+    x = b.conv("input", 6, 5, pad=2, groups=3)
+    x = b.threshold(x, 3)
+    x = b.maxpool(x, 2)
+    x = b.conv(x, 4, 3, stride=2)
+    x = b.threshold(x, 2, out_lo=-2)
+    x = b.flatten(x)
+    x = b.dense(x, 5)
+    return b.model()
+
+
+@pytest.mark.parametrize("which", ["lanes", pytest.param("one_d", marks=pytest.mark.slow)])
+def test_wider_ops_exact_and_timed(which):
+    """Grouped/depthwise, 1-bit lanes, scaled add, signed thresholds (and 1-D windows): exact
+    and timed in Verilator, exact again with idles and back-pressure."""
+    m = lanes_model() if which == "lanes" else one_d_model()
+    s = m.input
+    xq = np.random.default_rng(3).integers(s.lo, s.hi + 1, size=(3, *s.shape))
+    want = Golden(m).run_branch(0, xq)
+    L = [l for l in m.branches[0].layers if l.op in ("conv", "dense")]
+
+    def upto(n, k):                  # largest divisor of n not above k
+        return max(d for d in range(1, k + 1) if n % d == 0)
+    fold = Folding({l.name: {"pe": upto(l.weight.shape[0], 2),
+                             "simd": upto(int(np.prod(l.weight.shape[1:])), 3)} for l in L},
+                   32, 16)
+    build, res = simulate(m, xq, folding=fold, scope="branch", expected=want)
+    np.testing.assert_array_equal(res.outputs, want)
+    _check_timing(build, res)
+    res = simulate(m, xq, folding=fold, scope="branch", expected=want, **PAUSES)[1]
+    np.testing.assert_array_equal(res.outputs, want)

@@ -1,0 +1,67 @@
+"""The hardware op table: one plan class per IR op, found by op name.
+
+Everything in ``hw/`` that depends on what an op is asks this table (the compiler's op table,
+:mod:`lcp.ops`, defines the op's semantics and counters; this one defines its engine). A plan
+class answers, for the graph builder (:mod:`lcp.hw.graph`) and the folding chooser
+(:mod:`lcp.hw.chooser`):
+
+``fold_keys``
+    the per-layer entries a :class:`~lcp.hw.folding.Folding` may hold for the op
+    (``pe``/``simd``/``dsp`` for a matrix-vector engine, ``lanes`` for a pointwise one).
+``parallel``
+    the op is a ``PE x SIMD`` engine: ``mvu_shape(layer)`` gives its ``(O, F)`` (outputs, inputs
+    per output), the chooser walks :func:`~lcp.hw.chooser.candidates` of it, ``prefer_pe`` breaks
+    ties towards more PEs.
+``narrowable``
+    a requantizer whose output lanes the chooser may narrow.
+``passthrough``
+    no engine: the op relabels its input stream (``flatten``).
+``demand(model, layer, fold)``
+    lanes the op takes of its first input (``None``: any).
+``lower(low, layer, srcs, fold, out_spec)``
+    the plan (its ``timing`` is the cycle model, ``resources`` the estimate, ``build`` the
+    generator) and the input stream endpoints, adapted through ``low.adapt`` where the engine
+    needs other lanes.
+
+To add an engine: write its plan class with these members and list it in :data:`_PLANS`.
+"""
+
+from __future__ import annotations
+
+from lcp.ir import IRError, Layer
+
+from .mvu import ConvPlan, DensePlan
+from .pointwise import AddPlan, ConcatPlan, ReluPlan, ThresholdPlan
+from .window import AvgPoolPlan, MaxPoolPlan
+
+__all__ = ["PLANS", "plan_for", "FlattenPlan"]
+
+
+class FlattenPlan:
+    """``flatten``: no engine; the stream keeps its order (a flattened ``(C, H, W)`` tensor
+    arrives in HWC order, its consumer absorbs the permutation)."""
+
+    ops = ("flatten",)
+    fold_keys = ()
+    parallel = narrowable = False
+    passthrough = True
+
+    @staticmethod
+    def demand(model, layer, fold):
+        return None
+
+
+_PLANS = (ConvPlan, DensePlan, MaxPoolPlan, AvgPoolPlan, ThresholdPlan, ReluPlan, AddPlan,
+          ConcatPlan, FlattenPlan)
+
+#: IR op name -> plan class.
+PLANS: dict[str, type] = {op: cls for cls in _PLANS for op in cls.ops}
+
+
+def plan_for(layer: Layer) -> type:
+    """The plan class of ``layer``; :class:`IRError` naming the layer when no engine exists."""
+    try:
+        return PLANS[layer.op]
+    except KeyError:
+        raise IRError(f"layer {layer.name!r}: the hardware generator has no engine for op "
+                      f"{layer.op!r} (it builds {', '.join(sorted(PLANS))})") from None
