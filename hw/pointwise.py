@@ -33,11 +33,11 @@ MAX_THRESHOLDS = 255
 
 # -- threshold -------------------------------------------------------------------------------
 
-class ThresholdPlan:
-    """Requantization by thresholds (see the module docstring)."""
+class _PerElementPlan:
+    """What the per-element plans share: the output keeps the input's stream order and lanes
+    (a folding that asks for other lanes has the input re-laned first); no demand on the
+    producer."""
 
-    kind = "threshold"
-    ops = ("threshold",)
     fold_keys = ("lanes",)
     parallel = passthrough = False
     narrowable = True
@@ -53,12 +53,21 @@ class ThresholdPlan:
             src = low.adapt(src, int(fold["lanes"]), layer.name)
         return cls(layer, src[2], out_spec), [src]
 
-
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
         self.layer = layer
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat(in_fmt.shape, out_spec.lo, out_spec.hi, in_fmt.lanes,
                                     in_fmt.perm, out_spec.bipolar)
+
+
+class ThresholdPlan(_PerElementPlan):
+    """Requantization by thresholds (see the module docstring)."""
+
+    kind = "threshold"
+    ops = ("threshold",)
+
+    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
+        super().__init__(layer, in_fmt, out_spec)
         t = np.asarray(layer.params["thresholds"], dtype=np.int64)
         self.L = t.shape[1]
         if self.L > MAX_THRESHOLDS:
@@ -143,32 +152,11 @@ class ThresholdEngine(wiring.Component):
 
 # -- relu ------------------------------------------------------------------------------------
 
-class ReluPlan:
+class ReluPlan(_PerElementPlan):
     """``max(x, 0)`` per element."""
 
     kind = "relu"
     ops = ("relu",)
-    fold_keys = ("lanes",)
-    parallel = passthrough = False
-    narrowable = True
-
-    @staticmethod
-    def demand(model, layer, fold):
-        return None
-
-    @classmethod
-    def lower(cls, low, layer, srcs, fold, out_spec):
-        src = srcs[0]
-        if fold.get("lanes") and fold["lanes"] != src[2].lanes:
-            src = low.adapt(src, int(fold["lanes"]), layer.name)
-        return cls(layer, src[2], out_spec), [src]
-
-
-    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
-        self.layer = layer
-        self.in_fmt = in_fmt
-        self.out_fmt = StreamFormat(in_fmt.shape, out_spec.lo, out_spec.hi, in_fmt.lanes,
-                                    in_fmt.perm, out_spec.bipolar)
 
     def timing(self, offers):
         acc = _run_max(offers[0])
