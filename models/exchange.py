@@ -170,7 +170,15 @@ class ExchangeNet(LCPNet):
     def branch_forward(self, i, xq):
         raise NotImplementedError("exchange branches run together: use features()")
 
+    def sent_at(self, s: int, ys: list) -> list[torch.Tensor]:
+        """What each branch sends at exchange point ``s`` given the branch outputs ``ys``: its
+        first ``sent[s]`` channels through its sending quantizer (values)."""
+        k = self.sent[s]
+        return [self.exchanges[i][s].ex(_value(y)[:, :k]).value for i, y in enumerate(ys)]
+
     def features(self, x: torch.Tensor) -> QuantTensor:
+        """The branches segment by segment; at each exchange point every branch appends what
+        the others send (:meth:`sent_at`) and re-quantizes."""
         xq = self.input_quant(x)
         ys = [xq] * self.split
         n_seg = len(self.branches[0])
@@ -178,10 +186,9 @@ class ExchangeNet(LCPNet):
             ys = [self.branches[i][s](ys[i]) for i in range(self.split)]
             if s == n_seg - 1:
                 break
-            k = self.sent[s]
-            sent = [self.exchanges[i][s].ex(_value(y)[:, :k]) for i, y in enumerate(ys)]
+            sent = self.sent_at(s, ys)
             ys = [self.exchanges[i][s].rq(torch.cat(
-                [_value(ys[i])] + [sent[j].value for j in range(self.split) if j != i], 1))
+                [_value(ys[i])] + [sent[j] for j in range(self.split) if j != i], 1))
                 for i in range(self.split)]
         outs = [self.branch_act(y) for y in ys]
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]

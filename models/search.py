@@ -91,32 +91,24 @@ class SuperNet(ExchangeNet):
             self.choice[s] = None if p is None else (
                 self.sent[s] if p.k is None else min(p.k, self.sent[s]), p.bits)
 
-    def features(self, x):
-        xq = self.input_quant(x)
-        ys = [xq] * self.split
-        n_seg = len(self.branches[0])
-        for s in range(n_seg):
-            ys = [self.branches[i][s](ys[i]) for i in range(self.split)]
-            if s == n_seg - 1:
-                break
-            c = self.choice.get(s)
-            full = self.sent[s]
-            sent = []
-            for i, y in enumerate(ys):
-                v = _value(y)
-                if c is None:
-                    sent.append(torch.zeros_like(v[:, :full]))
-                    continue
-                k, b = c
-                z = self.senders[i][s][str(b)](v[:, :k]).value
-                if k < full:
-                    z = torch.cat([z, torch.zeros_like(v[:, k:full])], 1)
-                sent.append(z)
-            ys = [self.exchanges[i][s].rq(torch.cat(
-                [_value(ys[i])] + [sent[j] for j in range(self.split) if j != i], 1))
-                for i in range(self.split)]
-        outs = [self.branch_act(y) for y in ys]
-        return torch.cat(outs, dim=1)
+    def sent_at(self, s: int, ys: list) -> list[torch.Tensor]:
+        """The active policy's sends at point ``s``: ``k`` channels through the sender of its
+        bit width, zeros for the channels it does not send (all of them when the point is
+        off), so that every policy has the supernet's shapes."""
+        c = self.choice.get(s)
+        full = self.sent[s]
+        sent = []
+        for i, y in enumerate(ys):
+            v = _value(y)
+            if c is None:
+                sent.append(torch.zeros_like(v[:, :full]))
+                continue
+            k, b = c
+            z = self.senders[i][s][str(b)](v[:, :k]).value
+            if k < full:
+                z = torch.cat([z, torch.zeros_like(v[:, k:full])], 1)
+            sent.append(z)
+        return sent
 
 
 def build_supernet(cfg: SearchConfig, num_classes: int, in_shape) -> SuperNet:
