@@ -5,7 +5,7 @@
   ``seconds = fixed_s + per_unit_s * work`` (non-negative least squares; work = the layer's MACs
   from the IR counters, or its output elements for an op without MACs).
 * The PYNQ engine: its cost per op is its cycle model (:mod:`lcp.hw`) at the clock, so a node
-  with ``--accel-backend pynq`` is described by cycles, not by a fit (:func:`engine_costs`).
+  with ``--accel-backend pynq`` is described by cycles, not by a fit (:mod:`.engine`).
 * A node runs the layers slower than the timing loop (its compute runs in a thread beside Dask's
   event loop): two reference models (few wide layers, many narrow ones) are run whole on a node
   (``lcp_run``, the node's own compute time), and ``t = slowdown * fitted + layers *
@@ -37,7 +37,7 @@ from .simplan import DISPATCHER, ClusterSpec, LinkSpec, NodeSpec, OpCost, build_
 from .simulator import summarize
 
 __all__ = ["time_layers", "fit_costs", "calibrate_compute", "probe_links", "cluster_from",
-           "check_rows", "engine_costs", "node_factors", "factors_from_rows",
+           "check_rows", "node_factors", "factors_from_rows",
            "CALIBRATION_RUNS"]
 
 
@@ -144,12 +144,6 @@ def factors_from_rows(rows: list[dict], models: dict[str, Model], comp: dict,
     if len(ms) != 2:
         raise IRError(f"the benchmark rows lack the calibration runs {sorted(CALIBRATION_RUNS)}")
     return node_factors(comp, ms, ts)
-
-
-def engine_costs(cycles_per_op: dict[str, float], clock_hz: float) -> dict[str, OpCost]:
-    """Costs of an accelerator node from its cycle model: ``cycles_per_op[op]`` cycles per
-    unit of work (MAC or element) at ``clock_hz``."""
-    return {op: OpCost(0.0, c / clock_hz) for op, c in cycles_per_op.items()}
 
 
 async def probe_links(client, rounds: int = 15) -> dict:

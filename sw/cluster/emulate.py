@@ -30,14 +30,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lcp.sw.cli import UsageError
+
+from .procs import stop_processes
 
 __all__ = ["SUBNET", "Topology", "check_root", "parse_rate", "cleanup_stale"]
 
@@ -232,23 +232,7 @@ class Topology:
 
     def close(self) -> None:
         """Stop every process started here, then delete every namespace (and so every link)."""
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(timeout=5)
-        self.procs.clear()
+        stop_processes(self.procs)
         for ns in reversed(self.namespaces):
             _run("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()

@@ -28,7 +28,7 @@ import lcp
 from lcp.counters import count, count_layer
 from lcp.ir import Model
 
-from .bench import _compile_cached
+from .bench import compile_cached
 from .simplan import DISPATCHER, ClusterSpec, LinkSpec, NodeSpec, OpCost, build_plan
 from .simulator import plot_timeline, summarize
 
@@ -94,7 +94,7 @@ def load_models(cache: Path, log=print) -> dict[str, dict[str, Model]]:
                 calibrate(net, [example_input(net.in_shape, batch=2, seed=0)])
                 return lcp.compile_torch(net, example_input(net.in_shape, batch=1, seed=0),
                                          name=f"{arch}_{variant}")
-            out[fam][variant] = _compile_cached(Path(cache), f"{arch}_split{split}_paper", make)
+            out[fam][variant] = compile_cached(Path(cache), f"{arch}_split{split}_paper", make)
     return out
 
 

@@ -18,7 +18,30 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ProcessCluster"]
+__all__ = ["ProcessCluster", "stop_processes"]
+
+
+def stop_processes(procs: list, timeout: float = 10.0) -> None:
+    """Stop the process groups of ``procs`` (each started with ``start_new_session``):
+    SIGTERM to all, then SIGKILL to a group still running after ``timeout`` seconds in all;
+    ``procs`` is emptied."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=5)
+    procs.clear()
 
 
 class ProcessCluster:
@@ -119,22 +142,7 @@ class ProcessCluster:
 
     def close(self) -> None:
         """Terminate every process started here (the topology stops its own)."""
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(timeout=5)
-        self.procs.clear()
+        stop_processes(self.procs)
         self._tmp.cleanup()
 
     def __enter__(self):

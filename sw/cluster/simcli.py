@@ -28,6 +28,8 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from lcp.hw.base import DEVICES
+from lcp.hw.pynq_regs import CLOCK_MHZ
 from lcp.ir import IRError
 from lcp.sw.cli import UsageError
 from lcp.usage import load_model
@@ -37,6 +39,7 @@ from .bench import prepare_family
 from .calibrate import calibrate_compute, check_rows, cluster_from, factors_from_rows, probe_links
 from .dispatcher import Dispatcher, connect
 from .emulate import Topology, check_root, parse_rate
+from .engine import engine_costs, engine_cycles
 from .paper import WIRES, load_models, predict
 from .procs import ProcessCluster
 from .replan_run import replan_experiment
@@ -118,6 +121,9 @@ def register(cluster: typer.Typer) -> None:
                                                            "ms per 10^9 MACs"),
             cores: int = typer.Option(1, help="cores per node (without --cluster)"),
             host_cores: Optional[int] = typer.Option(None, help="cores all devices share"),
+            accel: Optional[str] = typer.Option(
+                None, help="the nodes are PYNQ engines folded for this device (e.g. xc7z020): "
+                           "their costs from the hardware's cycle model at the PL clock"),
             requests: int = typer.Option(20, help="simulated requests"),
             concurrency: int = typer.Option(8, help="requests in flight for throughput"),
             out: Optional[Path] = typer.Option(None, "-o", "--out", help="JSON result"),
@@ -131,6 +137,17 @@ def register(cluster: typer.Typer) -> None:
         m = load_model(model)
         cl = _cluster(cluster_json, calibration, nodes, bandwidth, latency_ms, medium,
                       ms_per_gmac, cores, host_cores)
+        if accel is not None:
+            if accel not in DEVICES:
+                raise UsageError(f"--accel {accel!r}: one of {', '.join(DEVICES)}")
+            try:
+                costs = engine_costs(engine_cycles(m, accel))
+            except IRError as e:
+                raise UsageError(f"--accel: {m.name}: {e}") from None
+            for n in cl.nodes:
+                n.costs = costs
+            typer.echo(f"nodes: PYNQ engines folded for {accel} (hardware cycle model at "
+                       f"{CLOCK_MHZ} MHz)")
         try:
             plan = build_plan(m, strategy, cl, encoding=encoding, batch=batch, stages=stages,
                               nodes=nodes)

@@ -44,7 +44,7 @@ def test_links_are_attributed_once_and_scheduler_traffic_is_control():
               f"{N0}:7000|{D}:5000": [20, 3000], f"{N0}:6001|{N1}:7100": [8000, 40]}},
           "node01": {"address": f"tcp://{N1}:7100", "tcp": {
               f"{N1}:7100|{N0}:6001": [40, 8000], f"{N1}:6002|{S}": [500, 50]}}}
-    out = B._links_from_tcp(d0, d1, n0, n1)
+    out = B.links_from_tcp(d0, d1, n0, n1)
     assert out["links"] == {"dispatcher<->node00": [3000, 20], "node00<->node01": [8000, 40]}
     assert out["control"] == 1000 + 550
 
@@ -72,3 +72,19 @@ def test_default_runs_cover_every_strategy_with_every_encoding():
     assert {"pipeline", "data", "lcp-split8", "lcp-split4"} <= set(groups)
     assert all(r.stages == 8 for r in runs if r.strategy == "pipeline")
     assert {r.nodes for r in runs if r.strategy == "model-parallel"} == {4, 8}
+
+
+def test_compiled_models_are_built_once_and_reloaded_equal(zoo, tmp_path):
+    m = zoo["lenet_fc_s2"]
+    calls = []
+
+    def make():
+        calls.append(1)
+        return m
+
+    first = B.compile_cached(tmp_path, "lenet_fc_s2", make)
+    again = B.compile_cached(tmp_path, "lenet_fc_s2", make)
+    assert calls == [1]                                  # the second call loads the entry
+    assert again.digest() == first.digest() == m.digest()
+    xq = int_inputs(m, 4)
+    assert np.array_equal(Golden(again).run_int(xq), Golden(m).run_int(xq))

@@ -261,3 +261,23 @@ def test_node_factors_solve_slowdown_and_per_layer_overhead(zoo):
     t = [1.5 * 0.010 + 2e-4 * n[0], 1.5 * 0.004 + 2e-4 * n[1]]
     a, b = node_factors(comp, ms, t)
     assert a == pytest.approx(1.5) and b == pytest.approx(2e-4)
+
+
+def test_engine_node_costs_come_from_the_hw_cycle_model(zoo):
+    """A PYNQ engine node's costs are the hardware cycle model's: the whole model on one
+    engine over free links takes the cycle at which its last layer completes, at the PL
+    clock."""
+    from lcp.hw.chooser import choose
+    from lcp.hw.graph import lower_core
+    from lcp.hw.pynq_regs import CLOCK_MHZ
+    from lcp.sw.cluster.engine import engine_node
+
+    m = zoo["lenet_fc_s2"]
+    g = lower_core(m, choose(m, budget="xc7z020", scope="core").folding)
+    t = g.lowered_timing or g.timing()
+    free = {"*": LinkSpec(1e18, 0.0, 0)}
+    disp = NodeSpec(DISPATCHER, 1, None, {"*": OpCost()})
+    cl = ClusterSpec(disp, [engine_node("fpga0", m, "xc7z020")], free)
+    lat = simulate(build_plan(m, "single", cl), cl, requests=1).latency_s[0]
+    assert lat == pytest.approx(max(t.layer_done.values()) / (CLOCK_MHZ * 1e6), rel=1e-6)
+    assert max(t.layer_done.values()) <= t.latency
