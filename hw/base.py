@@ -234,6 +234,20 @@ def tree_sum(terms: list):
     return terms[0]
 
 
+def tree_levels(terms: list, levels: int) -> list:
+    """``levels`` levels of :func:`tree_sum`'s balanced adder tree: the partial sums left
+    (the same pairing as ``tree_sum``, so finishing them with it gives the same tree)."""
+    terms = list(terms) or [0]
+    for _ in range(levels):
+        if len(terms) <= 1:
+            break
+        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+    return terms
+
+
 def _csd(w: int) -> list[tuple[int, int]]:
     """Canonical signed digits of ``w``: (sign, shift) pairs."""
     out, k = [], 0

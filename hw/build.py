@@ -34,7 +34,9 @@ from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
 from .chooser import Choice, choose
+from .delay import tree_levels_per_stage
 from .folding import Folding
+from .plans import plan_for
 from .graph import PlanGraph, Timing, lower_branch, lower_core
 from .plumbing import words_per_frame
 
@@ -176,10 +178,20 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
     return rep
 
 
+def pipelined(model: Model, folding: Folding, tree_k: int) -> Folding:
+    """``folding`` with ``tree_k`` (adder levels per pipeline stage) on every layer whose
+    engine takes it."""
+    for layer in model.layers():
+        if "tree_k" in plan_for(layer).fold_keys:
+            folding = folding.with_layer(layer.name, tree_k=int(tree_k))
+    return folding
+
+
 def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = None,
              target: int | None = None, budget: str | None = None, scope: str = "core",
              index: int = 0, in_width: int | None = None, out_width: int | None = None,
-             taps: bool = False, verilog: bool = True) -> HwBuild:
+             taps: bool = False, verilog: bool = True, clock_mhz: float | None = None,
+             tech: str | None = None) -> HwBuild:
     """Lower, fold and write the design into ``out_dir`` (see the module docstring).
 
     Parameters
@@ -193,6 +205,9 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
         Add the ``tap{k}_*`` diagnosis ports (see :mod:`lcp.hw.graph`).
     verilog : bool
         Write the Verilog (False: the report and folding only).
+    clock_mhz, tech : float, str, optional
+        Pipeline the adder trees for this clock on this target (:mod:`lcp.hw.delay`): every
+        engine that takes ``tree_k`` gets the levels per stage of the delay model.
 
     Raises
     ------
@@ -214,6 +229,8 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     else:
         folding = Folding(folding.layers, in_width or folding.in_width,
                           out_width or folding.out_width)
+    if clock_mhz is not None:
+        folding = pipelined(model, folding, tree_levels_per_stage(tech or "asap7", clock_mhz))
     g = lower(model, folding, scope, index)
     timing = g.lowered_timing
     res = g.resources()

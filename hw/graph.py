@@ -37,6 +37,7 @@ from lcp.ir import Branch, IRError, Model
 
 from .base import Resources, StreamFormat, hwc_perm
 from .plans import plan_for
+from .skid import SkidBuffer, skid_resources
 from .plumbing import AxisInPlan, AxisOutPlan, FifoPlan, ForkPlan, RelanePlan, _run_max
 
 __all__ = ["Node", "Link", "PlanGraph", "lower_branch", "lower_core", "Timing", "TIMING_FRAMES"]
@@ -308,6 +309,12 @@ class PlanGraph:
         return changed
 
     # -- resources -------------------------------------------------------------------------
+    def skid(self, link) -> bool:
+        """``link`` gets a :class:`~lcp.hw.skid.SkidBuffer` (registered ready): its producer
+        is an engine whose beats the model has taken when offered (not the input adapter, a
+        broadcast or a FIFO, which wait for their consumers)."""
+        return not link.fifo and self.nodes[link.src].kind not in _ELASTIC
+
     def resources(self) -> Resources:
         r = Resources()
         for n in self.nodes:
@@ -315,6 +322,8 @@ class PlanGraph:
         for l in self.links:
             if l.fifo:
                 r += FifoPlan(l.fmt, l.fifo).resources()
+            elif self.skid(l):
+                r += skid_resources(l.fmt.beat_bits)
         return r
 
     def node_resources(self) -> dict[str, Resources]:
@@ -337,6 +346,10 @@ class PlanGraph:
             "fifos": [{"from": self.nodes[l.src].name, "to": self.nodes[l.dst].name,
                        "depth": l.fifo} for l in self.links if l.fifo],
         }
+
+
+#: Producers that wait for their consumer (the cycle model's back-pressure): no skid buffer.
+_ELASTIC = ("axis_in", "fork")
 
 
 class GraphTop(wiring.Component):
@@ -373,6 +386,11 @@ class GraphTop(wiring.Component):
                 m.submodules[f"fifo_{g.nodes[l.src].name}_{g.nodes[l.dst].name}_{li}"] = f
                 _join(m, src, f.i_stream)
                 src = f.o_stream
+            elif g.skid(l):
+                sk = SkidBuffer(src.signature)
+                m.submodules[f"skid_{g.nodes[l.src].name}_{li}"] = sk
+                _join(m, src, sk.i_stream)
+                src = sk.o_stream
             _join(m, src, dst)
         ain, aout = comps[g.input_node], comps[g.output_node]
         m.d.comb += [

@@ -11,8 +11,11 @@ step (``lib.memory.Memory`` with ``init``). Bias values are constants or a small
 Multipliers are spelled out so that the synthesized design matches the resource model: a
 constant weight becomes its canonical-signed-digit shifts of the input (zero weights vanish), a
 ROM weight on a LUT lane becomes the partial products of a two's complement array multiplier,
-and only the ``dsp`` lanes (a per-layer count in the folding) use ``*``, which synthesis maps to
-DSP48 slices. All terms of a PE go into one balanced adder tree.
+and only the ``dsp`` lanes (a per-layer count in the folding, counted input-major) use ``*``: two
+lanes of one input share one multiplier ``x * (wa + wb * 2^S)`` (S = input + weight bits), wide
+enough for Yosys' ``synth_xilinx`` to map it to one DSP48 slice (a lone 4-bit product has fewer
+than the 9 result bits its DSP mapping needs and stays in LUTs); a DSP lane without a partner is
+built as a LUT multiplier. All terms of a PE go into one balanced adder tree.
 
 Grouped and depthwise convolution: the weight matrix holds only the real weights (``O x C/G*KH*KW``,
 no zero blocks); each PE lane gathers its own operands (its group's channels of the window) in
@@ -26,7 +29,10 @@ ROM bit each and an add/subtract of the input instead of a multiplier; bipolar i
 
 Pipeline (both engines): step issue -> operands registered (ROM read) -> products and adder tree
 registered -> accumulate and output register; an output beat is offered 3 cycles after the issue
-of its last step. The whole engine stalls while its output beat waits.
+of its last step. With ``tree_k`` (fold key; :mod:`lcp.hw.delay` picks it for a clock) the adder
+trees are also registered every ``tree_k`` levels, the same number of stages in every PE, and the
+offer comes :attr:`MvuParams.tree_stages` cycles later (:attr:`MvuParams.latency`). The whole
+engine stalls while its output beat waits.
 
 ``ConvPlan``: window unit (:mod:`lcp.hw.window`) + MVU over the ``KH*KW*C`` window in
 ``(ky, kx, c)`` order; input one pixel per beat (``C`` lanes), output ``PE`` channels per beat.
@@ -40,7 +46,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -48,7 +54,8 @@ from amaranth.lib.wiring import In, Out
 from lcp.ir import IRError, Layer, TensorSpec, bits_for_range
 
 from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits,
-                   const_mul_terms, csd_digits, element_shape, stream_signature, tree_sum)
+                   const_mul_terms, csd_digits, element_shape, stream_signature, tree_levels,
+                   tree_sum)
 from .window import WindowEngine, WindowGeometry, _line_buffer_cost, window_scan
 
 __all__ = ["MvuParams", "MatrixVectorUnit", "ConvPlan", "ConvEngine", "DensePlan",
@@ -67,6 +74,18 @@ def mult_style(wbits: int, xbits: int) -> str:
 def lut_mult_cost(wbits: int, xbits: int) -> float:
     """LUT6 of one LUT array multiplier (FINN's estimate ``(2*ceil((W+A)/6)-1)*(W+A)``)."""
     return (2 * math.ceil((wbits + xbits) / 6) - 1) * (wbits + xbits)
+
+
+def _packed(m, x, wa, wb, S: int, name: str):
+    """``(x * wa, x * wb)`` from one multiplier ``p = x * (wa + wb * 2^S)`` (a DSP48 slice:
+    Yosys maps a ``$mul`` to DSP48E1 only from 9 result bits, which a lone 4-bit product never
+    reaches). ``S`` = the widths of ``x`` and ``w`` added: ``x * wa`` fits ``S`` signed bits, so
+    it is ``p``'s low ``S`` bits, and ``x * wb = (p >> S) + (sign of the low part)``."""
+    p = Signal(signed(2 * S + 2), name=name)
+    m.d.comb += p.eq(x * (wa + (wb << S)))
+    lo = p[:S].as_signed()
+    hi = (p >> S) + p[S - 1]
+    return lo, hi
 
 
 def _lut_terms(x, w, wbits: int) -> list:
@@ -90,8 +109,13 @@ class MvuParams:
     def __init__(self, layer: Layer, wmat: np.ndarray, bias: np.ndarray | None,
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
                  dsp: int | None = None, *, gather: np.ndarray | None = None,
-                 x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None):
+                 x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None,
+                 tree_k: int = 0):
         self.name = layer.name
+        #: Adder-tree levels per pipeline stage (0: the whole tree in one stage).
+        self.tree_k = int(tree_k)
+        if self.tree_k < 0:
+            raise IRError(f"layer {layer.name!r}: tree_k={tree_k} must be >= 0")
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
         #: Per output row, the input-vector index of each of its ``F`` operands (grouped and
@@ -139,6 +163,52 @@ class MvuParams:
             if not 0 <= self.dsp <= lanes:
                 raise IRError(f"layer {layer.name!r}: dsp={dsp} lanes, the layer has {lanes}")
 
+    def tree_terms(self) -> int:
+        """Most adder-tree terms of one PE (what the generator's tree sums)."""
+        kind = self.lane_kind
+        if kind == "xnor":
+            return 0                      # popcount, not pipelined
+        if kind in ("sign_w", "sign_x"):
+            return self.simd
+        if kind == "const":
+            return int(csd_digits(self.wmat).sum(axis=1).max(initial=0))
+        paired = self.dsp_pairs()
+        n = [sum(1 if (q - q % 2, s) in paired else self.wbits for s in range(self.simd))
+             for q in range(self.pe)]
+        return max(n)
+
+    def is_dsp(self, q: int, s: int) -> bool:
+        """Lane ``(q, s)`` is one of the ``dsp`` lanes (counted input-major: the PEs of one
+        input first, so that lanes sharing an operand pair up)."""
+        return s * self.pe + q < self.dsp
+
+    def dsp_pairs(self) -> set[tuple[int, int]]:
+        """``(q, s)`` with ``q`` even: DSP lanes ``(q, s)`` and ``(q + 1, s)`` share one
+        DSP48 slice (one multiplier ``x * (w_q + w_q1 * 2^S)``, see :func:`_packed`).
+        A DSP lane without a partner (odd PE count, odd ``dsp``, gathered operands) is built
+        as a LUT multiplier: Yosys maps a lone 4-bit product to LUTs, not to a DSP48."""
+        if self.lane_kind != "mult" or self.gather is not None:
+            return set()
+        return {(q, s) for s in range(self.simd) for q in range(0, self.pe - 1, 2)
+                if self.is_dsp(q, s) and self.is_dsp(q + 1, s)}
+
+    @property
+    def tree_depth(self) -> int:
+        """Adder levels of the deepest PE tree (``ceil(log2(terms))``)."""
+        return max(self.tree_terms() - 1, 0).bit_length()
+
+    @property
+    def tree_stages(self) -> int:
+        """Registers added inside each adder tree: one every ``tree_k`` levels."""
+        if self.tree_k <= 0 or self.tree_depth <= self.tree_k:
+            return 0
+        return -(-self.tree_depth // self.tree_k) - 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the issue of a step to the offer of the output beat it completes."""
+        return PIPELINE_LATENCY + self.tree_stages
+
     @property
     def one_bit(self) -> bool:
         """The lanes multiply by a 1-bit operand (bipolar weights or inputs): no multiplier."""
@@ -178,6 +248,22 @@ class MvuParams:
         return self.wmat[og * self.pe:(og + 1) * self.pe, ig * self.simd:(ig + 1) * self.simd]
 
     def resources(self) -> Resources:
+        return self._resources() + Resources(ff=self._pipe_ff())
+
+    def _pipe_ff(self) -> float:
+        """Flip-flops of the adder-tree pipeline registers: per stage, the partial sums left
+        after its levels (terms halve each level, each about ``xbits + wbits`` + levels
+        wide) and the 4 control registers."""
+        if not self.tree_stages:
+            return 0.0
+        n, ff = self.tree_terms(), 0.0
+        for st in range(1, self.tree_stages + 1):
+            lv = st * self.tree_k
+            ff += self.pe * -(-n // (1 << lv)) * (self.xbits + self.wbits + lv)
+            ff += 3 + max(self.fo - 1, 1).bit_length()
+        return ff
+
+    def _resources(self) -> Resources:
         pe, simd, wb, xb = self.pe, self.simd, self.wbits, self.xbits
         acc = self.acc_shape.width
         xlanes = simd if self.gather is None else pe * simd
@@ -203,7 +289,10 @@ class MvuParams:
             lut = float(np.sum(np.maximum(terms - 1, 0) * width)) + pe * acc
             return Resources(lut=lut + 20, ff=ff)
         lanes = pe * simd
-        mult_lut, dsp = (lanes - self.dsp) * lut_mult_cost(wb, xb), float(self.dsp)
+        pairs = len(self.dsp_pairs())
+        # two products per DSP48 slice; their split (an S-bit add) costs about S/2 LUTs
+        mult_lut = (lanes - 2 * pairs) * lut_mult_cost(wb, xb) + pairs * (wb + xb) / 2
+        dsp = float(pairs)
         tree = pe * max(simd - 1, 0) * (wb + xb + math.log2(max(simd, 2)) / 2)
         accl = 2 * pe * acc
         rom = self._rom(lanes * wb)
@@ -227,19 +316,30 @@ class MatrixVectorUnit(wiring.Component):
     mode : str
         ``"window"``: each input beat is a whole ``F``-element vector, held (not accepted) until
         its last step; ``"stream"``: ``F / SIMD`` input beats of ``SIMD`` elements per vector.
+    weights : str
+        ``"rom"`` (the weight ROM inside) or ``"port"``: the weights of the step ``(w_og,
+        w_ig)`` issued in a cycle arrive on ``w_data`` the next cycle (a synchronous memory
+        read, :mod:`lcp.hw.weightstream`), and a step issues only while ``w_ready``.
 
     Members
     -------
     i_stream : In(stream.Signature(ArrayLayout(x, F or SIMD)))
     o_stream : Out(stream.Signature(ArrayLayout(acc, PE)))
+    w_og, w_ig, w_data, w_ready : with ``weights="port"`` only
     """
 
-    def __init__(self, p: MvuParams, mode: str):
-        self.p, self.mode = p, mode
+    def __init__(self, p: MvuParams, mode: str, weights: str = "rom"):
+        self.p, self.mode, self.weights = p, mode, weights
         n_in = p.n_in if mode == "window" else p.simd
+        ports = {}
+        if weights == "port":
+            wl = data.ArrayLayout(unsigned(1) if p.w_bipolar else signed(p.wbits), p.pe * p.simd)
+            ports = {"w_og": Out(range(max(p.fo, 2))), "w_ig": Out(range(max(p.fi, 2))),
+                     "w_data": In(wl), "w_ready": In(1)}
         super().__init__({
             "i_stream": In(stream.Signature(data.ArrayLayout(p.x_shape, n_in))),
             "o_stream": Out(stream.Signature(data.ArrayLayout(p.acc_shape, p.pe))),
+            **ports,
         })
 
     def elaborate(self, platform):
@@ -257,12 +357,13 @@ class MatrixVectorUnit(wiring.Component):
         last_og = og == fo - 1
 
         # -- stage 0: issue ---------------------------------------------------------------
+        wr = self.w_ready if self.weights == "port" else 1
         gathered = p.gather is not None
         x0l = data.ArrayLayout(p.x_shape, pe * simd) if gathered else xl
         x0 = Signal(x0l)
         if self.mode == "window":
             can = i.valid
-            m.d.comb += i.ready.eq(en & last_ig & last_og)
+            m.d.comb += i.ready.eq(en & wr & last_ig & last_og)
             if gathered:
                 # each PE lane reads its own operands (its group's channels) of the window
                 def pick(a, b):
@@ -287,9 +388,12 @@ class MatrixVectorUnit(wiring.Component):
                             m.d.comb += [x0[s].eq(i.payload[k * simd + s]) for s in range(simd)]
         else:
             can = Mux(og == 0, i.valid, 1)
-            m.d.comb += [i.ready.eq(en & (og == 0)), x0.eq(i.payload)]
+            m.d.comb += [i.ready.eq(en & wr & (og == 0)), x0.eq(i.payload)]
         fire = Signal()
-        m.d.comb += fire.eq(en & can)
+        if self.weights == "port":
+            m.d.comb += [fire.eq(en & can & self.w_ready), self.w_og.eq(og), self.w_ig.eq(ig)]
+        else:
+            m.d.comb += fire.eq(en & can)
         with m.If(fire):
             m.d.sync += ig.eq(Mux(last_ig, 0, ig + 1))
             with m.If(last_ig):
@@ -315,7 +419,9 @@ class MatrixVectorUnit(wiring.Component):
         kind = p.lane_kind
         wl = data.ArrayLayout(unsigned(1) if p.w_bipolar else signed(p.wbits), pe * simd)
         w_rom = None
-        if not p.constant:
+        if self.weights == "port":
+            w_rom = self.w_data
+        elif not p.constant:
             def word(a, b):
                 t = p.tile(a, b).reshape(-1)
                 return [int(v < 0) if p.w_bipolar else int(v) for v in t]
@@ -345,6 +451,8 @@ class MatrixVectorUnit(wiring.Component):
         def xnz(q, s):                 # low bit: the operand is -1 or +1, not a 0 of padding
             return x.as_value()[((q * simd + s) if gathered else s) * p.xbits]
 
+        pairs = p.dsp_pairs()
+        packed: dict = {}
         sums = []
         for q in range(pe):
             if kind == "xnor":
@@ -378,13 +486,40 @@ class MatrixVectorUnit(wiring.Component):
                     terms += const_mul_terms(xin(q, s), p.wmat[q, s])
                 elif kind == "sign_w":
                     terms.append(Mux(w_rom[q * simd + s], -xin(q, s), xin(q, s)))
-                elif q * simd + s < p.dsp:
-                    terms.append(xin(q, s) * w_rom[q * simd + s])
+                elif (q - q % 2, s) in pairs:
+                    if (q, s) not in packed:
+                        lo, hi = _packed(m, xin(q, s), w_rom[q * simd + s],
+                                         w_rom[(q + 1) * simd + s], p.xbits + p.wbits,
+                                         f"dsp{q}_{s}")
+                        packed[(q, s)], packed[(q + 1, s)] = lo, hi
+                    terms.append(packed[(q, s)])
                 else:
                     terms += _lut_terms(xin(q, s), w_rom[q * simd + s], p.wbits)
-            sums.append(tree_sum(terms))
+            sums.append(terms)
+        # adder trees registered every tree_k levels (the same number of stages in every PE)
+        ctl = [v1, first1, last1, og1]
+        for st in range(p.tree_stages):
+            nxt = []
+            for q, terms in enumerate(sums):
+                if kind == "xnor":
+                    nxt.append(terms)
+                    continue
+                terms = tree_levels(terms, p.tree_k)
+                regs = []
+                for k, t in enumerate(terms):
+                    r = Signal(Value.cast(t).shape(), name=f"t{st}_{q}_{k}")
+                    with m.If(en):
+                        m.d.sync += r.eq(t)
+                    regs.append(r)
+                nxt.append(regs)
+            sums = nxt
+            c2 = [Signal.like(c, name=f"{c.name}_p{st}") for c in ctl]
+            with m.If(en):
+                m.d.sync += [a.eq(b) for a, b in zip(c2, ctl)]
+            ctl = c2
+        sums = [t if kind == "xnor" else tree_sum(t) for t in sums]
         with m.If(en):
-            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), og2.eq(og1)]
+            m.d.sync += [v2.eq(ctl[0]), first2.eq(ctl[1]), last2.eq(ctl[2]), og2.eq(ctl[3])]
             m.d.sync += [psum[q].eq(sums[q]) for q in range(pe)]
 
         # -- stage 2: accumulate, output ------------------------------------------------------
@@ -416,7 +551,7 @@ class ConvPlan:
 
     kind = "conv"
     ops = ("conv",)
-    fold_keys = ("pe", "simd", "dsp")
+    fold_keys = ("pe", "simd", "dsp", "tree_k")
     parallel, prefer_pe, narrowable, passthrough = True, False, False, False
 
     @staticmethod
@@ -433,10 +568,10 @@ class ConvPlan:
     def lower(cls, low, layer, srcs, fold, out_spec):
         src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
-                   dsp=fold.get("dsp")), [src]
+                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
@@ -455,18 +590,19 @@ class ConvPlan:
                       + np.arange(Cg)[None, None, :]).reshape(O, -1)
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
                              dsp, gather=gather, x_bipolar=in_fmt.bipolar,
-                             x_zeros=any(layer.attrs["pads"]), n_in=g.window)
+                             x_zeros=any(layer.attrs["pads"]), n_in=g.window, tree_k=tree_k)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
     def folding(self) -> dict:
-        return {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
+        f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
+        return {**f, "tree_k": self.mvu.tree_k} if self.mvu.tree_k else f
 
     def timing(self, offers):
         g, p = self.geo, self.mvu
         frames = offers[0].size // (g.H * g.W)
         acc, _, starts = window_scan(g, offers[0], frames, p.steps)
-        og = np.arange(p.fo, dtype=np.int64) * p.fi + p.fi - 1 + PIPELINE_LATENCY
+        og = np.arange(p.fo, dtype=np.int64) * p.fi + p.fi - 1 + p.latency
         return [acc], (starts[:, None] + og[None, :]).reshape(-1)
 
     def busy(self) -> int:
@@ -510,7 +646,7 @@ class DensePlan:
 
     kind = "dense"
     ops = ("dense",)
-    fold_keys = ("pe", "simd", "dsp")
+    fold_keys = ("pe", "simd", "dsp", "tree_k")
     parallel, prefer_pe, narrowable, passthrough = True, True, False, False
 
     @staticmethod
@@ -525,22 +661,23 @@ class DensePlan:
     def lower(cls, low, layer, srcs, fold, out_spec):
         src = low.adapt(srcs[0], fold.get("simd", 1), layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
-                   dsp=fold.get("dsp")), [src]
+                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0):
         self.layer = layer
         if len(in_fmt.shape) != 1:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp, x_bipolar=in_fmt.bipolar)
+                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
     def folding(self) -> dict:
-        return {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
+        f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
+        return {**f, "tree_k": self.mvu.tree_k} if self.mvu.tree_k else f
 
     def timing(self, offers):
         p = self.mvu
@@ -557,7 +694,7 @@ class DensePlan:
             end0 = int(s0[-1])
             og = np.arange(p.fo, dtype=np.int64)
             last_steps = end0 + og * p.fi          # issue of step (og, fi-1)
-            outs[f * p.fo:(f + 1) * p.fo] = last_steps + PIPELINE_LATENCY
+            outs[f * p.fo:(f + 1) * p.fo] = last_steps + p.latency
             t = end0 + (p.fo - 1) * p.fi
         return [acc], outs
 

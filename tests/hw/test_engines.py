@@ -103,6 +103,27 @@ def test_dense_chain_pe_simd(seed):
     check(m, Folding(fold, 32, 8))
 
 
+@pytest.mark.parametrize("tree_k", [1, 2])
+def test_pipelined_adder_trees(tree_k):
+    """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes):
+    outputs exact, model cycles == simulated cycles, the latency grown by the added stages."""
+    b = Builder((2, 6, 6), seed=3)
+    c = b.conv("input", 4, 3, pad=1, wbits=4)
+    x = b.threshold(c, 3)
+    x = b.flatten(x)
+    d0 = b.dense(x, 6, wbits=6)
+    x = b.threshold(d0, 4)
+    d1 = b.dense(x, 4)
+    m = b.model()
+    flat = {c: {"pe": 4, "simd": 18}, d0: {"pe": 3, "simd": 8, "dsp": 12}, d1: {"pe": 4, "simd": 6}}
+    piped = {k: {**v, "tree_k": tree_k} for k, v in flat.items()}
+    g0 = lower_branch(m, 0, Folding(flat, 32, 8))
+    g = check(m, Folding(piped, 32, 8))
+    stages = [n.plan.mvu.tree_stages for n in g.nodes if hasattr(n.plan, "mvu")]
+    assert all(s >= 1 for s in stages) and len(stages) == 3
+    assert g.timing(frames=1).latency == g0.timing(frames=1).latency + sum(stages)
+
+
 @pytest.mark.parametrize("bits,shared,lanes", [(1, False, 1), (3, True, 2), (4, False, 4),
                                                (5, False, 2), (2, True, 1)])
 def test_threshold(bits, shared, lanes):

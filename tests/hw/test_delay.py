@@ -1,0 +1,36 @@
+"""Per-target delay model and the pipelined folding it gives ``lcp compile --clock-mhz``."""
+
+import pytest
+
+from lcp.hw.build import generate, pipelined
+from lcp.hw.delay import DELAY_NS, tree_levels_per_stage
+from lcp.hw.folding import Folding
+
+from tests.hw.irgen import Builder
+
+
+def test_levels_shrink_with_the_clock_and_the_process():
+    for t in DELAY_NS:
+        ks = [tree_levels_per_stage(t, f) for f in (25, 100, 400, 1600)]
+        assert ks == sorted(ks, reverse=True) and ks[-1] >= 1
+    assert tree_levels_per_stage("asap7", 1000) > tree_levels_per_stage("osu018", 1000)
+    assert tree_levels_per_stage("xc7z020", 100) == tree_levels_per_stage("xc7", 100)
+    with pytest.raises(ValueError, match="unknown timing target 'tsmc5'"):
+        tree_levels_per_stage("tsmc5", 100)
+
+
+def test_clock_pipelines_the_mvus_and_the_latency_follows(tmp_path):
+    b = Builder((2, 6, 6), seed=1)
+    c = b.conv("input", 4, 3, pad=1)
+    x = b.threshold(c, 3)
+    m = b.model()
+    fold = Folding({c: {"pe": 4, "simd": 18}}, 32, 8)
+    assert pipelined(m, fold, 2).layer(c) == {"pe": 4, "simd": 18, "tree_k": 2}
+    assert "tree_k" not in pipelined(m, fold, 2).layer(x)         # thresholds take none
+    flat = generate(m, tmp_path / "a", folding=fold, verilog=False)
+    fast = generate(m, tmp_path / "b", folding=fold, verilog=False, clock_mhz=4000,
+                    tech="asap7")
+    st = fast.folding.layer(c)["tree_k"]
+    assert st == tree_levels_per_stage("asap7", 4000)
+    mvu = [n.plan.mvu for n in fast.graph.nodes if hasattr(n.plan, "mvu")][0]
+    assert fast.timing.latency == flat.timing.latency + mvu.tree_stages > flat.timing.latency
