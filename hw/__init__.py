@@ -8,6 +8,8 @@ Modules, in data-flow order:
   (sliding-window pools, conv and dense MVUs, threshold/ReLU/add/concat) and the plumbing
   (FIFOs, lane converters, broadcast, AXI4-Stream adapters), each with a *plan* that carries its
   cycle model and resource estimate next to the generator.
+- :mod:`.weightstream`, :mod:`.axiread`, :mod:`.reuse`: weights from DRAM (conv/dense engines
+  reading their weights over an AXI4 read master, and one reused engine per branch).
 - :mod:`.plans`: the op table (IR op -> plan class: folding keys, lanes, lowering).
 - :mod:`.folding`: per-layer PE/SIMD (data).
 - :mod:`.graph`: IR branch / whole model -> graph of plans -> top-level component.

@@ -85,13 +85,20 @@ MIN_GAIN = 0.005
 #: Deepest weight ROM the chooser starts from when it has a latency target (deeper ROMs make
 #: huge Verilog initializers and slow simulation builds for the large zoo models).
 MAX_ROM_DEPTH = 4096
+#: Parallelism factor of one greedy step: a layer steps to the smallest parallelism at least
+#: this many times its own (any of its PE x SIMD splits that fits the budget, else a smaller
+#: step; a layer is left where it is only when no larger candidate up to the step fits).
+STEP = 1.25
+#: Default cap on cycle-model evaluations: CNV-w2a2 (9 PE x SIMD layers) at the XC7Z020 budget
+#: needs about 950 (the former 400 stopped it at 1.2 M cycles with half the device unused).
+MAX_EVALS = 2000
 #: Latency and interval a narrower requantizer may cost (fraction) to save its logic.
 NARROW_SLACK = 0.01
 
 
 def choose(model: Model, *, target: int | None = None, budget: str | Resources | None = None,
            scope: str = "branch", index: int = 0, in_width: int = 64, out_width: int = 64,
-           max_evals: int = 400) -> Choice:
+           max_evals: int = MAX_EVALS) -> Choice:
     """Pick per-layer parallelism.
 
     Parameters
@@ -121,10 +128,12 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     Notes
     -----
     With a target, every layer starts at the parallelism it would need alone to meet it
-    (``MACs / target``), and at least ``weights / MAX_ROM_DEPTH``. Greedy: each round tries, for every group of conv/dense layers, the
-    next candidate with at
-    least 1.25x the parallelism, and takes the one with the largest latency (and, at a quarter
-    weight, interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
+    (``MACs / target``), and at least ``weights / MAX_ROM_DEPTH``. Greedy: each round tries,
+    for every group of conv/dense layers, the smallest parallelism at least :data:`STEP` times
+    its own (the first of its PE x SIMD splits that fits the budget; where none does, the
+    largest smaller candidate that fits: a layer stops only when no larger candidate up to the
+    step fits), and takes the one with the largest latency (and, at a quarter weight,
+    interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
     that, each requantizer (threshold/ReLU) after a wide producer gets the fewest lanes that
     cost at most :data:`NARROW_SLACK` of latency and interval, and the greedy resumes with the
     freed resources.
@@ -145,7 +154,15 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         cls = plan_for(grp[0])
         cands.append(candidates(cls.prefer_pe, *cls.mvu_shape(grp[0])))
     req = _groups(model, scope, index, role="narrowable")
-    state = {"pos": [0] * len(groups), "lanes": [None] * len(req)}
+    state = {"pos": [0] * len(groups), "lanes": [None] * len(req), "dram": [False] * len(groups)}
+
+    def valid(gi, pos, dram):
+        """The folding ``cands[gi][pos]`` exists for the engine (weights from DRAM or not)."""
+        if not dram:
+            return True
+        l = groups[gi][0]
+        pe, simd = cands[gi][pos]
+        return plan_for(l).dram.valid(l, model.tensors[l.inputs[0]].shape, pe, simd)
     if target is not None:
         # start every layer at the parallelism it needs alone to meet the target, and at
         # least at the one that keeps its weight ROM within MAX_ROM_DEPTH words
@@ -158,12 +175,13 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     evals = 0
     memo: dict = {}
 
-    def folding_of(pos_, lanes_, dsp=None):
+    def folding_of(pos_, lanes_, dsp=None, dram_=None):
         layers = {}
-        for grp, cs, p in zip(groups, cands, pos_):
+        dram_ = state["dram"] if dram_ is None else dram_
+        for grp, cs, p, d in zip(groups, cands, pos_, dram_):
             pe, simd = cs[p]
             for l in grp:
-                layers[l.name] = {"pe": pe, "simd": simd}
+                layers[l.name] = {"pe": pe, "simd": simd, **({"dram": 1} if d else {})}
         for grp, n in zip(req, lanes_):
             if n is not None:
                 for l in grp:
@@ -172,12 +190,13 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
             layers[name]["dsp"] = n
         return Folding(layers, in_width, out_width)
 
-    def evaluate(pos_, lanes_):
+    def evaluate(pos_, lanes_, dram_=None):
         nonlocal evals
-        key = (tuple(pos_), tuple(lanes_))
+        dram_ = state["dram"] if dram_ is None else dram_
+        key = (tuple(pos_), tuple(lanes_), tuple(dram_))
         if key not in memo:
             evals += 1
-            g = lower(folding_of(pos_, lanes_))
+            g = lower(folding_of(pos_, lanes_, dram_=dram_))
             t = g.lowered_timing
             dsp = allocate_dsps(g, int(budget.dsp)) if budget is not None else {}
             # no graph kept: each holds a copy of the weights (ResNet-18 runs to hundreds of
@@ -189,11 +208,28 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         return budget is None or r_.fits(budget)
 
     t, r, _ = evaluate(state["pos"], state["lanes"])
+    # weights that do not fit the budget's BRAM stream from DRAM: the largest weight
+    # matrices first, until the design fits (or every conv/dense layer reads DRAM)
+    by_weights = sorted(range(len(groups)), key=lambda k: -groups[k][0].weight.size)
+    for gi in by_weights:
+        if fits(r) or budget is None:
+            break
+        pos0 = state["pos"][gi]
+        while pos0 and not valid(gi, pos0, True):
+            pos0 -= 1
+        if not valid(gi, pos0, True):
+            continue
+        state["pos"][gi] = pos0
+        state["dram"][gi] = True
+        t, r, _ = evaluate(state["pos"], state["lanes"])
     while not fits(r) and any(state["pos"]):
         # the target's starting point is too large for the budget: back off the biggest layer
         gi = max(range(len(groups)), key=lambda k: cands[k][state["pos"][k]][0]
                  * cands[k][state["pos"][k]][1])
-        state["pos"][gi] = max(0, state["pos"][gi] - 1)
+        nxt = max(0, state["pos"][gi] - 1)
+        while nxt and not valid(gi, nxt, state["dram"][gi]):
+            nxt -= 1
+        state["pos"][gi] = nxt
         t, r, _ = evaluate(state["pos"], state["lanes"])
     if not fits(r):
         raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
@@ -203,25 +239,36 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     def met(t_):
         return target is not None and t_.latency <= target
 
+    def steps(gi):
+        """Positions to try for group ``gi``, in order: every ``(pe, simd)`` split of the
+        smallest parallelism at least :data:`STEP` times the current one, then the candidates
+        between the current one and it, largest first."""
+        cs, pos = cands[gi], state["pos"][gi]
+        prod = [pe * simd for pe, simd in cs]
+        nxt = pos + 1
+        while nxt + 1 < len(cs) and prod[nxt] < math.ceil(STEP * prod[pos]):
+            nxt += 1
+        level = [k for k in range(nxt, len(cs)) if prod[k] == prod[nxt]]
+        return level + list(range(nxt - 1, pos, -1))
+
     def greedy(t, r):
         frozen = [False] * len(groups)
         while not met(t) and evals < max_evals:
             best = None
             base = _cost(r, budget)
             for gi in range(len(groups)):
-                pos = state["pos"]
-                if frozen[gi] or pos[gi] + 1 >= len(cands[gi]):
+                if frozen[gi] or state["pos"][gi] + 1 >= len(cands[gi]):
                     continue
-                cur = cands[gi][pos[gi]]
-                cur_p = cur[0] * cur[1]
-                nxt = pos[gi] + 1
-                while nxt + 1 < len(cands[gi]) and (cands[gi][nxt][0] * cands[gi][nxt][1]
-                                                    < math.ceil(1.25 * cur_p)):
-                    nxt += 1
-                trial = pos.copy()
-                trial[gi] = nxt
-                t2, r2, _ = evaluate(trial, state["lanes"])
-                if not fits(r2):
+                # the largest step that fits; the layer stays where it is only when not even
+                # the next candidate fits
+                dram = state["dram"][gi]
+                for nxt in [k for k in steps(gi) if valid(gi, k, dram)]:
+                    trial = state["pos"].copy()
+                    trial[gi] = nxt
+                    t2, r2, _ = evaluate(trial, state["lanes"])
+                    if fits(r2):
+                        break
+                else:
                     frozen[gi] = True
                     continue
                 gain = (t.latency - t2.latency) + 0.25 * (t.interval - t2.interval)
@@ -229,10 +276,27 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
                     continue
                 score = gain / max(_cost(r2, budget) - base, 1e-6)
                 if gain > 0 and (best is None or score > best[0]):
-                    best = (score, trial, t2, r2)
+                    best = (score, trial, t2, r2, state["dram"])
+            # the other side of each conv/dense layer: on chip or weights from DRAM, whichever
+            # is faster (a move that saves resources without a loss scores highest)
+            for gi in range(len(groups)) if budget is not None else ():
+                flip = list(state["dram"])
+                flip[gi] = not flip[gi]
+                if not valid(gi, state["pos"][gi], flip[gi]):
+                    continue
+                t2, r2, _ = evaluate(state["pos"], state["lanes"], flip)
+                if not fits(r2):
+                    continue
+                gain = (t.latency - t2.latency) + 0.25 * (t.interval - t2.interval)
+                if gain <= 0 or (target is None and gain < MIN_GAIN * t.latency):
+                    continue
+                score = gain / max(_cost(r2, budget) - base, 1e-6)
+                if best is None or score > best[0]:
+                    best = (score, state["pos"], t2, r2, flip)
             if best is None:
                 break
-            _, state["pos"], t, r = best
+            _, state["pos"], t, r, state["dram"] = best
+            frozen = [False] * len(groups)
         return t, r
 
     t, r = greedy(t, r)
@@ -258,6 +322,9 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         t, r = greedy(t, r)
     ok = target is None or t.latency <= target
     note = "" if ok else f"latency target {target} not reached"
+    if evals >= max_evals:
+        note = "; ".join(filter(None, [note, f"stopped after {evals} cycle-model evaluations "
+                                              f"(max_evals {max_evals}): a larger folding may fit"]))
     _, _, dsp = evaluate(state["pos"], state["lanes"])
     f = folding_of(state["pos"], state["lanes"], dsp)
     return Choice(f, t.latency, t.interval, r, evals, ok, note)
@@ -283,7 +350,7 @@ def allocate_dsps(graph, dsps: int) -> dict[str, int]:
     left = int(dsps)
     out = {}
     for p in mvus:
-        p.dsp = min(p.pe * p.simd, left)
-        left -= p.dsp
+        p.dsp = min(p.pe * p.simd, 2 * left)       # two lanes of one input share a slice
+        left -= len(p.dsp_pairs())
         out[p.name] = p.dsp
     return out

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from lcp.ir import IRError
 from lcp.usage import UsageError, load_model
 
 from .build import generate
+from .delay import tree_levels_per_stage
 from .folding import Folding
+from .reuse import choose_reused
 
 __all__ = ["register"]
 
@@ -35,6 +39,12 @@ def register(app: typer.Typer) -> None:
             out_width: Optional[int] = typer.Option(None, "--out-width",
                                                     help="m_axis tdata bits (default 64)"),
             taps: bool = typer.Option(False, "--taps", help="add tap ports for diagnosis"),
+            clock_mhz: Optional[float] = typer.Option(
+                None, "--clock-mhz", help="pipeline the adder trees for this clock (with "
+                                          "--target)"),
+            tech: Optional[str] = typer.Option(
+                None, "--target", help="timing target of --clock-mhz: asap7, osu018, ecp5, "
+                                       "xc7 (default asap7)"),
             input_format: Optional[str] = typer.Option(
                 None, help="integer domain of a float input the model reads directly: uint8, "
                            "uint8:SCALE or int8:SCALE")):
@@ -45,9 +55,39 @@ def register(app: typer.Typer) -> None:
         fold = Folding.load(folding) if folding is not None else None
         if fold is not None and (target_cycles is not None or budget is not None):
             raise UsageError("--folding fixes the folding; drop --target-cycles/--budget")
+        if tech is not None and clock_mhz is None:
+            raise UsageError("--target needs --clock-mhz")
+        if clock_mhz is not None:
+            try:
+                k = tree_levels_per_stage(tech or "asap7", clock_mhz)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            typer.echo(f"adder trees registered every {k} levels ({tech or 'asap7'} delay model "
+                       f"at {clock_mhz:g} MHz)")
         scope = "core" if branch is None else "branch"
-        b = generate(m, output, folding=fold, target=target_cycles, budget=budget, scope=scope,
-                     index=branch or 0, in_width=in_width, out_width=out_width, taps=taps)
+        try:
+            b = generate(m, output, folding=fold, target=target_cycles, budget=budget,
+                         scope=scope, index=branch or 0, in_width=in_width, out_width=out_width,
+                         taps=taps, clock_mhz=clock_mhz, tech=tech)
+        except IRError as e:
+            if budget is None or fold is not None or target_cycles is not None:
+                raise
+            # no dataflow design fits the device, not even with weights from DRAM: the
+            # branch runs layer after layer on one reused engine (a cycle model, no Verilog)
+            c = choose_reused(m, budget, scope=scope, index=branch or 0)
+            output.mkdir(parents=True, exist_ok=True)
+            rep = {**c.to_json(), "model": m.name, "scope": scope, "budget": budget,
+                   "dataflow": str(e), "layers": c.layers}
+            (output / "report.json").write_text(json.dumps(rep, indent=1))
+            r = c.resources.to_json()
+            what = "LCP core" if scope == "core" else f"branch {branch}"
+            typer.echo(f"{m.name} {what}: no dataflow design fits {budget}; served by one "
+                       f"reused {c.pe}x{c.simd} engine with weights from DRAM "
+                       f"({c.dram_bytes:,} bytes per image over the HP port): latency "
+                       f"{c.latency:,} cycles (cycle model, no Verilog generator for this "
+                       f"engine); estimate {r['lut']} LUT, {r['ff']} FF, {r['dsp']} DSP, "
+                       f"{r['bram36']} BRAM36 -> {output / 'report.json'}")
+            return
         r = b.resources.to_json()
         what = "LCP core" if scope == "core" else f"branch {branch}"
         typer.echo(f"{m.name} {what} -> {b.verilog}: latency {b.timing.latency} cycles, "

@@ -18,6 +18,10 @@ class answers, for the graph builder (:mod:`lcp.hw.graph`) and the folding choos
     no engine: the op relabels its input stream (``flatten``).
 ``demand(model, layer, fold)``
     lanes the op takes of its first input (``None``: any).
+``dram``
+    (conv, dense) the plan class whose weights stream from DRAM (:mod:`lcp.hw.weightstream`),
+    chosen by the folding key ``dram: 1``; its ``valid(layer, in_shape, pe, simd)`` says which
+    foldings it builds.
 ``lower(low, layer, srcs, fold, out_spec)``
     the plan (its ``timing`` is the cycle model, ``resources`` the estimate, ``build`` the
     generator) and the input stream endpoints, adapted through ``low.adapt`` where the engine
@@ -31,6 +35,7 @@ from __future__ import annotations
 from lcp.ir import IRError, Layer
 
 from .mvu import ConvPlan, DensePlan
+from .weightstream import DramConvPlan, DramDensePlan
 from .pointwise import AddPlan, ConcatPlan, ReluPlan, ThresholdPlan
 from .window import AvgPoolPlan, MaxPoolPlan
 
@@ -51,7 +56,43 @@ class FlattenPlan:
         return None
 
 
-_PLANS = (ConvPlan, DensePlan, MaxPoolPlan, AvgPoolPlan, ThresholdPlan, ReluPlan, AddPlan,
+class _MvuOp:
+    """A conv or dense layer: the on-chip ROM engine (:mod:`lcp.hw.mvu`), or with ``dram: 1`` in
+    its folding the weights-from-DRAM one (:mod:`lcp.hw.weightstream`)."""
+
+    onchip: type
+    dram: type
+    parallel, narrowable, passthrough = True, False, False
+
+    @classmethod
+    def mvu_shape(cls, layer):
+        return cls.onchip.mvu_shape(layer)
+
+    @classmethod
+    def demand(cls, model, layer, fold):
+        return cls.onchip.demand(model, layer, fold)
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        if not fold.get("dram"):
+            return cls.onchip.lower(low, layer, srcs, fold, out_spec)
+        lanes = cls.onchip.demand(low.model, layer, fold)
+        src = low.adapt(srcs[0], lanes, layer.name)
+        return cls.dram(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
+                        dsp=fold.get("dsp")), [src]
+
+
+class ConvOp(_MvuOp):
+    ops, onchip, dram, prefer_pe = ("conv",), ConvPlan, DramConvPlan, False
+    fold_keys = ConvPlan.fold_keys + ("dram",)
+
+
+class DenseOp(_MvuOp):
+    ops, onchip, dram, prefer_pe = ("dense",), DensePlan, DramDensePlan, True
+    fold_keys = DensePlan.fold_keys + ("dram",)
+
+
+_PLANS = (ConvOp, DenseOp, MaxPoolPlan, AvgPoolPlan, ThresholdPlan, ReluPlan, AddPlan,
           ConcatPlan, FlattenPlan)
 
 #: IR op name -> plan class.

@@ -99,3 +99,40 @@ def test_chooser_folds_the_wider_op_set():
     g = lower_branch(m := lanes_model(), 0, choose(m, budget="xc7z020", scope="branch").folding)
     assert all(n.plan.mvu.dsp == 0 for n in g.nodes
                if hasattr(n.plan, "mvu") and n.plan.mvu.one_bit)
+
+
+def _one_dense(n=12):
+    b = Builder((n,), in_bits=4, seed=3)
+    b.dense("input", n)
+    return b.model()
+
+
+def _fig(m, name, pe, simd):
+    g = lower_branch(m, 0, Folding({name: {"pe": pe, "simd": simd, "dsp": 0}}))
+    return g.lowered_timing.latency, g.resources()
+
+
+def test_budget_step_that_overshoots_falls_back_to_a_split_that_fits():
+    """Regression: a layer whose 1.25x step did not fit the budget was frozen for good, although
+    another PE x SIMD split of that step, or a smaller step, fits (CNV-w2a2 at the XC7Z020
+    budget was left with a 2x1 first convolution). One layer, so the best folding under the
+    budget is known exhaustively: the chooser must find it."""
+    m = _one_dense()
+    name = m.branches[0].layers[0].name
+    # a budget whose limit falls between splits of equal parallelism (PE-first splits cost
+    # more LUTs here than SIMD-first ones)
+    lut = _fig(m, name, 2, 4)[1].lut
+    budget = Resources(lut=lut, ff=100_000, dsp=0, bram=4)
+    best = min(lat for lat, r in (_fig(m, name, pe, simd) for pe, simd in candidates(True, 12, 12))
+               if r.fits(budget))
+    c = choose(m, budget=budget, scope="branch")
+    assert c.resources.fits(budget)
+    assert c.latency == best
+
+
+def test_evaluation_cap_is_reported():
+    """The chooser says when its evaluation cap, not the budget, ended the search."""
+    m = _net()
+    c = choose(m, budget="xc7z020", scope="branch", max_evals=5)
+    assert c.evaluations >= 5 and "max_evals 5" in c.note
+    assert choose(m, budget="xc7z020", scope="branch").note == ""

@@ -139,13 +139,14 @@ def test_timeout_reports_and_recovers(sim):
     old = drv.timeout
     drv.timeout = 3.0
     try:
-        # the blocked output back-pressures the input: MM2S is the first to time out
+        # the blocked output back-pressures the input: with more images than the engines'
+        # links and skid buffers hold, MM2S is the first to time out
         with pytest.raises(DriverTimeout, match=r"timeout waiting for the DMA's MM2S \(images "
                                                 r"in\) channel; engine BUSY.*OUT_VALID=1, "
-                                                r"error flags OUT_BLOCKED; .*\(4 image\(s\) "
+                                                r"error flags OUT_BLOCKED; .*\(8 image\(s\) "
                                                 r"in this transfer\); the DMA and the engine "
                                                 r"were reset"):
-            drv.run_int(_xq(4))
+            drv.run_int(_xq(8))
     finally:
         drv.timeout = old
         sim.board.set_pause()
