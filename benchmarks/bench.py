@@ -170,7 +170,7 @@ def run_bench(runs: str | Path = "runs", results: str | Path = "results", *,
                                    + (["--quick"] if quick else []))
         elif part == "synth":
             _demo_model(runs, out)
-            rows = synth_bench(runs, out=out, quick=quick)
+            rows = synth_bench(runs, out=out, quick=quick, results=results)
             status[part] = 0 if rows else 1
         elif part == "pynq":
             _demo_model(runs, out)

@@ -19,6 +19,8 @@ them as Markdown with the anchor ratios, so REPRODUCTION.md is regenerated from 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,8 @@ class SynthCase:
 
     ``flows`` entries: ``asic:<library>@<MHz>``, ``fpga:xc7z020``, ``fpga:ecp5``. The folding
     is the chooser's for the XC7Z020 budget, or for ``target_cycles`` (latency) within it.
-    ``dsp``: the FPGA flows' multiplier policy (``lcp synth --dsp``).
+    ``dsp``: the FPGA flows' multiplier policy (``lcp synth --dsp``). ``clock_mhz``/``tech``:
+    the build's adder trees pipelined for that clock on that target (:mod:`lcp.hw.delay`).
     """
 
     name: str
@@ -54,6 +57,9 @@ class SynthCase:
     images: int = 1
     target_cycles: int | None = None
     dsp: str = "auto"
+    #: ``lcp compile --clock-mhz F --target T``: adder trees pipelined for this clock.
+    clock_mhz: float | None = None
+    tech: str | None = None
 
 
 CASES = [
@@ -69,6 +75,16 @@ CASES = [
               ("asic:asap7@800", "fpga:ecp5"), target_cycles=10000, dsp="no"),
     SynthCase("lenet5_split4_core", "lenet5", 4, "core",
               ("asic:osu018@100", "asic:asap7@800", "fpga:xc7z020"), images=2),
+    # the same core with its adder trees pipelined for 1 GHz on ASAP7 and 100 MHz on OSU018
+    SynthCase("lenet5_split4_core_asap7_1000", "lenet5", 4, "core", ("asic:asap7@1000",),
+              images=2, clock_mhz=1000.0, tech="asap7"),
+    SynthCase("lenet5_split4_core_osu018_100", "lenet5", 4, "core", ("asic:osu018@100",),
+              images=2, clock_mhz=100.0, tech="osu018"),
+    SynthCase("cifarnet_split8_branch0_asap7_1000", "cifarnet", 8, "branch",
+              ("asic:asap7@1000",), clock_mhz=1000.0, tech="asap7"),
+    # and for 100 MHz on the XC7Z020: LUT levels of the worst path and the Fmax they imply
+    SynthCase("cifarnet_split8_branch0_xc7_100", "cifarnet", 8, "branch", ("fpga:xc7z020",),
+              clock_mhz=100.0, tech="xc7"),
 ]
 #: ``--quick``: the demo core on OSU 0.18 um only.
 QUICK = [SynthCase("lenet5_split4_core", "lenet5", 4, "core", ("asic:osu018@100",), images=2)]
@@ -86,13 +102,32 @@ def _model(case: SynthCase, runs: Path):
 
 
 def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
-               effort: str = "normal") -> list[dict]:
-    """Build ``case`` (folded for the XC7Z020 budget) and run its flows; one row per flow."""
+               effort: str = "normal", cold: bool = True) -> list[dict]:
+    """Build ``case`` (folded for the XC7Z020 budget) and run its flows; one row per flow.
+
+    ``cold``: the flows start from an empty synthesis cache (``RUNS/synth/<case>/unit-cache``,
+    through ``$LCP_SYNTH_CACHE``), so the wall time is that of a first synthesis."""
     root = Path(runs) / "synth" / case.name
     model, weights = _model(case, Path(runs))
+    cache = root / "unit-cache"
+    old_cache = os.environ.get("LCP_SYNTH_CACHE")
+    if cold:
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ["LCP_SYNTH_CACHE"] = str(cache.resolve())
+    try:
+        return _bench_case(case, root, model, weights, out, effort)
+    finally:
+        if cold:
+            if old_cache is None:
+                os.environ.pop("LCP_SYNTH_CACHE", None)
+            else:
+                os.environ["LCP_SYNTH_CACHE"] = old_cache
+
+
+def _bench_case(case, root, model, weights, out, effort) -> list[dict]:
     t0 = time.perf_counter()
     b = generate(model, root / "build", budget="xc7z020", scope=case.scope,
-                 target=case.target_cycles)
+                 target=case.target_cycles, clock_mhz=case.clock_mhz, tech=case.tech)
     build_s = time.perf_counter() - t0
     out(f"{case.name}: {weights} weights, build {build_s:.0f} s, model latency "
         f"{b.timing.latency} cycles, interval {b.timing.interval}")
@@ -101,6 +136,7 @@ def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
         kind, _, rest = flow.partition(":")
         target, _, mhz = rest.partition("@")
         t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
         if kind == "asic":
             rep, j = run_synth(root / "build", asic=target, clock_mhz=float(mhz),
                                images=case.images, out=root, effort=effort)
@@ -109,7 +145,10 @@ def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
                                clock_mhz=float(mhz) if mhz else None, dsp=case.dsp)
         wall = time.perf_counter() - t0
         row = _row(case, rep, weights, wall)
-        row["report"] = str(j)
+        row.update(report=str(j), load_avg_1min=[round(load0, 2), round(os.getloadavg()[0], 2)],
+                   cpus=os.cpu_count(), latency_cycles_model=b.timing.latency,
+                   pipelined=({"clock_mhz": case.clock_mhz, "target": case.tech}
+                              if case.clock_mhz else None))
         rows.append(row)
         out(_fmt_row(row))
     (root / "bench.json").write_text(json.dumps(rows, indent=1))
@@ -119,7 +158,7 @@ def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
 def _row(case: SynthCase, rep: dict, weights: str, wall: float) -> dict:
     t = rep["totals"]
     row = {"case": case.name, "target": rep["target"], "weights": weights,
-           "wall_time_s": round(wall, 1)}
+           "wall_time_s": round(wall, 1), "synthesis_profile": rep.get("profile")}
     if rep["kind"] == "asic":
         mw = None if t["total_w"] is None else t["total_w"] * 1e3
         row.update(clock_mhz=rep["clock_mhz"], area_mm2=t["area_mm2"], fmax_mhz=t["fmax_mhz"],
@@ -130,7 +169,8 @@ def _row(case: SynthCase, rep: dict, weights: str, wall: float) -> dict:
             row["area_vs_paper"] = t["area_mm2"] / ANCHOR["area_mm2"]
             row["power_vs_paper"] = None if mw is None else mw / ANCHOR["power_mw"]
     elif rep["target"] == "xc7z020":
-        row.update(lut=t["lut"], ff=t["ff"], dsp=t["dsp"], bram36=t["bram36"], fits=t["fits"])
+        row.update(lut=t["lut"], ff=t["ff"], dsp=t["dsp"], bram36=t["bram36"], fits=t["fits"],
+                   model_vs_synthesis=(rep.get("model_vs_synthesis") or {}).get("totals"))
     else:
         row.update(device=t["device"], fmax_mhz=t["fmax_mhz"])
     return row
@@ -149,18 +189,38 @@ def _fmt_row(r: dict) -> str:
     elif "lut" in r:
         s = (f"  xc7z020: {r['lut']:,} LUT, {r['ff']:,} FF, {r['dsp']} DSP48, {r['bram36']} BRAM36"
              f", fits {r['fits']}")
+        mv = r.get("model_vs_synthesis")
+        if mv:
+            s += " (estimate: " + ", ".join(
+                f"{k} {v['estimate']}" + ("" if v["error"] is None else f" {v['error']:+.0%}")
+                for k, v in mv.items()) + ")"
     else:
         s = f"  ecp5:    {r['device']}, post-route Fmax {r['fmax_mhz'] or float('nan'):.1f} MHz"
     return s + f"  [{r['wall_time_s']:.0f} s]"
 
 
 def bench(runs: str | Path = Path("runs"), out=print, quick: bool = False,
-          cases: list[SynthCase] | None = None, effort: str = "normal") -> list[dict]:
-    """Run the synthesis benchmark cases (:data:`CASES`, or :data:`QUICK`); rows of figures."""
+          cases: list[SynthCase] | None = None, effort: str = "normal",
+          results: str | Path | None = None) -> list[dict]:
+    """Run the synthesis benchmark cases (:data:`CASES`, or :data:`QUICK`); rows of figures,
+    also saved to ``RESULTS/synth_bench.json`` (``results``) with the machine's load."""
     rows = []
     for c in cases or (QUICK if quick else CASES):
         rows += bench_case(c, Path(runs), out, effort)
+    if results is not None:
+        save_rows(rows, Path(results) / RESULTS_FILE)
     return rows
+
+
+#: The benchmark's rows under ``RESULTS/``.
+RESULTS_FILE = "synth_bench.json"
+
+
+def save_rows(rows: list[dict], path: Path) -> Path:
+    """Rows (one per case and flow) and the machine they ran on, as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"cpus": os.cpu_count(), "rows": rows}, indent=1) + "\n")
+    return path
 
 
 def tables(runs: str | Path = Path("runs")) -> str:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from pyosys import libyosys as ys
+
+from .paths import cell_delays, worst_path
 
 _D = None
 
@@ -29,7 +32,9 @@ def _run(cmd: str) -> None:
     ys.run_pass(cmd, _D)
 
 
-def _read(files: list[str], top: str) -> None:
+def _read(files: list[str], top: str, lib_files: list[str] = ()) -> None:
+    for f in lib_files:              # black boxes: modules synthesized by other jobs
+        _run(f"read_verilog -lib {_q(f)}")
     for f in files:
         _run(f"read_verilog -defer {_q(f)}")
     _run(f"hierarchy -check -top {_q(top)}")
@@ -39,17 +44,65 @@ def _q(s: str) -> str:
     return '"' + s.replace('"', '\\"') + '"' if any(c in s for c in ' \\"') else s
 
 
+def _read_units(p: dict) -> None:
+    """Read the job's black-box libraries (``lib_files``) and its units' Verilog, deferred."""
+    for f in p.get("lib_files", ()):
+        _run(f"read_verilog -lib {_q(f)}")
+    for f in p["files"]:
+        _run(f"read_verilog -defer {_q(f)}")
+
+
+#: ``synth_xilinx`` script labels, run one segment at a time for a per-step profile.
+_XILINX_LABELS = ("begin", "prepare", "map_dsp", "coarse", "map_memory", "map_ffram", "fine",
+                  "map_cells", "map_ffs", "map_luts", "finalize", "check")
+
+
 def xilinx(p: dict) -> dict:
-    """Hierarchical ``synth_xilinx`` (no I/O buffers: the engine sits inside the PL)."""
-    _read(p["files"], p["top"])
+    """Hierarchical ``synth_xilinx`` (no I/O buffers: the engine sits inside the PL).
+
+    Without ``top`` every module read is synthesized (several independent units in one job:
+    the cell libraries and ABC9's models are loaded once). Returns the stat path and
+    ``profile``: seconds per ``synth_xilinx`` script label."""
+    t = time.perf_counter()
+    _read_units(p)
+    # synth_xilinx's own "begin" step, without -auto-top when no top is given
+    _run("read_verilog -lib -specify +/xilinx/cells_sim.v")
+    _run("read_verilog -lib +/xilinx/cells_xtra.v")
+    _run("hierarchy -check" + (f" -top {_q(p['top'])}" if p.get("top") else ""))
     # Yosys 0.70's ABC9 reintegration asserts (count_id(wire->name) == 0) on some Amaranth
     # modules of an LCP core; private wire names avoid the clash (ports keep their names)
     _run("rename -hide w:*")
+    prof = {"read": round(time.perf_counter() - t, 2)}
     nodsp = "" if p.get("dsp", True) else " -nodsp"
-    _run(f"synth_xilinx -family {p.get('family', 'xc7')} -top {_q(p['top'])} -noiopad "
-         f"-noclkbuf{nodsp}")
+    top = f" -top {_q(p['top'])}" if p.get("top") else ""
+    labels = _XILINX_LABELS[1:] + ("",)
+    for a, b in zip(labels, labels[1:]):
+        t = time.perf_counter()
+        _run(f"synth_xilinx -family {p.get('family', 'xc7')}{top} -noiopad "
+             f"-noclkbuf{nodsp} -run {a}:{b}")
+        prof[a] = round(time.perf_counter() - t, 2)
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
-    return {"stat": p["stat"]}
+    t = time.perf_counter()
+    _worst_paths(p["stat"])
+    prof["paths"] = round(time.perf_counter() - t, 2)
+    return {"stat": p["stat"], "profile": prof}
+
+
+def _worst_paths(stat_file: str) -> None:
+    """Add each module's worst register-to-register path (:mod:`.paths`, the module
+    flattened, its Yosys-given cell delays) to its entry of the stat JSON as ``path``."""
+    _run("flatten")
+    net = Path(stat_file).with_suffix(".netlist.json")
+    _run(f"write_json {_q(str(net))}")
+    delays = cell_delays(str(Path(ys.__file__).parent / "share" / "xilinx" / "cells_sim.v"))
+    mods = json.loads(net.read_text())["modules"]
+    net.unlink()
+    stat = json.loads(Path(stat_file).read_text())
+    for name, v in stat["modules"].items():
+        m = mods.get(name.lstrip("\\"))
+        if m is not None:
+            v["path"] = worst_path(m, delays)
+    Path(stat_file).write_text(json.dumps(stat))
 
 
 def ecp5(p: dict) -> dict:
@@ -70,17 +123,25 @@ def cell_models(p: dict) -> dict:
     return {"out": p["out"]}
 
 
-def asic(p: dict) -> dict:
-    """Hierarchical synthesis to a liberty library, area per module, then a flat netlist.
+def asic_map(p: dict) -> dict:
+    """Map every module read (several independent units, no top) to the liberty library:
+    ``synth -noabc``, clock gating, ``dfflibmap``, ``abc`` at the delay target, tie cells;
+    the mapped design goes to ``rtlil`` (read back by :func:`asic`)."""
+    t = time.perf_counter()
+    _read_units(p)
+    _run("hierarchy -check")
+    _run("synth -noabc -run coarse:")
+    prof = {"synth": round(time.perf_counter() - t, 2)}
+    t = time.perf_counter()
+    _map(p)
+    prof["map"] = round(time.perf_counter() - t, 2)
+    _run(f"write_rtlil {_q(p['rtlil'])}")
+    return {"rtlil": p["rtlil"], "profile": prof}
 
-    Writes ``netlist`` (flat, cells named ``g<N>``, internal nets ``n<N>``, ports kept),
-    ``power_netlist`` (the same with each flip-flop's data input cut to its own input port
-    ``lcp_d_<cell>``), ``cells`` (JSON: cell -> [type, module]) and ``stat`` (Yosys JSON).
-    """
+
+def _map(p: dict) -> None:
     libs = p["liberty"]
     lib_args = " ".join(f"-liberty {_q(x)}" for x in libs)
-    _read(p["files"], p["top"])
-    _run(f"synth -top {_q(p['top'])} -noabc")
     if p.get("clock_gate"):
         _clock_gate(p["clock_gate"], int(p.get("clock_gate_min", 4)))
     dff = " ".join(f"-dont_use {x}" for x in p.get("dff_dont_use", []))
@@ -94,6 +155,28 @@ def asic(p: dict) -> dict:
     if p.get("tie"):
         hi, hp, lo, lp = p["tie"]
         _run(f"hilomap -singleton -hicell {hi} {hp} -locell {lo} {lp}")
+
+
+def asic(p: dict) -> dict:
+    """Hierarchical synthesis to a liberty library, area per module, then a flat netlist.
+
+    With ``rtlil`` (files of :func:`asic_map`): the modules are already mapped; they are read
+    and linked under ``top`` instead of synthesized.
+
+    Writes ``netlist`` (flat, cells named ``g<N>``, internal nets ``n<N>``, ports kept),
+    ``power_netlist`` (the same with each flip-flop's data input cut to its own input port
+    ``lcp_d_<cell>``), ``cells`` (JSON: cell -> [type, module]) and ``stat`` (Yosys JSON).
+    """
+    libs = p["liberty"]
+    lib_args = " ".join(f"-liberty {_q(x)}" for x in libs)
+    if p.get("rtlil"):
+        for f in p["rtlil"]:
+            _run(f"read_rtlil {_q(f)}")
+        _run(f"hierarchy -top {_q(p['top'])}")     # no -check: library cells have no module
+    else:
+        _read(p["files"], p["top"])
+        _run(f"synth -top {_q(p['top'])} -noabc")
+        _map(p)
     _run(f"tee -q -o {_q(p['stat'])} stat -json {lib_args}")
     known = set(p["cells_known"])
     bad: dict[str, int] = {}
@@ -113,6 +196,9 @@ def asic(p: dict) -> dict:
     _run("flatten")
     _run("opt_clean -purge")
     _run("splitnets")
+    hi = hp = lo = lp = None
+    if p.get("tie"):
+        hi, hp, lo, lp = p["tie"]
     _run("opt_clean -purge")
     if p.get("tie"):
         _run(f"hilomap -singleton -hicell {hi} {hp} -locell {lo} {lp}")
@@ -274,7 +360,8 @@ def main(argv: list[str]) -> int:
     global _D
     job = json.loads(Path(argv[1]).read_text())
     _D = ys.Design()
-    fn = {"xilinx": xilinx, "ecp5": ecp5, "asic": asic, "cell_models": cell_models}[job["kind"]]
+    fn = {"xilinx": xilinx, "ecp5": ecp5, "asic": asic, "asic_map": asic_map,
+          "cell_models": cell_models}[job["kind"]]
     try:
         out = fn(job["params"])
     except Exception as e:   # Yosys errors arrive as Python exceptions

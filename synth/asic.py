@@ -45,6 +45,7 @@ from pathlib import Path
 from .design import TOP_GROUP, Design
 from .gatesim import GateSim, Stimulus, cell_models, gate_sim, netlist_ports
 from .libs import CellLibrary, get_library
+from .split import run_units, split_units
 from .tools import (SynthError, ToolFailed, ToolMissing, find_tool, have_tool, run_tool,
                     run_yosys_job, tool_versions)
 
@@ -81,6 +82,7 @@ class AsicNetlist:
     modules: dict
     groups: dict
     seconds: float
+    profile: dict | None = None
 
     def clock_gating(self) -> dict:
         """Integrated clock gates and the flip-flops they clock (``gated_flops``)."""
@@ -124,11 +126,14 @@ def _ff_pins(lib: CellLibrary) -> dict[str, list]:
 
 
 def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path,
-               effort: str = "normal", clock_gating: bool = True) -> AsicNetlist:
+               effort: str = "normal", clock_gating: bool = True, jobs: int | None = None,
+               log=None) -> AsicNetlist:
     """Synthesize ``design`` to ``lib`` for a ``clock_mhz`` target (see the module docstring).
 
     ``effort``: ABC mapping script, ``normal`` (choice computation ``&dch``, a few % smaller) or
     ``fast`` (several times quicker on large multiplier arrays).
+    Each engine is mapped as its own cached unit (:mod:`lcp.synth.split`), ``jobs`` child
+    processes at a time; one last job links the mapped engines and writes the flat netlists.
     ``clock_gating``: flip-flops that share a load enable (at least 4) are clocked through one
     of the library's integrated clock gates (:attr:`CellLibrary.clock_gate`) instead of
     recirculating their value through a multiplexer; ignored when the library has none.
@@ -159,7 +164,17 @@ def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path
         "power_netlist": str((workdir / "power_netlist.v").resolve()),
         "cells": str((workdir / "cells.json").resolve()),
     }
+    t0 = time.perf_counter()
+    map_keys = ("liberty", "seq_liberty", "dff_dont_use", "dont_use", "delay_target_ps", "tie",
+                "effort", "clock_gate", "clock_gate_min")
+    units = split_units(design.files, design.top)
+    mapped = run_units(units, "asic_map", {k: params[k] for k in map_keys}, workdir / "units",
+                       jobs=jobs, log=log)
+    params["rtlil"] = [str(r["rtlil"]) for r in mapped]
     res = run_yosys_job("asic", params, workdir)
+    res["profile"] = {"units_synthesized": sum(1 for r in mapped if not r["cached"]),
+                      "units_cached": sum(1 for r in mapped if r["cached"]),
+                      "map_jobs_s": sorted({r["seconds"] for r in mapped if not r["cached"]})}
     stat = json.loads((workdir / "stat.json").read_text())
     cj = json.loads((workdir / "cells.json").read_text())
     areas = {n: c.area for n, c in lib.cells.items()}
@@ -186,7 +201,8 @@ def synth_asic(design: Design, lib: CellLibrary, clock_mhz: float, workdir: Path
     return AsicNetlist(netlist=workdir / "netlist.v", sim_netlist=workdir / "netlist_sim.v",
                        power_netlist=workdir / "power_netlist.v",
                        top=design.top, lib=lib, cells=cells, flops=cj["flops"], modules=modules,
-                       groups=groups, seconds=res["seconds"])
+                       groups=groups, seconds=round(time.perf_counter() - t0, 2),
+                       profile={**res["profile"], "link_s": res["seconds"]})
 
 
 def _sta_header(lib: CellLibrary, netlist: Path, top: str, clock_mhz: float) -> str:
@@ -596,7 +612,7 @@ def _at_fmax(power: dict, timing: dict, clock_mhz: float, lat, per_inf) -> dict 
 def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
               pdk_dir=None, workdir: Path, stimulus: Stimulus | None = None,
               latency_cycles: int | None = None, effort: str = "normal",
-              clock_gating: bool = True) -> dict:
+              clock_gating: bool = True, jobs: int | None = None, log=None) -> dict:
     """Synthesis, timing, activity and power of ``design`` on ``library`` at ``clock_mhz``.
 
     Parameters
@@ -630,7 +646,7 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
     find_tool("sta")
     unmeasured: list[dict] = []
     steps: dict[str, float] = {}
-    net = synth_asic(design, lib, clock_mhz, workdir / "synth", effort, clock_gating)
+    net = synth_asic(design, lib, clock_mhz, workdir / "synth", effort, clock_gating, jobs, log)
     steps["synthesis_s"] = net.seconds
     t = time.perf_counter()
     timing = sta_timing(net, clock_mhz, workdir / "synth")
@@ -718,6 +734,6 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
                             "their simulated rate), no clock tree, no wire capacitance",
                    "energy": "total power x cycles per inference (images streamed back to back) "
                              "/ clock"},
-        "steps": steps, "tools": tool_versions(),
+        "steps": steps, "profile": net.profile, "tools": tool_versions(),
         "wall_time_s": round(time.perf_counter() - t_start, 2),
     }

@@ -48,6 +48,9 @@ def register(app: typer.Typer) -> None:
             dsp: str = typer.Option("auto", help="FPGA multipliers: auto (LUTs when the "
                                                  "generator's estimate uses no DSP; on ECP5 also "
                                                  "when they exceed its MULT18), yes, no"),
+            jobs: Optional[int] = typer.Option(
+                None, "--jobs", help="engines synthesized at once (default: usable CPUs, or "
+                                     "$LCP_SYNTH_JOBS)"),
             no_clock_gating: bool = typer.Option(
                 False, "--no-clock-gating", help="ASIC: keep enable multiplexers instead of "
                                                  "integrated clock gates")):
@@ -56,7 +59,7 @@ def register(app: typer.Typer) -> None:
             rep, j = run_synth(build, fpga=fpga, asic=asic, clock_mhz=clock_mhz,
                                pdk_dir=pdk_dir, images=images, sim=not no_sim, out=output,
                                top=top, plots=not no_plots, effort=effort, dsp=dsp,
-                               clock_gating=not no_clock_gating)
+                               clock_gating=not no_clock_gating, jobs=jobs, log=typer.echo)
         except (SynthError, LibraryError) as e:
             raise _usage(e) from None
         con = Console(width=max(120, Console().width))

@@ -17,15 +17,43 @@ from .libs import LIBRARIES, LibraryError
 from .stimulus import build_stimulus
 from .tools import SynthError
 
-__all__ = ["run_synth"]
+__all__ = ["run_synth", "model_vs_synthesis"]
+
+#: Resources compared between the generator's estimate and Yosys' XC7Z020 mapping.
+_COMPARED = ("lut", "ff", "dsp", "bram36")
+
+
+def _err(est, got):
+    if est is None or got is None:
+        return None
+    return None if got == 0 and est == 0 else (round((est - got) / got, 4) if got else None)
+
+
+def model_vs_synthesis(rep: dict) -> dict:
+    """The generator's resource estimate against Yosys' counts, per engine and in total:
+    ``{"totals": {k: {"estimate", "yosys", "error"}}, "groups": {...}}``; ``error`` is
+    ``(estimate - yosys) / yosys`` (``None`` when Yosys counts 0 and the estimate does not)."""
+    def cmp(est: dict, got: dict) -> dict:
+        return {k: {"estimate": est.get(k), "yosys": got.get(k),
+                    "error": _err(est.get(k), got.get(k))} for k in _COMPARED}
+    out = {"totals": cmp(rep.get("estimate") or {}, rep["totals"]), "groups": {}}
+    for g, v in rep["groups"].items():
+        if "estimate" in v:
+            out["groups"][g] = cmp(v["estimate"], v)
+    return out
 
 
 def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
               clock_mhz: float | None = None, pdk_dir: Path | None = None, images: int = 2,
               sim: bool = True, out: Path | None = None, top: str | None = None,
               plots: bool = True, seed: int = 0, effort: str = "normal",
-              dsp: str = "auto", clock_gating: bool = True) -> tuple[dict, Path]:
+              dsp: str = "auto", clock_gating: bool = True, jobs: int | None = None,
+              log=None) -> tuple[dict, Path]:
     """Run one flow on a build folder (or a Verilog file) and save its report.
+
+    The XC7Z020 and ASIC flows synthesize each engine as its own cached job
+    (:mod:`lcp.synth.split`), ``jobs`` at a time (default: the usable CPUs); ``log`` gets one
+    progress line per engine.
 
     Returns ``(report, json_path)``. The report goes to ``OUT/synth_<target>.json`` and
     ``.txt`` (default ``OUT = BUILD/synth``), with ``synth_<target>.png`` (area and power or
@@ -44,13 +72,14 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
     out = Path(out) if out is not None else (design.build_dir or Path(build).parent) / "synth"
     work = out / "work" / (fpga or asic)
     if fpga == "xc7z020":
-        rep = xilinx_flow(design, workdir=work, dsp=dsp)
+        rep = xilinx_flow(design, workdir=work, dsp=dsp, jobs=jobs, log=log)
         est = (design.hw_report or {}).get("resources_per_layer") or {}
         for g, v in rep["groups"].items():
             if g in est:
                 v["estimate"] = est[g]
         if design.hw_report and "resources_estimate" in design.hw_report:
             rep["estimate"] = design.hw_report["resources_estimate"]
+            rep["model_vs_synthesis"] = model_vs_synthesis(rep)
     elif fpga == "ecp5":
         rep = ecp5_flow(design, workdir=work, freq_mhz=clock_mhz or 100.0, dsp=dsp)
     elif fpga is not None:
@@ -66,7 +95,7 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
             stim = build_stimulus(design, images=images, seed=seed) if design.build_dir else None
         rep = asic_flow(design, asic, clock_mhz=clock_mhz or 100.0, pdk_dir=pdk_dir,
                         workdir=work, stimulus=stim, latency_cycles=lat, effort=effort,
-                        clock_gating=clock_gating)
+                        clock_gating=clock_gating, jobs=jobs, log=log)
         if lat is not None:
             rep["totals"]["latency_cycles_model"] = lat
     rep = rp.finish(rep, build=str(build))

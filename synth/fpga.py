@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 from .design import Design
+from .paths import NET_PS, fmax_mhz
+from .split import run_units, split_units
 from .tools import SynthError, ToolFailed, find_tool, run_tool, run_yosys_job, tool_versions
 
 __all__ = ["XC7Z020", "ECP5_DEVICES", "xilinx_flow", "ecp5_flow", "xilinx_counts"]
@@ -71,6 +73,21 @@ def _hier_cells(stat: dict, top: str) -> tuple[dict[str, dict[str, int]], dict[s
     return own, uses
 
 
+def _worst_path(stat: dict, uses: dict[str, int]) -> dict:
+    """The slowest register-to-register path over the modules in use (each module's ``path``,
+    added by the Yosys job: :mod:`.paths`) and the -1 XC7Z020 clock it implies (an estimate)."""
+    paths = [dict(v["path"], module=m.lstrip("\\")) for m, v in stat["modules"].items()
+             if v.get("path") and uses.get(m.lstrip("\\"), 0) > 0]
+    worst = max(paths, key=lambda q: q["delay_ps"], default=None)
+    return {"worst_path": worst, "fmax_mhz_estimate": fmax_mhz(worst) if worst else None,
+            "method": "estimate, not a timing report: the slowest path of each engine's "
+                      "flattened synth_xilinx netlist, cell delays from the specify blocks of "
+                      "Yosys' xilinx/cells_sim.v (Project X-Ray's Artix-7 SDF; the Zynq-7020 PL "
+                      f"is Artix-7 fabric), plus {NET_PS} ps of routing per hop between cells "
+                      "(assumed; none on carry-chain and MUXF wires); paths between engines and "
+                      "through a DSP48E1's multiplier are not followed"}
+
+
 def _use_dsp(design: Design, dsp: str) -> bool:
     if dsp not in ("auto", "yes", "no"):
         raise SynthError(f"unknown DSP policy {dsp!r} (auto, yes, no)")
@@ -80,8 +97,22 @@ def _use_dsp(design: Design, dsp: str) -> bool:
     return est.get("dsp", 1) != 0
 
 
+def _profile(runs: list[dict]) -> dict:
+    """Per-unit job seconds (``None``: cached) and the summed seconds per Yosys step."""
+    steps: dict[str, float] = {}
+    bins = {}
+    for r in runs:
+        if not r["cached"]:        # units of one bin job share its profile
+            bins[(r["seconds"], json.dumps(r["profile"], sort_keys=True))] = r["profile"] or {}
+    for prof in bins.values():
+        for k, v in prof.items():
+            steps[k] = round(steps.get(k, 0.0) + v, 2)
+    return {"jobs": len(bins), "synthesized": sum(1 for r in runs if not r["cached"]),
+            "cached": sum(1 for r in runs if r["cached"]), "yosys_steps_s": steps}
+
+
 def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
-                dsp: str = "auto") -> dict:
+                dsp: str = "auto", jobs: int | None = None, log=None) -> dict:
     """Resources of ``design`` on the XC7Z020 per engine, per layer and in total.
 
     Parameters
@@ -100,10 +131,12 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
     use_dsp = _use_dsp(design, dsp)
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
-    res = run_yosys_job("xilinx", {"files": [str(Path(f).resolve()) for f in design.files],
-                                   "top": design.top, "family": "xc7", "dsp": use_dsp,
-                                   "stat": str(workdir / "xilinx_stat.json")}, workdir)
-    stat = json.loads((workdir / "xilinx_stat.json").read_text())
+    units = split_units(design.files, design.top)
+    runs = run_units(units, "xilinx", {"family": "xc7", "dsp": use_dsp}, workdir, jobs=jobs,
+                     log=log)
+    stat = {"modules": {m: v for r in runs for m, v in r["modules"].items()}}
+    (workdir / "xilinx_stat.json").write_text(json.dumps(stat))
+    profile = _profile(runs)
     own, uses = _hier_cells(stat, design.top)
     group_cells: dict[str, dict[str, int]] = {}
     for m, cells in own.items():
@@ -121,8 +154,10 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
     fits = all(v <= 1.0 for v in util.values())
     groups = {g: {"layer": design.layers.get(g), **xilinx_counts(c)}
               for g, c in sorted(group_cells.items())}
+    timing = _worst_path(stat, uses)
     unmeasured = [{"what": "fmax_mhz", "why": "no Xilinx place and route (Vivado) in this flow: "
-                                             "see the ECP5 post-route Fmax"}]
+                                             "timing.fmax_mhz_estimate is from the synthesized "
+                                             "netlist's logic levels (see its method)"}]
     if not fits:
         over = ", ".join(f"{k} {totals[k]:,} > {XC7Z020[k]:,}" for k in XC7Z020
                          if util[k] > 1.0)
@@ -132,6 +167,7 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
         "totals": {**totals, "fits": fits,
                    "utilization": {k: round(v, 4) for k, v in util.items()}},
         "capacity": XC7Z020, "cells": dict(sorted(total_cells.items())), "groups": groups,
+        "timing": timing,
         "unmeasured": unmeasured,
         "method": {"synthesis": "pyosys synth_xilinx -family xc7 -noiopad -noclkbuf"
                                 + ("" if use_dsp else " -nodsp") + ", hierarchy kept (per-engine "
@@ -141,8 +177,8 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
                                         "DSP)" if dsp == "auto" else "multipliers in LUTs"),
                    "bram36": "RAMB36E1 + RAMB18E1 / 2", "lut": "LUT1-6 plus LUTs used as "
                    "memory (distributed RAM, shift registers)"},
-        "tools": tool_versions(), "steps": {"synthesis_s": res["seconds"]},
-        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "tools": tool_versions(), "steps": {"synthesis_s": round(time.perf_counter() - t0, 2)},
+        "profile": profile, "wall_time_s": round(time.perf_counter() - t0, 2),
     }
 
 

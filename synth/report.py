@@ -179,6 +179,23 @@ def summary(report: dict) -> list[str]:
             f"{_fmt(t['lut'])} LUT ({u['lut']:.1%}), {_fmt(t['ff'])} FF ({u['ff']:.1%}), "
             f"{_fmt(t['dsp'])} DSP48 ({u['dsp']:.1%}), {_fmt(t['bram36'])} BRAM36 "
             f"({u['bram36']:.1%}) of the XC7Z020: fits {_fmt(t['fits'])}")
+        mv = (report.get("model_vs_synthesis") or {}).get("totals")
+        if mv:
+            lines.append("generator's estimate vs Yosys: " + ", ".join(
+                f"{k.upper()} {_fmt(v['estimate'])} vs {_fmt(v['yosys'])} ("
+                + ("n/a" if v["error"] is None else f"{v['error']:+.1%}") + ")"
+                for k, v in mv.items()))
+        wp = (report.get("timing") or {}).get("worst_path")
+        if wp:
+            lines.append(f"worst register-to-register path ({wp['module']}): {wp['lut_levels']} "
+                         f"LUT levels, {wp['carry4']} CARRY4, {wp['muxf']} MUXF; "
+                         f"{wp['delay_ps'] / 1e3:.2f} ns -> about "
+                         f"{_fmt(report['timing']['fmax_mhz_estimate'])} MHz on a -1 XC7Z020 "
+                         "(estimate from the netlist, not a timing report)")
+        prof = report.get("profile")
+        if prof:
+            lines.append(f"synthesis: {prof['synthesized']} engine(s) synthesized in "
+                         f"{prof['jobs']} job(s), {prof['cached']} from the cache")
     else:
         lines.append(
             f"device {t['device'] or 'none'}: post-route Fmax {_fmt(t['fmax_mhz'])} MHz; "
@@ -251,13 +268,20 @@ def markdown_table(reports: list[dict]) -> str:
                 f"{_fmt(r.get('wall_time_s'))} |")
     if xil:
         out.append("")
-        out.append("| design | LUT | FF | DSP48 | BRAM36 | fits XC7Z020 | wall s |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| design | LUT | FF | DSP48 | BRAM36 | fits XC7Z020 | worst path: LUT levels "
+                   "/ CARRY4 | Fmax estimate MHz | wall s |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         for r in xil:
             t = r["totals"]
+            tm = r.get("timing") or {}
+            wp = tm.get("worst_path") or {}
             out.append(f"| {r['design']} | {_fmt(t['lut'])} | {_fmt(t['ff'])} | {_fmt(t['dsp'])} "
                        f"| {_fmt(t['bram36'])} | {_fmt(t['fits'])} | "
-                       f"{_fmt(r.get('wall_time_s'))} |")
+                       f"{_fmt(wp.get('lut_levels'))} / {_fmt(wp.get('carry4'))} | "
+                       f"{_fmt(tm.get('fmax_mhz_estimate'))} | {_fmt(r.get('wall_time_s'))} |")
+        if any(r.get("timing") for r in xil):
+            notes.append("- XC7Z020 Fmax estimate: " + next(r["timing"]["method"] for r in xil
+                                                         if r.get("timing")))
     if ecp:
         out.append("")
         out.append("| design | ECP5 device | post-route Fmax MHz | LUT4 | FF | MULT18 | EBR | "

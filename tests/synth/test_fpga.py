@@ -34,6 +34,9 @@ def test_per_engine_counts_add_up(xil):
     assert r["totals"]["utilization"]["lut"] == pytest.approx(r["totals"]["lut"] / XC7Z020["lut"],
                                                               abs=1e-4)
     assert any(u["what"] == "fmax_mhz" for u in r["unmeasured"])
+    t = r["timing"]
+    assert t["worst_path"]["lut_levels"] >= 1 and t["worst_path"]["module"]
+    assert 0 < t["fmax_mhz_estimate"] == pytest.approx(1e6 / t["worst_path"]["delay_ps"], rel=1e-3)
 
 
 def test_xilinx_counts():
@@ -69,3 +72,23 @@ def test_dsp_policy_follows_the_generator_estimate():
     assert _use_dsp(d, "no") is False and _use_dsp(d, "yes") is True
     with pytest.raises(SynthError, match="unknown DSP policy 'maybe'"):
         _use_dsp(d, "maybe")
+
+
+def test_dsp_lanes_map_to_dsp48_as_estimated(tmp_path, monkeypatch):
+    """Two 4-bit products of one input per DSP48 slice: Yosys maps as many DSP48E1 as the
+    generator's estimate counts (a lone 4-bit product would stay in LUTs)."""
+    from lcp.hw.build import generate
+    from lcp.hw.folding import Folding
+    from lcp.synth.design import load_build
+    from tests.hw.irgen import Builder
+
+    monkeypatch.setenv("LCP_SYNTH_CACHE", str(tmp_path / "cache"))
+    b = Builder((16,), in_bits=4, signed=False, seed=2)
+    d = b.dense("input", 4, wbits=4)
+    m = b.model()
+    hw = generate(m, tmp_path / "build", folding=Folding({d: {"pe": 4, "simd": 4, "dsp": 13}},
+                                                          64, 64), scope="branch")
+    est = hw.resources.to_json()["dsp"]
+    assert est == 6                                   # 13 lanes: 6 pairs + 1 LUT lane
+    r = xilinx_flow(load_build(tmp_path / "build"), workdir=tmp_path / "w", dsp="yes")
+    assert r["totals"]["dsp"] == est
