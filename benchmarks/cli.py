@@ -77,11 +77,19 @@ def register(app: typer.Typer) -> None:
             quick: bool = typer.Option(False, "--quick", help="fewer models and images"),
             peers: bool = typer.Option(False, "--peers",
                                        help="FINN's bnn_pynq TFC-w2a2 and CNV-w2a2 only"),
+            paper_table: bool = typer.Option(
+                False, "--paper-table", help="the LCP paper's FPGA latency table (cycle "
+                                             "models, results/paper_table.json) only"),
             runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
             results: Path = typer.Option(Path("results"), help="folder for hw_bench.json"),
             output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                   help="also write the rows as JSON")):
         """Hardware benchmarks: simulated vs modelled cycles, simulator speed, resources."""
+        if paper_table:
+            from . import paper_table as pt  # late: see the module docstring
+            pt.run_table(results, out=typer.echo)
+            typer.echo(pt.markdown(results))
+            return
         from . import hw  # late: see the module docstring
         args = (["--runs", str(runs), "--results", str(results)] + (["--quick"] if quick else [])
                 + (["--peers"] if peers else []))

@@ -13,7 +13,7 @@ ANCHORS.md (:data:`FINN`).
 ``python -m lcp.benchmarks.hw [--quick | --peers] [--runs runs] [--results results]`` or
 ``lcp hw-bench`` (``lcp bench --only hw``):
 prints one line per model and writes ``RESULTS/hw_bench.json``, which :func:`markdown` renders
-for REPRODUCTION.md.
+for REPRODUCTION.md (``--peers`` replaces only the peer rows of an existing file).
 """
 
 from __future__ import annotations
@@ -102,10 +102,14 @@ CASES += PEER_CASES
 QUICK = CASES[:2] + PEER_CASES
 
 
-def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path | None = None):
+def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path | None = None,
+              widen: int = 0, in_shape: tuple[int, ...] | None = None):
     """IR of a zoo model with random weights (torch seed ``seed``), activation scales calibrated
-    on random images; kept in the build cache (:func:`lcp.cache.build_once`)."""
-    name = f"{arch}_split{split}_w{bits}a{bits}_seed{seed}"
+    on random images; kept in the build cache (:func:`lcp.cache.build_once`). ``widen`` and
+    ``in_shape`` as in :func:`lcp.models.build` (default: none, the arch's own input)."""
+    name = (f"{arch}_split{split}" + (f"_f{widen}" if widen else "")
+            + ("_in" + "x".join(str(d) for d in in_shape) if in_shape else "")
+            + f"_w{bits}a{bits}_seed{seed}")
 
     def build_ir(folder: Path):
         import torch
@@ -113,7 +117,8 @@ def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path |
         # late: lcp.models pulls in torch and Brevitas, which only this path needs
         from lcp.models import build, calibrate, example_input, export_qonnx
         torch.manual_seed(seed)
-        net = build(arch, split=split, weight_bits=bits, act_bits=bits)
+        net = build(arch, split=split, weight_bits=bits, act_bits=bits, widen=widen,
+                    in_shape=in_shape)
         calibrate(net, [example_input(net.in_shape, 8, seed=s) for s in range(2)])
         save(compile_onnx(export_qonnx(net, folder / f"{name}.onnx")), folder / name)
         return load(folder / name)
@@ -245,8 +250,11 @@ def markdown(results_dir, runs=None) -> str:
                       f"{ANCHOR['finn_interval_cycles']:,})."]
     peers = [row for row in r["rows"] if "finn" in row]
     if peers:
+        again = {row["command"] for row in peers if "command" in row}
         lines += ["", "FINN's own networks (bnn_pynq, random weights) as one LCP core at the "
-                      "XC7Z020 budget, next to FINN (ANCHORS.md). FINN's XC7Z020 figures are "
+                      "XC7Z020 budget, next to FINN (ANCHORS.md)"
+                      + "".join(f" (rows refreshed by `{c}`)" for c in sorted(again))
+                      + ". FINN's XC7Z020 figures are "
                       "finn-plus analytical estimates for the same part (its latency sums every "
                       "layer's cycles); its measured throughput is finn-examples' on an AUP-ZU3, "
                       "a different and larger board: compare orders of magnitude, not digits.",
@@ -283,8 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_bench(PEER_CASES if a.peers else QUICK if a.quick else CASES, a.runs)
     flag = " --peers" if a.peers else " --quick" if a.quick else ""
     doc = {"format": "lcp-hw-bench", "command": "lcp hw-bench" + flag, "rows": rows}
+    path = a.results / BENCH_FILE
+    if a.peers and path.exists():
+        # --peers refreshes FINN's networks' rows and keeps the others of the last full run
+        old = json.loads(path.read_text())
+        for row in rows:
+            row["command"] = "lcp hw-bench --peers"
+        names = {row["model"] for row in rows}
+        doc = {**old, "rows": [r for r in old["rows"] if r["model"] not in names] + rows}
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / BENCH_FILE).write_text(json.dumps(doc, indent=1))
+    path.write_text(json.dumps(doc, indent=1))
     if a.output is not None:
         a.output.write_text(json.dumps(doc, indent=1))
     ok = all(r["bit_exact"] for r in rows)

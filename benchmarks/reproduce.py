@@ -171,6 +171,8 @@ SECTIONS = [
     ("Accuracy (MNIST, held-out 1,000 images)", "lcp.benchmarks.accuracy:markdown"),
     ("Golden reference speed", "lcp.benchmarks.bench:markdown"),
     ("Branch engine (cycles, cocotb + Verilator)", "lcp.benchmarks.hw:markdown"),
+    ("The LCP paper's FPGA latency table (cycle models, XC7Z020)",
+     "lcp.benchmarks.paper_table:markdown"),
     ("Synthesis (FPGA and ASIC)", "lcp.benchmarks.synth:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.benchmarks.pynq:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
