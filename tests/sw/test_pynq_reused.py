@@ -20,7 +20,7 @@ from tests.hw.test_weightstream_rtl import AXIRAM
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pe,simd,width", [(2, 8, 64)])
+@pytest.mark.parametrize("pe,simd,width", [(2, 8, 64), (4, 4, 32)])
 def test_reused_engine_serves_its_weights_from_ddr_on_the_simulated_board(tmp_path, pe, simd,
                                                                            width):
     m = vgg_like()
