@@ -20,7 +20,8 @@ built as a LUT multiplier. All terms of a PE go into one balanced adder tree.
 Grouped and depthwise convolution: the weight matrix holds only the real weights (``O x C/G*KH*KW``,
 no zero blocks); each PE lane gathers its own operands (its group's channels of the window) in
 the issue stage, so a depthwise layer is one MAC lane per channel (FINN's vector-vector unit)
-and a grouped one is groups of MVU lanes, folded by the same ``PE x SIMD``.
+and a grouped one is groups of MVU lanes, folded by the same ``PE x SIMD``; their window comes
+in channel groups (:mod:`lcp.hw.depthwise`), one gather serving every group.
 
 1-bit lanes (:attr:`MvuParams.lane_kind`): bipolar weights (``weight_format`` bipolar) are one
 ROM bit each and an add/subtract of the input instead of a multiplier; bipolar inputs select
