@@ -254,8 +254,8 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
 
 
 #: Modules whose source decides the RTL of a given IR and folding.
-_RTL_MODULES = ("base", "plumbing", "window", "mvu", "pointwise", "plans", "graph",
-                "build")
+_RTL_MODULES = ("base", "plumbing", "window", "mvu", "depthwise", "pointwise", "plans",
+                "graph", "build")
 
 
 def _generator_digest(chooser: bool = False) -> str:

@@ -20,7 +20,8 @@ built as a LUT multiplier. All terms of a PE go into one balanced adder tree.
 Grouped and depthwise convolution: the weight matrix holds only the real weights (``O x C/G*KH*KW``,
 no zero blocks); each PE lane gathers its own operands (its group's channels of the window) in
 the issue stage, so a depthwise layer is one MAC lane per channel (FINN's vector-vector unit)
-and a grouped one is groups of MVU lanes, folded by the same ``PE x SIMD``.
+and a grouped one is groups of MVU lanes, folded by the same ``PE x SIMD``; their window comes
+in channel groups (:mod:`lcp.hw.depthwise`), one gather serving every group.
 
 1-bit lanes (:attr:`MvuParams.lane_kind`): bipolar weights (``weight_format`` bipolar) are one
 ROM bit each and an add/subtract of the input instead of a multiplier; bipolar inputs select
@@ -120,11 +121,15 @@ class MvuParams:
         self.O, self.F = self.wmat.shape
         #: Per output row, the input-vector index of each of its ``F`` operands (grouped and
         #: depthwise convolution: every PE lane reads its own group's channels); ``None``:
-        #: every row reads the whole input vector in order.
+        #: every row reads the whole input vector in order. With fewer rows ``R`` than ``O``
+        #: (a channel-grouped window, :mod:`lcp.hw.depthwise`) each input vector serves ``R``
+        #: consecutive output rows and the next vector the next ``R``, with the same gather.
         self.gather = None if gather is None else np.asarray(gather, dtype=np.int64)
-        if self.gather is not None and self.gather.shape != self.wmat.shape:
+        if self.gather is not None and (self.gather.shape[1:] != self.wmat.shape[1:]
+                                        or self.O % self.gather.shape[0]
+                                        or self.gather.shape[0] % max(int(pe), 1)):
             raise IRError(f"layer {layer.name!r}: gather {self.gather.shape} does not match "
-                          f"the weights {self.wmat.shape}")
+                          f"the weights {self.wmat.shape} and PE={pe}")
         #: 1-bit lanes: weights all -1/+1 (``weight_format`` bipolar) are one ROM bit each and
         #: an add/subtract instead of a multiplier; with bipolar inputs too, XNOR and popcount.
         self.w_bipolar = layer.attrs.get("weight_format") == "bipolar"
@@ -144,6 +149,8 @@ class MvuParams:
             raise IRError(f"layer {layer.name!r}: SIMD={simd} does not divide the {self.F} "
                           f"inputs per output")
         self.fo, self.fi = self.O // self.pe, self.F // self.simd
+        #: Output steps (``og``) per input vector in ``"window"`` mode.
+        self.beat_fo = self.fo if self.gather is None else self.gather.shape[0] // self.pe
         self.x_shape = element_shape(x_fmt_lo, x_fmt_hi)
         self.xbits = self.x_shape.width
         wlo, whi = int(self.wmat.min(initial=0)), int(self.wmat.max(initial=0))
@@ -269,8 +276,8 @@ class MvuParams:
         xlanes = simd if self.gather is None else pe * simd
         ff = xlanes * xb + 2 * pe * acc + pe * acc + 40
         gmux = 0.0
-        if self.gather is not None and self.steps > 1:
-            gmux = pe * simd * xb * (self.steps - 1) / 2
+        if self.gather is not None and self.beat_fo * self.fi > 1:
+            gmux = pe * simd * xb * (self.beat_fo * self.fi - 1) / 2
         kind = self.lane_kind
         if kind == "xnor":
             # XNOR per lane (folded into the popcount LUTs), popcount tree of SIMD bits per PE
@@ -361,21 +368,27 @@ class MatrixVectorUnit(wiring.Component):
         gathered = p.gather is not None
         x0l = data.ArrayLayout(p.x_shape, pe * simd) if gathered else xl
         x0 = Signal(x0l)
+        bfo = p.beat_fo if self.mode == "window" else fo
+        if bfo < fo:               # og within the input vector (a channel-grouped window)
+            ob = Signal(range(max(bfo, 2)))
+            last_ob = ob == bfo - 1
+        else:
+            ob, last_ob = og, last_og
         if self.mode == "window":
             can = i.valid
-            m.d.comb += i.ready.eq(en & wr & last_ig & last_og)
+            m.d.comb += i.ready.eq(en & wr & last_ig & last_ob)
             if gathered:
                 # each PE lane reads its own operands (its group's channels) of the window
                 def pick(a, b):
                     return [x0[q * simd + s].eq(i.payload[int(p.gather[a * pe + q, b * simd + s])])
                             for q in range(pe) for s in range(simd)]
-                if p.steps == 1:
+                if bfo * fi == 1:
                     m.d.comb += pick(0, 0)
                 else:
-                    step = Signal(range(p.steps))
-                    m.d.comb += step.eq(og * fi + ig)
+                    step = Signal(range(bfo * fi))
+                    m.d.comb += step.eq(ob * fi + ig)
                     with m.Switch(step):
-                        for a in range(fo):
+                        for a in range(bfo):
                             for b in range(fi):
                                 with m.Case(a * fi + b):
                                     m.d.comb += pick(a, b)
@@ -398,6 +411,8 @@ class MatrixVectorUnit(wiring.Component):
             m.d.sync += ig.eq(Mux(last_ig, 0, ig + 1))
             with m.If(last_ig):
                 m.d.sync += og.eq(Mux(last_og, 0, og + 1))
+                if bfo < fo:
+                    m.d.sync += ob.eq(Mux(last_ob, 0, ob + 1))
 
         v1, first1, last1 = Signal(), Signal(), Signal()
         og1 = Signal.like(og)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from lcp.ir import IRError, Layer
 
+from .depthwise import GroupedConvPlan
 from .mvu import ConvPlan, DensePlan
 from .weightstream import DramConvPlan, DramDensePlan
 from .pointwise import AddPlan, ConcatPlan, ReluPlan, ThresholdPlan
@@ -69,13 +70,19 @@ class _MvuOp:
         return cls.onchip.mvu_shape(layer)
 
     @classmethod
+    def onchip_for(cls, layer):
+        """The on-chip plan class of ``layer``."""
+        return cls.onchip
+
+    @classmethod
     def demand(cls, model, layer, fold):
-        return cls.onchip.demand(model, layer, fold)
+        onchip = cls.onchip if fold.get("dram") else cls.onchip_for(layer)
+        return onchip.demand(model, layer, fold)
 
     @classmethod
     def lower(cls, low, layer, srcs, fold, out_spec):
         if not fold.get("dram"):
-            return cls.onchip.lower(low, layer, srcs, fold, out_spec)
+            return cls.onchip_for(layer).lower(low, layer, srcs, fold, out_spec)
         lanes = cls.onchip.demand(low.model, layer, fold)
         src = low.adapt(srcs[0], lanes, layer.name)
         return cls.dram(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
@@ -85,6 +92,11 @@ class _MvuOp:
 class ConvOp(_MvuOp):
     ops, onchip, dram, prefer_pe = ("conv",), ConvPlan, DramConvPlan, False
     fold_keys = ConvPlan.fold_keys + ("dram",)
+
+    @classmethod
+    def onchip_for(cls, layer):
+        """Grouped and depthwise convs stream their window in channel groups."""
+        return GroupedConvPlan if int(layer.attrs.get("groups", 1)) > 1 else ConvPlan
 
 
 class DenseOp(_MvuOp):
