@@ -7,7 +7,6 @@ import pytest
 
 from lcp.hw.depthwise import GroupedConvPlan
 from lcp.hw.folding import Folding
-from lcp.hw.graph import lower_branch
 
 from tests.hw.irgen import Builder
 from tests.hw.test_engines import check

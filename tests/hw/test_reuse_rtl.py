@@ -3,8 +3,6 @@ a reduced-size VGG16 (the same layer kinds: 3x3 convolutions with their threshol
 pools, flatten, two dense layers; 3x8x8 input, 8-16 channels) is bit-exact against golden and
 cycle-exact against the program's cycle model."""
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +15,9 @@ from lcp.hw.reuse_program import ReusedProgram
 from lcp.hw.weightstream import HpPort
 
 from tests.hw.irgen import Builder
-from tests.hw.test_weightstream_rtl import AXIRAM, _compile
+from tests.hw import axi_tb
+from tests.hw.test_weightstream_rtl import AXIRAM
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def vgg_like(seed: int = 17, hw: int = 8):
@@ -60,40 +58,17 @@ def calibrate(m, seed: int):
 
 def run_reused(tmp_path: Path, m, pe: int, simd: int, frames: int, port: HpPort = AXIRAM):
     """Build, simulate ``frames`` random images; ``(program, inputs, outputs, result)``."""
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
     prog = ReusedProgram(m, pe, simd, port=port)
-    top = "lcp_reused"
-    src = tmp_path / f"{top}.v"
-    src.write_text(verilog.convert(ReusedEngine(prog), name=top, emit_src=False))
-    sim_dir = tmp_path / "sim"
-    sim_dir.mkdir()
-    _compile(top, src, sim_dir)
     rng = np.random.default_rng(5)
     xq = rng.integers(m.input.lo, m.input.hi + 1, size=(frames, *m.input.shape))
     words = prog.pack_input(xq)
-    (tmp_path / "in_words.json").write_text(json.dumps([str(w) for w in words]))
     img = prog.dram_image()
-    np.save(tmp_path / "weights.npy", img)
     base = 0x10000
     _, outs = prog.timing([np.zeros(len(words), dtype=np.int64)])
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"base": base, "ram_bytes": base + img.size + 4096, "out_words": len(outs),
-         "max_cycles": int(outs[-1]) + 1000}))
-    env = {"LCP_REUSE_TB_DIR": str(tmp_path), "COCOTB_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    xml = tmp_path / "results.xml"
-    try:
-        get_runner("verilator").test(test_module="tests.hw.reuse_tb", hdl_toplevel=top,
-                                     hdl_toplevel_lang="verilog", build_dir=sim_dir,
-                                     test_dir=tmp_path, extra_env=env, results_xml=str(xml),
-                                     log_file=tmp_path / "sim.log")
-    except SystemExit:
-        pass
-    total, failed = get_results(xml)
-    assert total == 1 and failed == 0, (tmp_path / "sim.log").read_text()[-3000:]
-    res = json.loads((tmp_path / "out.json").read_text())
+    top = "lcp_reused"
+    res = axi_tb.run(tmp_path, top, verilog.convert(ReusedEngine(prog), name=top, emit_src=False),
+                     words, img, base=base, out_words=len(outs),
+                     max_cycles=int(outs[-1]) + 1000, ram_bytes=base + img.nbytes + 4096)
     return prog, xq, words, res
 
 
