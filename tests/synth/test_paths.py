@@ -59,4 +59,4 @@ def test_worst_path_follows_the_slowest_arc_and_counts_routing():
     p = worst_path(m, delays, net_ps=50)
     # r0 -> l0.I0 -> l1.I1 -> r1.D: 300 + (50 + 200) + (50 + 100) + 50 + 10
     assert p == {"delay_ps": 760, "lut_levels": 2, "carry4": 0, "muxf": 0, "start": "FDRE",
-                 "end": "FDRE"}
+                 "end": "FDRE", "cells": ["FDRE r0", "LUT2 l0", "LUT2 l1", "FDRE r1"]}
