@@ -17,7 +17,8 @@ synthesized netlist, not measured:
 
 DSP48E1 and block RAM ports are start and end points (their internal timing depends on which
 of their pipeline registers Yosys enabled); a path through a DSP48E1's combinational multiplier
-is therefore not followed, and the report says so.
+is therefore not followed, and the report says so: ``dsp_unregistered`` counts the slices with
+neither their M nor their P register, whose multiply (several ns) such a path would add.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def cell_delays(cells_sim: str) -> dict[str, dict]:
 def worst_path(module: dict, delays: dict[str, dict[str, int]], net_ps: int = NET_PS) -> dict:
     """The slowest start-to-end path of one flattened module of a Yosys JSON netlist.
 
-    Returns ``{"delay_ps", "lut_levels", "carry4", "muxf", "start", "end", "cells"}``:
+    Returns ``{"delay_ps", "lut_levels", "carry4", "muxf", "start", "end", "cells",
+    "dsp_unregistered"}``:
     ``delay_ps`` from the start point's clock-to-out to the end point's setup, every hop's
     ``net_ps`` included; ``start``/``end`` name the cell types; ``cells`` the path's cells from
     start to end (``"type name @ src"``: what to pipeline). A module without a register path gives
@@ -163,6 +165,9 @@ def worst_path(module: dict, delays: dict[str, dict[str, int]], net_ps: int = NE
         if d > worst["delay_ps"]:
             worst = {"delay_ps": d, "lut_levels": a[1], "carry4": a[2], "muxf": a[3],
                      "start": a[4], "end": t, "end_bit": b, "end_cell": end_name}
+    worst["dsp_unregistered"] = sum(
+        1 for c in cells.values() if c["type"].lstrip("\\") == "DSP48E1"
+        and not any(int(str(c.get("parameters", {}).get(r, "1")), 2) for r in ("MREG", "PREG")))
     if worst["start"] is not None:
         end_cell = worst.pop("end_cell")
         worst["cells"] = trace(worst.pop("end_bit"), end_cell if end_cell in cells else None)
