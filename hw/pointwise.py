@@ -97,16 +97,20 @@ class ThresholdPlan(_PerElementPlan):
 
     def resources(self) -> Resources:
         lanes, L, tb = self.in_fmt.lanes, self.L, self.t_shape.width
+        ff = lanes * self.out_fmt.bits + 1 + (max(self.period - 1, 1).bit_length()
+                                              if self.period > 1 else 0)
         if self.constant:
-            cmp = lanes * L * math.ceil(tb / 2)
-            rom = Resources()
+            # comparisons with constants: Yosys shares the monotonic thresholds' logic with the
+            # count (about tb/4 LUTs per comparison, count included; XC7Z020 syntheses of the
+            # CifarNet-split8 branch: 45-61 LUTs per lane for 15 thresholds of 13-17 bits)
+            return Resources(lut=lanes * L * tb / 4 + 10, ff=ff)
         else:
             cmp = lanes * L * tb
             bits = lanes * L * tb
             rom = (Resources(lut=bits * math.ceil(self.period / 64)) if self.period <= 64
                    else Resources(lut=10, bram=bram36(bits, self.period)))
         pop = lanes * L
-        return rom + Resources(lut=cmp + pop + 10, ff=lanes * self.out_fmt.bits + 12)
+        return rom + Resources(lut=cmp + pop + 10, ff=ff)
 
     def build(self) -> "ThresholdEngine":
         return ThresholdEngine(self)
