@@ -19,7 +19,8 @@ magnitude). 7-series: a least-squares line through the worst paths that :mod:`lc
 measured per engine in the ``synth_xilinx`` netlist of the CifarNet-split8 branch at the XC7Z020
 budget (:data:`XC7_FIT`; Yosys merges a stage's adders into one ``$macc``, about two LUT levels
 per tree level): its slope rounded up, its overhead raised until the line covers every
-measured path (the constant engine's CSD negations make its stage one level deeper). A stage of ``k`` levels must fit ``overhead + k * level`` into the
+measured path (the constant engine's CSD negations make its first stage one level deeper). A
+stage of ``k`` levels must fit ``overhead + k * level`` into the
 period; the accumulate stage (one add and a multiplexer) is assumed to fit whenever one level
 does.
 """
@@ -35,16 +36,19 @@ DELAY_NS = {
     "asap7": {"level": 0.19, "overhead": 0.22},
     "osu018": {"level": 1.5, "overhead": 1.8},
     "ecp5": {"level": 2.2, "overhead": 2.5},
-    "xc7": {"level": 1.75, "overhead": 2.1},
+    "xc7": {"level": 1.65, "overhead": 4.1},
 }
 
 #: The 7-series fit: (engine, adder levels in its slowest stage, worst path ns) of the
-#: CifarNet-split8 branch 0 folded for the XC7Z020 with ``tree_k = 8`` (``lcp synth --fpga
-#: xc7z020``: 14.54, 14.30, 9.62 and 6.91 ns; dense0's path starts at a block RAM, whose 2.45 ns
-#: clock-to-out replaced by a flip-flop's 0.30 ns). The line through them: 1.73 ns per level,
-#: 1.29 ns overhead.
-XC7_FIT = (("conv1, LUT multipliers", 8, 14.54), ("conv0, CSD constants", 7, 14.30),
-           ("dense1, LUT multipliers", 5, 9.62), ("dense0, LUT multipliers", 2, 4.76))
+#: CifarNet-split8 branch 0 folded for the XC7Z020 (``lcp synth --fpga xc7z020``), built with
+#: ``tree_k = 8`` and again with ``tree_k = 4``; dense0's path starts at a block RAM, whose
+#: 2.45 ns clock-to-out is replaced by a flip-flop's 0.30 ns. The least-squares line through
+#: them: 1.61 ns per level, 2.39 ns overhead.
+XC7_FIT = (("conv1, LUT multipliers + DSP48", 8, 14.54), ("conv1, tree_k 4", 4, 9.21),
+           ("conv0, CSD constants", 7, 14.30), ("conv0, tree_k 4", 4, 10.66),
+           ("dense1, LUT multipliers", 5, 9.62), ("dense1, tree_k 4", 4, 8.30),
+           ("dense0, LUT multipliers", 2, 4.76))
+
 _ALIASES = {"xc7z020": "xc7", "7series": "xc7"}
 
 
