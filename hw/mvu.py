@@ -120,8 +120,11 @@ class MvuParams:
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
                  dsp: int | None = None, *, gather: np.ndarray | None = None,
                  x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None,
-                 tree_k: int = 0):
+                 tree_k: int = 0, windowed: bool = True):
         self.name = layer.name
+        #: The operands come from a window (``"window"`` mode: a multiplexer picks each
+        #: step's ``SIMD`` of them); ``False``: ``SIMD`` per beat from a stream (dense).
+        self.windowed = bool(windowed)
         #: Adder-tree levels per pipeline stage (0: the whole tree in one stage).
         self.tree_k = int(tree_k)
         if self.tree_k < 0:
@@ -328,12 +331,16 @@ class MvuParams:
         tree = pe * max(simd - 1, 0) * (wb + xb + math.log2(max(simd, 2)) / 2)
         accl = 2 * pe * acc
         rom = self._rom(lanes * wb)
-        mux = simd * xb * (self.fi - 1) / 2 if self.fi > 1 and self.gather is None else gmux
+        mux = (simd * xb * (self.fi - 1) / 2 if self.fi > 1 and self.gather is None
+               and self.windowed else gmux)
         bias = pe * acc * math.ceil(self.fo / 64) if self.fo > 1 else 0
         return rom + Resources(lut=mult_lut + tree + accl + mux + bias + 40, ff=ff, dsp=dsp)
 
     def _rom(self, width: int) -> Resources:
-        """Weight ROM of ``width`` bits x ``steps`` words (LUTRAM up to 64 deep, else BRAM)."""
+        """Weight ROM of ``width`` bits x ``steps`` words (LUTRAM up to 64 deep, else BRAM;
+        two words: each bit a constant or the address bit, absorbed by the multipliers)."""
+        if self.steps <= 2:
+            return Resources()
         if self.steps <= 64:
             return Resources(lut=width * math.ceil(self.steps / 64))
         return Resources(lut=10, bram=bram36(width, self.steps))
@@ -710,7 +717,7 @@ class DensePlan:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k)
+                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k, windowed=False)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
