@@ -152,7 +152,9 @@ def markdown(results_dir, runs=None) -> str:
              "the faster of the dataflow design, its big layers reading weights from DRAM, and "
              "one reused engine with weights from DRAM over the 64-bit HP port), microseconds "
              "at 100 MHz, next to the paper's milliseconds (PYNQ-Z1, 100 MHz). `df` = dataflow, "
-             "`re PExSIMD` = reused engine.", "",
+             "`re PExSIMD` = reused engine (its generator, lcp.hw.reuse_engine, is bit-exact "
+             "against golden and cycle-exact against this model on a reduced VGG16 in "
+             "Verilator, tests/hw/test_reuse_rtl.py).", "",
              "| model | input | " + " | ".join(f"{c[0]} (ours / paper)" for c in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for name, arch, shape in ROWS:

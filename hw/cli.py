@@ -15,6 +15,8 @@ from .build import generate
 from .delay import tree_levels_per_stage
 from .folding import Folding
 from .reuse import choose_reused
+from .reuse_engine import write_build
+from .reuse_program import ReusedProgram
 
 __all__ = ["register"]
 
@@ -73,20 +75,26 @@ def register(app: typer.Typer) -> None:
             if budget is None or fold is not None or target_cycles is not None:
                 raise
             # no dataflow design fits the device, not even with weights from DRAM: the
-            # branch runs layer after layer on one reused engine (a cycle model, no Verilog)
+            # branch runs phase after phase on one reused engine
             c = choose_reused(m, budget, scope=scope, index=branch or 0)
             output.mkdir(parents=True, exist_ok=True)
             rep = {**c.to_json(), "model": m.name, "scope": scope, "budget": budget,
                    "dataflow": str(e), "layers": c.layers}
+            prog = ReusedProgram(m, c.pe, c.simd, scope=scope, index=branch or 0)
+            try:
+                rep["build"] = write_build(prog, output)
+                made = f"{rep['build']['verilog']} + {rep['build']['weights']}"
+            except IRError as why:
+                rep["build"] = {"error": str(why)}
+                made = f"cycle model only: {why}"
             (output / "report.json").write_text(json.dumps(rep, indent=1))
             r = c.resources.to_json()
             what = "LCP core" if scope == "core" else f"branch {branch}"
             typer.echo(f"{m.name} {what}: no dataflow design fits {budget}; served by one "
                        f"reused {c.pe}x{c.simd} engine with weights from DRAM "
                        f"({c.dram_bytes:,} bytes per image over the HP port): latency "
-                       f"{c.latency:,} cycles (cycle model, no Verilog generator for this "
-                       f"engine); estimate {r['lut']} LUT, {r['ff']} FF, {r['dsp']} DSP, "
-                       f"{r['bram36']} BRAM36 -> {output / 'report.json'}")
+                       f"{c.latency:,} cycles (cycle model); estimate {r['lut']} LUT, "
+                       f"{r['ff']} FF, {r['dsp']} DSP, {r['bram36']} BRAM36 -> {made}")
             return
         r = b.resources.to_json()
         what = "LCP core" if scope == "core" else f"branch {branch}"

@@ -39,6 +39,9 @@ offset      name              access  reset       contents
 0x078       OUT_FORMAT        r       -           as IN_FORMAT, for the result (m_axis)
 0x07C       OUT_DIM0..2       r       -           result shape
 0x088       OUT_LO, OUT_HI    r       -           result integer range
+0x090       WEIGHT_BASE       rw      0x00000000  byte address of the weight image in DRAM
+                                                  (``w_base`` of engines reading weights over
+                                                  the HP port; register map 1.1)
 ==========  ================  ======  ==========  ==============================================
 
 Watchdog (when ``WATCHDOG`` > 0): while an image is in flight and no stream word moves for
@@ -85,6 +88,8 @@ class RegisterFile(wiring.Component):
         One-cycle pulses (``CTRL.CLEAR``, ``CTRL.SOFT_RESET``).
     batch, watchdog : Out(32)
         ``BATCH`` (0 reads as written, acts as 1 in the top) and ``WATCHDOG``.
+    weight_base : Out(32)
+        ``WEIGHT_BASE``: where an engine reading weights from DRAM finds them.
     busy, in_ready, out_valid : In(1)
         Live state for ``STATUS``.
     error_set : In(Error.layout())
@@ -242,6 +247,11 @@ class RegisterFile(wiring.Component):
         def words(cls, info):
             return [_s32(info.out.lo), _s32(info.out.hi)]
 
+    class WeightBase(Register, offset=0x090, name="WEIGHT_BASE"):
+        """byte address of the weight image in DRAM (the engines' w_base)"""
+        fields = (Field("address", 32, "rw"),)
+        reset = 0
+
     #: Every register, by offset.
     MAP: ClassVar[tuple[type[Register], ...]] = ()
 
@@ -253,7 +263,7 @@ class RegisterFile(wiring.Component):
         members = axil_members("s_axi_control", AXIL_ADDR_WIDTH)
         members.update({
             "run": Out(1), "clear": Out(1), "soft_reset": Out(1),
-            "batch": Out(32), "watchdog": Out(32),
+            "batch": Out(32), "watchdog": Out(32), "weight_base": Out(32),
             "busy": In(1), "in_ready": In(1), "out_valid": In(1),
             "error_set": In(RegisterFile.Error.layout()),
             "cycles": In(64), "busy_cycles": In(64), "frames_in": In(32), "frames_out": In(32),
@@ -271,6 +281,7 @@ class RegisterFile(wiring.Component):
         error = Signal(R.Error.layout())
         batch = Signal(32, init=R.Batch.reset)
         watchdog = Signal(32, init=R.Watchdog.reset)
+        weight_base = Signal(32, init=R.WeightBase.reset)
         cyc_hi = Signal(32)
         busy_hi = Signal(32)
 
@@ -313,12 +324,14 @@ class RegisterFile(wiring.Component):
                     m.d.sync += batch.eq((batch & ~mask) | wbits)
                 with m.Case(R.Watchdog.offset >> 2):
                     m.d.sync += watchdog.eq((watchdog & ~mask) | wbits)
+                with m.Case(R.WeightBase.offset >> 2):
+                    m.d.sync += weight_base.eq((weight_base & ~mask) | wbits)
         # sticky flags: a flag raised in the same cycle as a clear stays set
         m.d.sync += error.as_value().eq(
             Mux(pulse_clear, 0, error.as_value() & ~err_clear) | self.error_set.as_value())
         m.d.comb += [self.run.eq(ctrl.run), self.clear.eq(pulse_clear),
                      self.soft_reset.eq(pulse_reset), self.batch.eq(batch),
-                     self.watchdog.eq(watchdog)]
+                     self.watchdog.eq(watchdog), self.weight_base.eq(weight_base)]
 
         # -- read channel: one outstanding read, data registered --------------------------
         rvalid, rdata = Signal(), Signal(32)
@@ -334,7 +347,7 @@ class RegisterFile(wiring.Component):
         live = {
             R.Ctrl.offset: ctrl.as_value() & 1, R.Status.offset: status.as_value(),
             R.Error.offset: error.as_value(), R.Batch.offset: batch,
-            R.Watchdog.offset: watchdog,
+            R.Watchdog.offset: watchdog, R.WeightBase.offset: weight_base,
             R.Cycles.offset: self.cycles[:32], R.Cycles.offset + 4: cyc_hi,
             R.BusyCycles.offset: self.busy_cycles[:32], R.BusyCycles.offset + 4: busy_hi,
             R.FramesIn.offset: self.frames_in, R.FramesOut.offset: self.frames_out,

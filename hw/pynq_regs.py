@@ -22,9 +22,9 @@ __all__ = ["PYNQ_TOP_VERSION", "REGMAP_VERSION", "TOP_NAME", "VLNV", "ID_MAGIC",
 
 
 #: Bumped whenever the generated top changes for the same engine.
-PYNQ_TOP_VERSION = "1"
+PYNQ_TOP_VERSION = "2"
 #: Register map version (major, minor): major changes break drivers, minor ones add registers.
-REGMAP_VERSION = (1, 0)
+REGMAP_VERSION = (1, 1)
 #: Top module name.
 TOP_NAME = "lcp_pynq"
 #: VLNV of the packaged IP (the driver binds to it, :mod:`lcp.synth.bitstream` packages it).

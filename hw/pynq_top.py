@@ -279,14 +279,16 @@ def generate_pynq(model: Model, out_dir: str | Path, *, folding: Folding | None 
     return PynqBuild(out, vpath, info, b.folding, rep)
 
 
-#: This module's source, in the cache key: an edited top never reuses a stale build.
-_SOURCE_HASH = source_digest(Path(__file__))[:12]
+#: The top's sources (this module, the register block and the register contract), in the
+#: cache key: an edited top or register map never reuses a stale build.
+_SOURCE_HASH = source_digest(*(Path(__file__).with_name(f) for f in
+                               ("pynq_top.py", "pynq_axil.py", "pynq_regs.py")))[:12]
 
 
 def cached_pynq_build(model: Model, folding: Folding, *, scope: str = "core", index: int = 0,
                       root: Path | None = None) -> PynqBuild:
     """:func:`generate_pynq` into ``root/KEY`` unless it exists (``KEY``: the engine's cache key,
-    :data:`PYNQ_TOP_VERSION` and this module's source hash; ``root`` defaults to
+    :data:`PYNQ_TOP_VERSION` and the top's source hash; ``root`` defaults to
     ``cache_root()/pynq``; :func:`lcp.cache.build_once`)."""
     def load_build(d: Path) -> PynqBuild:
         j = json.loads((d / "lcp_engine.json").read_text())

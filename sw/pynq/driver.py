@@ -54,6 +54,8 @@ import pynq
 from lcp.frames import Port, pack_frames, unpack_frames
 from lcp.ir import IRError, Model
 
+from .weights import WeightBuffer
+
 __all__ = ["VLNV", "PynqError", "BoardUnavailable", "ModelMismatch", "InputMismatch",
            "DriverTimeout", "DmaError", "LcpEngine", "LcpDriver"]
 
@@ -166,6 +168,19 @@ class LcpEngine(pynq.DefaultIP):
         return {"scope": "branch" if f["branch"] else "core", "index": f["index"],
                 "branches": f["branches"]}
 
+    def set_weight_base(self, address: int) -> None:
+        """Write ``WEIGHT_BASE`` (the DRAM address of the weight image) and check it reads
+        back; :class:`PynqError` when the build's register map (before 1.1) has none."""
+        if self._regs is not None and "WEIGHT_BASE" not in self._regs:
+            raise PynqError(f"this build's register map {tuple(self.regmap['version'])} has "
+                            f"no WEIGHT_BASE register (added in 1.1): rebuild the bitstream")
+        if not 0 <= int(address) < 1 << 32:
+            raise PynqError(f"weight address 0x{int(address):X} is not a 32-bit address")
+        self.write("WEIGHT_BASE", address)
+        got = self.read("WEIGHT_BASE")
+        if got != int(address):
+            raise PynqError(f"WEIGHT_BASE reads 0x{got:08X} after writing 0x{int(address):08X}")
+
     # -- control --------------------------------------------------------------------------
     def start(self, watchdog: int = 0) -> None:
         """Reset the engine, zero the counters and flags, set the watchdog, accept input."""
@@ -263,6 +278,7 @@ class LcpDriver:
                             f"{limit} (c_sg_length_width too small)")
         self.batch = max(1, min(batch, limit // per))
         self._bufs = None
+        self.weights: WeightBuffer | None = None
         self.calls = 0
         self.last_call: dict = {}
         wd = 16 * max(self.model_latency, self.model_interval, 1000)
@@ -461,9 +477,23 @@ class LcpDriver:
         return {**self.hw, "model": self.doc["engine"]["model"], "batch": self.batch,
                 "counters": self.engine.counters()}
 
+    def load_weights(self, design) -> WeightBuffer:
+        """Allocate and fill the DRAM weight buffer of ``design`` (a plan graph with DRAM
+        layers or a reused-engine program, :class:`~lcp.sw.pynq.weights.WeightBuffer`) and
+        point the engine's ``WEIGHT_BASE`` at it; kept until :meth:`close`."""
+        if self.weights is not None:
+            self.weights.close()
+        self.weights = WeightBuffer(design, allocate=self.allocate)
+        self.weights.attach(self.engine)
+        return self.weights
+
     def close(self) -> None:
-        """Free the DMA buffers; close the owner (simulated board) if it has ``close``."""
+        """Free the DMA and weight buffers; close the owner (simulated board) if it has
+        ``close``."""
         self._free_buffers()
+        if self.weights is not None:
+            self.weights.close()
+            self.weights = None
         close = getattr(self.owner, "close", None)
         if callable(close) and not isinstance(self.owner, pynq.Overlay):
             close()

@@ -1,13 +1,15 @@
-"""The DRAM weight buffer of a design whose layers read their weights from DRAM.
+"""The DRAM weight buffer of a design whose engines read their weights from DRAM.
 
 :class:`WeightBuffer` allocates one contiguous buffer with ``pynq.allocate`` (or the simulated
-board's ``allocate``), copies every DRAM layer's packed weights into it
-(:func:`lcp.hw.weightstream.pack_blocks`, each image at a 4 KiB-aligned offset), writes it back
-from the CPU caches (``flush``) and gives each layer's physical address, the ``w_base`` its
-engine reads from over the HP port. The buffer stays allocated as long as the object lives.
-
-Not yet wired: the PYNQ top (:mod:`lcp.hw.pynq_top`) has no register for the addresses (its
-designs keep every weight on chip); the addresses are what such a register would receive.
+board's ``allocate``) and copies the weight images into it: for a dataflow design
+(a :class:`~lcp.hw.graph.PlanGraph`) every DRAM layer's packed weights
+(:func:`lcp.hw.weightstream.pack_blocks`, each at a 4 KiB-aligned offset); for the reused
+engine (a :class:`~lcp.hw.reuse_program.ReusedProgram`) its one image
+(:meth:`~lcp.hw.reuse_program.ReusedProgram.dram_image`). It writes the buffer back from the CPU
+caches (``flush``) and gives its physical address :attr:`WeightBuffer.base` (and each
+layer's, ``base + offset``). :meth:`WeightBuffer.attach` writes ``base`` into the engine's
+``WEIGHT_BASE`` register (register map 1.1, :class:`lcp.hw.pynq_axil.RegisterFile`). The
+buffer stays allocated as long as the object lives.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pynq
 
+from lcp.hw.reuse_program import ReusedProgram
 from lcp.hw.weightstream import DramConvPlan, DramDensePlan, pack_blocks
 
 __all__ = ["WeightBuffer", "ALIGN"]
@@ -24,8 +27,9 @@ ALIGN = 4096
 
 
 class WeightBuffer:
-    """Weights of every DRAM layer of ``graph`` (a :class:`~lcp.hw.graph.PlanGraph`) in one
-    buffer from ``allocate`` (default ``pynq.allocate``).
+    """The weights of ``design`` (a :class:`~lcp.hw.graph.PlanGraph`: its DRAM layers; or a
+    :class:`~lcp.hw.reuse_program.ReusedProgram`: its image, named ``"reused"``) in one buffer
+    from ``allocate`` (default ``pynq.allocate``).
 
     Members
     -------
@@ -37,10 +41,13 @@ class WeightBuffer:
         the buffer has no physical address).
     """
 
-    def __init__(self, graph, allocate=None):
+    def __init__(self, design, allocate=None):
         allocate = allocate if allocate is not None else pynq.allocate
-        images = {n.plan.layer.name: pack_blocks(n.plan.mvu) for n in graph.nodes
-                  if isinstance(n.plan, (DramConvPlan, DramDensePlan))}
+        if isinstance(design, ReusedProgram):
+            images = {"reused": design.dram_image()}
+        else:
+            images = {n.plan.layer.name: pack_blocks(n.plan.mvu) for n in design.nodes
+                      if isinstance(n.plan, (DramConvPlan, DramDensePlan))}
         self.offsets, end = {}, 0
         for name, img in images.items():
             self.offsets[name] = end
@@ -51,8 +58,13 @@ class WeightBuffer:
             self.buffer[off:off + img.size] = img
         if hasattr(self.buffer, "flush"):
             self.buffer.flush()
-        base = int(getattr(self.buffer, "physical_address", 0))
-        self.addresses = {name: base + off for name, off in self.offsets.items()}
+        self.base = int(getattr(self.buffer, "physical_address", 0))
+        self.addresses = {name: self.base + off for name, off in self.offsets.items()}
+
+    def attach(self, engine) -> None:
+        """Point ``engine`` (an :class:`~lcp.sw.pynq.driver.LcpEngine`) at the buffer: write
+        :attr:`base` into ``WEIGHT_BASE`` and read it back."""
+        engine.set_weight_base(self.base)
 
     @property
     def nbytes(self) -> int:

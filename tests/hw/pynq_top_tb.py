@@ -24,6 +24,7 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
 
 CTRL, STATUS, ERROR, BATCH, WATCHDOG = 0x08, 0x0C, 0x10, 0x14, 0x18
 CYCLES, BUSY_CYCLES, FRAMES_IN, FRAMES_OUT = 0x20, 0x28, 0x30, 0x34
+WEIGHT_BASE = 0x90
 RUN, CLEAR, SOFT_RESET = 1, 2, 4
 PARTIAL_FRAME, IN_STARVED, OUT_BLOCKED, STALL = 1, 2, 4, 8
 BUSY, IDLE = 2, 4
@@ -85,6 +86,11 @@ async def registers(dut):
     assert await tb.rd(BATCH) == 0x1234_AA78
     await tb.wr(WATCHDOG, 77)
     assert await tb.rd(WATCHDOG) == 77
+    assert await tb.rd(WEIGHT_BASE) == 0
+    await tb.wr(WEIGHT_BASE, 0x1001_2000)
+    assert await tb.rd(WEIGHT_BASE) == 0x1001_2000
+    await tb.axil.write(WEIGHT_BASE + 3, b"\x3F")       # byte lane 3 (WSTRB = 0b1000)
+    assert await tb.rd(WEIGHT_BASE) == 0x3F01_2000
     await tb.wr(0x000, 0)                                # ID is read-only
     assert await tb.rd(0x000) == tb.exp["consts"]["0"]
     assert await tb.rd(0x800) == 0                       # unmapped

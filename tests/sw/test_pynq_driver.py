@@ -17,10 +17,14 @@ from lcp.hw.plumbing import unpack_frames as hw_unpack
 from lcp.ir import save
 from lcp.sw.cli import main as lcp_main
 from lcp.frames import Port, pack_frames, unpack_frames
+from lcp.hw.reuse_program import ReusedProgram
 from lcp.sw.pynq.driver import (BoardUnavailable, DriverTimeout, InputMismatch, LcpDriver,
-                                ModelMismatch)
+                                ModelMismatch, PynqError)
 from lcp.sw.pynq.executors import PynqExecutor, PynqSimExecutor
+from lcp.sw.pynq.sim import DDR_BASE
+from lcp.sw.pynq.weights import ALIGN
 
+from tests.hw.test_reuse_rtl import vgg_like
 from tests.pynq_common import other_model, tiny_build, tiny_model
 
 
@@ -100,6 +104,29 @@ def test_registers_report_the_build(sim):
     assert info["digest"] == sim.model.digest()
     assert info["input"]["shape"] == (1, 6, 6) and info["output"]["shape"] == (3,)
     assert info["counters"]["frames_in"] == info["counters"]["frames_out"]
+
+
+def test_weight_buffer_is_loaded_into_the_simulated_ddr_and_its_address_set(sim):
+    """The driver allocates the reused engine's weight image in the simulated board's DDR (the
+    file its DMA model reads) and writes the buffer's address into WEIGHT_BASE, read back over
+    AXI4-Lite from the Verilated top; the engine keeps computing golden results."""
+    prog = ReusedProgram(vgg_like(), 2, 8)
+    img = prog.dram_image()
+    wb = sim.driver.load_weights(prog)
+    assert wb.base >= DDR_BASE and (wb.base - DDR_BASE) % ALIGN == 0
+    assert wb.addresses == {"reused": wb.base} and wb.nbytes >= img.size
+    assert sim.driver.engine.read("WEIGHT_BASE") == wb.base
+    with open(sim.board._ddr.path, "rb") as f:        # the DDR as the simulator sees it
+        f.seek(wb.base - DDR_BASE)
+        assert f.read(img.size) == img.tobytes()
+    first = wb.base
+    wb2 = sim.driver.load_weights(prog)                   # a reload replaces the buffer
+    assert sim.driver.engine.read("WEIGHT_BASE") == wb2.base
+    with pytest.raises(PynqError, match="not a 32-bit address"):
+        sim.driver.engine.set_weight_base(1 << 32)
+    assert sim.driver.engine.read("WEIGHT_BASE") == wb2.base != 0 and first >= DDR_BASE
+    xq = _xq(3, seed=4)
+    assert np.array_equal(sim.run_int(xq), Golden(sim.model).run_int(xq))
 
 
 def _driver(sim, model):

@@ -34,3 +34,19 @@ def test_buffer_holds_each_dram_layer_at_its_address():
         np.testing.assert_array_equal(wb.buffer[off:off + img.size], img)
     a, b = sorted(wb.offsets.values())
     assert b - a >= pack_blocks(plans[min(wb.offsets, key=wb.offsets.get)].mvu).size
+
+
+def test_buffer_holds_the_reused_engines_image_at_base():
+    from lcp.hw.reuse_program import ReusedProgram
+
+    class Buf(np.ndarray):
+        physical_address = 0x1800_0000
+
+    prog = ReusedProgram(_net(wide=12), 2, 8)
+    wb = WeightBuffer(prog, allocate=lambda shape, dtype: np.zeros(shape, dtype).view(Buf))
+    img = prog.dram_image()
+    assert wb.base == 0x1800_0000 and wb.addresses == {"reused": wb.base}
+    np.testing.assert_array_equal(wb.buffer[:img.size], img)
+    written = []
+    wb.attach(type("E", (), {"set_weight_base": lambda self, a: written.append(a)})())
+    assert written == [wb.base]
