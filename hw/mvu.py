@@ -660,7 +660,7 @@ class ConvPlan:
     def resources(self) -> Resources:
         g, bits = self.geo, self.in_fmt.bits
         width, depth = g.line_buffer_bits(bits)
-        win_regs = 2 * g.window * bits
+        win_regs = g.window * bits          # the shift register (the MVU counts its copy)
         mask = g.window * bits / 2
         return (_line_buffer_cost(width, depth) + self.mvu.resources()
                 + Resources(lut=mask + 40, ff=win_regs + 32))
