@@ -7,6 +7,10 @@ Ports of the top module ``lcp_pynq`` (Verilog names)::
     s_axi_control_{aw,w,b,ar,r}*           AXI4-Lite slave, 32-bit data, 12-bit address
     s_axis_{tdata,tvalid,tready,tlast}     images in (from the DMA's MM2S channel)
     m_axis_{tdata,tvalid,tready,tlast}     results out (to the DMA's S2MM channel)
+    m_axi_{ar*,r*}                         only when the core reads its weights from DRAM (the
+                                           reused engine, :mod:`lcp.hw.pynq_reused`): an AXI4
+                                           read master, 64-bit data (HP0), reading from the
+                                           byte address in ``WEIGHT_BASE``
 
 ``tdata`` is 32 or 64 bits (the DMA's stream width), packed as :mod:`lcp.hw.build` documents:
 one image is ``IN_WORDS`` words, one result ``OUT_WORDS`` words. Input ``tlast`` is not needed
@@ -16,7 +20,8 @@ raises ``ERROR.PARTIAL_FRAME``. Output ``tlast`` is asserted on the last word of
 writes ``BATCH`` = images per transfer. The registers are :mod:`lcp.hw.pynq_axil` (the map)
 and :mod:`lcp.hw.pynq_regs` (the contract with the driver: register types, :class:`EngineInfo`).
 
-:func:`generate_pynq` writes the top (``lcp_pynq.v``), the engine build files of
+:func:`generate_pynq_reused` writes the same top around the reused engine (and its DRAM image,
+``weights.bin``). :func:`generate_pynq` writes the top (``lcp_pynq.v``), the engine build files of
 :func:`lcp.hw.build.generate`, and ``lcp_engine.json`` (the ``EngineInfo``, the register map
 and the stream formats), which the driver :mod:`lcp.sw.pynq.driver` reads; ``REGISTERS.md`` is
 the same map as a table. :func:`cached_pynq_build` keeps builds in a content-addressed cache.
@@ -37,14 +42,19 @@ from amaranth.lib.wiring import In, Out
 from lcp.cache import build_once, cache_root, digest, source_digest
 from lcp.ir import IRError, Model
 
+from .axiread import axi_read_signature
+from .base import DEVICES
 from .build import GENERATOR_VERSION, cache_key, generate
 from .folding import Folding
 from .graph import PlanGraph
 from .pynq_axil import RegisterFile, axil_members, register_values, regmap_json, regmap_markdown
 from .pynq_regs import (AXIL_ADDR_WIDTH, CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, DMA_WIDTHS,
                         ENGINE_INSTANCE, PYNQ_TOP_VERSION, TOP_NAME, VLNV, EngineInfo)
+from .pynq_reused import ReusedDesign
+from .reuse_program import ReusedProgram
 
-__all__ = ["PynqTop", "PynqBuild", "generate_pynq", "cached_pynq_build", "soc_json"]
+__all__ = ["PynqTop", "PynqBuild", "generate_pynq", "generate_pynq_reused", "cached_pynq_build",
+           "soc_json", "write_engine_files"]
 
 
 # -- the top level ---------------------------------------------------------------------------
@@ -54,8 +64,12 @@ class PynqTop(wiring.Component):
 
     Parameters
     ----------
-    graph : PlanGraph
-        The engine (:func:`lcp.hw.build.lower`), wrapped as its :class:`~lcp.hw.graph.GraphTop`.
+    graph : PlanGraph or ReusedDesign
+        The engine (:func:`lcp.hw.build.lower`), wrapped as its :class:`~lcp.hw.graph.GraphTop`;
+        or the reused engine (:class:`lcp.hw.pynq_reused.ReusedDesign`), whose core reads its
+        weights from DRAM: the top then has its AXI4 read master as ``m_axi_*``
+        (:func:`lcp.hw.axiread.axi_read_signature`; HP0 in the block design) and feeds it
+        ``WEIGHT_BASE``.
     info : EngineInfo
         What the registers report; must describe ``graph``'s ports.
 
@@ -68,8 +82,8 @@ class PynqTop(wiring.Component):
     """
 
     def __init__(self, *, graph: PlanGraph, info: EngineInfo):
-        if not isinstance(graph, PlanGraph):
-            raise TypeError(f"Graph must be a PlanGraph, not {graph!r}")
+        if not isinstance(graph, (PlanGraph, ReusedDesign)):
+            raise TypeError(f"Graph must be a PlanGraph or a ReusedDesign, not {graph!r}")
         if not isinstance(info, EngineInfo):
             raise TypeError(f"Engine info must be an EngineInfo, not {info!r}")
         for what, w in (("input", graph.in_width), ("output", graph.out_width)):
@@ -88,7 +102,14 @@ class PynqTop(wiring.Component):
             "m_axis_tdata": Out(graph.out_width), "m_axis_tvalid": Out(1),
             "m_axis_tready": In(1), "m_axis_tlast": Out(1),
         })
+        if self.reads_dram:
+            members.update(axi_read_signature())
         super().__init__(members)
+
+    @property
+    def reads_dram(self) -> bool:
+        """The core reads its weights from DRAM (the top has ``m_axi_*``)."""
+        return bool(getattr(self._graph, "reads_dram", False))
 
     @property
     def graph(self) -> PlanGraph:
@@ -113,6 +134,11 @@ class PynqTop(wiring.Component):
         soft = Signal()
         m.submodules.engine = ResetInserter({"sync": soft})(engine)
         m.d.comb += soft.eq(regs.soft_reset)
+        if self.reads_dram:
+            m.d.comb += engine.w_base.eq(regs.weight_base)
+            for name, member in axi_read_signature().items():
+                port, theirs = getattr(self, name), getattr(engine, name)
+                m.d.comb += port.eq(theirs) if member.flow == wiring.Out else theirs.eq(port)
 
         run = regs.run
         in_fire, out_fire = Signal(), Signal()
@@ -196,7 +222,7 @@ class PynqBuild:
     dir: Path
     verilog: Path
     info: EngineInfo
-    folding: Folding
+    folding: Folding | None      # None for the reused engine (lcp_engine.json's folding)
     report: dict
 
     top: ClassVar[str] = TOP_NAME
@@ -228,13 +254,18 @@ def soc_json(info: EngineInfo) -> dict:
     }
 
 
-def _engine_doc(info: EngineInfo, folding: Folding, report: dict) -> dict:
-    return {"format": "lcp-engine", "version": 1, "top": TOP_NAME, "vlnv": VLNV,
-            "pynq_top_version": PYNQ_TOP_VERSION, "generator": GENERATOR_VERSION,
-            "engine": info.to_json(), "regmap": regmap_json(info), "soc": soc_json(info),
-            "folding": folding.to_json(),
-            "model_cycles": report.get("model_cycles", {}),
-            "resources_estimate": report.get("resources_estimate", {})}
+def write_engine_files(out: Path, info: EngineInfo, folding: dict, report: dict) -> None:
+    """Write ``lcp_engine.json`` (``folding``: the design's description) and
+    ``REGISTERS.md`` of a build into ``out``."""
+    doc = {"format": "lcp-engine", "version": 1, "top": TOP_NAME, "vlnv": VLNV,
+           "pynq_top_version": PYNQ_TOP_VERSION, "generator": GENERATOR_VERSION,
+           "engine": info.to_json(), "regmap": regmap_json(info), "soc": soc_json(info),
+           "folding": folding,
+           "model_cycles": report.get("model_cycles", {}),
+           "resources_estimate": report.get("resources_estimate", {})}
+    (out / "lcp_engine.json").write_text(json.dumps(doc, indent=1))
+    (out / "REGISTERS.md").write_text(
+        f"# {TOP_NAME} registers (AXI4-Lite, VLNV {VLNV})\n\n{regmap_markdown()}\n")
 
 
 def generate_pynq(model: Model, out_dir: str | Path, *, folding: Folding | None = None,
@@ -273,10 +304,45 @@ def generate_pynq(model: Model, out_dir: str | Path, *, folding: Folding | None 
     rep = dict(b.report)
     rep["pynq"] = {"file": vpath.name, "seconds": round(time.time() - t0, 1)}
     (out / "report.json").write_text(json.dumps(rep, indent=1))
-    (out / "lcp_engine.json").write_text(json.dumps(_engine_doc(info, b.folding, rep), indent=1))
-    (out / "REGISTERS.md").write_text(
-        f"# {TOP_NAME} registers (AXI4-Lite, VLNV {VLNV})\n\n{regmap_markdown()}\n")
+    write_engine_files(out, info, b.folding.to_json(), rep)
     return PynqBuild(out, vpath, info, b.folding, rep)
+
+
+def generate_pynq_reused(model: Model, out_dir: str | Path, pe: int, simd: int, *,
+                         scope: str = "branch", index: int = 0, in_width: int = 64,
+                         out_width: int = 64, port=None):
+    """Write the PYNQ top of the ``pe x simd`` reused engine of ``model`` (``scope`` /
+    ``index`` as :class:`ReusedProgram`) into ``out_dir``: ``lcp_pynq.v``, ``lcp_engine.json``
+    (its ``folding`` entry :meth:`ReusedDesign.to_json`), ``REGISTERS.md``, ``report.json``
+    and ``weights.bin`` (the DRAM image). Returns a :class:`lcp.hw.pynq_top.PynqBuild` whose
+    ``folding`` is ``None``.
+
+    Raises
+    ------
+    IRError
+        when the engine cannot be built or a register value does not fit.
+    """
+    from amaranth.back import verilog as av
+
+    kw = {} if port is None else {"port": port}
+    prog = ReusedProgram(model, pe, simd, scope=scope, index=index, **kw)
+    design = ReusedDesign(prog, in_width, out_width)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = EngineInfo.of(model, design, "core" if scope == "core" else "branch", index)
+    t0 = time.time()
+    vpath = out / f"{TOP_NAME}.v"
+    vpath.write_text(av.convert(PynqTop(graph=design, info=info), name=TOP_NAME,
+                                emit_src=False))
+    img = prog.dram_image()
+    (out / "weights.bin").write_bytes(img.tobytes())
+    rep = {"engine": "reused", "design": design.to_json(), "model_cycles": design.model_cycles(),
+           "resources_estimate": prog.resources(int(DEVICES["xc7z020"].dsp)).to_json(),
+           "pynq": {"file": vpath.name, "seconds": round(time.time() - t0, 1)},
+           "weights": {"file": "weights.bin", "bytes": int(img.size)}}
+    (out / "report.json").write_text(json.dumps(rep, indent=1))
+    write_engine_files(out, info, design.to_json(), rep)
+    return PynqBuild(out, vpath, info, None, rep)
 
 
 #: The top's sources (this module, the register block and the register contract), in the

@@ -6,6 +6,10 @@ requests of :class:`lcp.sw.pynq.sim.SimDevice` (:mod:`lcp.sw.pynq.wire`):
 
 - register reads and writes in the engine's window are real AXI4-Lite transactions on the top's
   ``s_axi_control`` port (cocotbext-axi ``AxiLiteMaster``);
+- when the top has an AXI4 read master (``m_axi_ar*``/``m_axi_r*``: the reused engine reading
+  its weights, HP0 on the board), :class:`DdrTarget` answers it (cocotbext-axi
+  ``AxiSlaveRead``) from the same DDR file, physical address ``ddr_base + k`` = byte ``k``; a
+  read outside the file answers ``SLVERR``;
 - register reads and writes in the DMA's window go to :class:`DmaModel`, a model of the Xilinx
   AXI DMA in simple mode (PG021: ``DMACR``/``DMASR``/address/``LENGTH`` per channel; a
   ``LENGTH`` write starts a transfer). MM2S reads the shared DDR file and sends the bytes on
@@ -42,15 +46,15 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, First, RisingEdge, Timer
-from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
-                           AxiStreamSource)
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiReadBus, AxiSlaveRead, AxiStreamBus,
+                           AxiStreamFrame, AxiStreamSink, AxiStreamSource)
 
 from lcp.cache import build_once
 from lcp.hw.sim import verilator_env
 
 from . import wire as w
 
-__all__ = ["DmaModel", "serve", "compile_top", "sim_dir", "run", "ENV_CONFIG", "TOP"]
+__all__ = ["DmaModel", "DdrTarget", "serve", "compile_top", "sim_dir", "run", "ENV_CONFIG", "TOP"]
 
 ENV_CONFIG = "LCP_PYNQ_SIM_CONFIG"
 TOP = "lcp_pynq"
@@ -197,6 +201,21 @@ class DmaModel:
             self.changed.set()
 
 
+class DdrTarget:
+    """The shared DDR file as the target of an ``AxiSlaveRead`` (physical addresses)."""
+
+    def __init__(self, ddr, ddr_base: int, ddr_bytes: int):
+        self.ddr, self.ddr_base, self.ddr_bytes = ddr, ddr_base, ddr_bytes
+        self.reads = 0
+
+    async def read(self, address: int, length: int) -> bytes:
+        off = address - self.ddr_base
+        if off < 0 or off + length > self.ddr_bytes:
+            raise ValueError(f"AXI read at 0x{address:08X}: outside the DDR")
+        self.reads += 1
+        return bytes(self.ddr[off:off + length])
+
+
 def _pattern(bits) -> list[int]:
     return [1 if b else 0 for b in (bits or [])]
 
@@ -219,6 +238,10 @@ async def serve(dut):
     os.close(fd)
     dma = DmaModel(src, sink, ddr, int(cfg["ddr_base"]), int(cfg["ddr_bytes"]))
     dma.sink_pattern = _pattern(cfg.get("sink_pause"))
+    if hasattr(dut, "m_axi_arvalid"):
+        AxiSlaveRead(AxiReadBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn,
+                     target=DdrTarget(ddr, int(cfg["ddr_base"]), int(cfg["ddr_bytes"])),
+                     reset_active_level=False)
     if any(_pattern(cfg.get("src_pause"))):
         src.set_pause_generator(itertools.cycle(_pattern(cfg["src_pause"])))
 

@@ -39,7 +39,8 @@ def test_register_file_checks_its_argument():
 
 def test_top_checks_its_arguments(tiny):
     m, g, info = tiny
-    with pytest.raises(TypeError, match=r"^Graph must be a PlanGraph, not None$"):
+    with pytest.raises(TypeError,
+                       match=r"^Graph must be a PlanGraph or a ReusedDesign, not None$"):
         PynqTop(graph=None, info=info)
     with pytest.raises(TypeError, match=r"^Engine info must be an EngineInfo, not 'x'$"):
         PynqTop(graph=g, info="x")

@@ -115,3 +115,28 @@ def test_lint_rejects_broken_verilog(tmp_path):
                  "endmodule\n")
     with pytest.raises(SynthError, match="verilator --lint-only failed"):
         lint(v)
+
+
+def test_reused_engine_project_reads_weights_over_hp0(tmp_path):
+    """The reused engine's project: its top has the AXI4 read master, the IP packager must
+    infer it, the block design puts it on HP0 through the SmartConnect with the DDR in its
+    address space, and the overlay carries the weight image."""
+    from lcp.hw.reuse_program import ReusedProgram
+    from lcp.synth.bitstream import write_project
+
+    from tests.hw.test_reuse_rtl import vgg_like
+
+    m = vgg_like()
+    p = write_project(m, tmp_path / "proj", reused=(2, 8))
+    assert p.reads_dram and p.lint["ok"]
+    tcl = (p.dir / "build.tcl").read_text()
+    for want in ("CONFIG.NUM_SI {3}",
+                 "[get_bd_intf_pins lcp_engine_0/m_axi] [get_bd_intf_pins axi_smc/S02_AXI]",
+                 "-target_address_space [get_bd_addr_spaces lcp_engine_0/m_axi]"):
+        assert want in tcl, want
+    assert "{s_axi_control s_axis m_axis aresetn aclk m_axi}" in \
+        (p.dir / "package_ip.tcl").read_text()
+    img = ReusedProgram(m, 2, 8).dram_image()
+    assert (p.overlay / "weights.bin").read_bytes() == img.tobytes()
+    doc = json.loads((p.overlay / "lcp_engine.json").read_text())
+    assert doc["folding"]["engine"] == "reused" and doc["folding"]["pe"] == 2
