@@ -85,6 +85,8 @@ CASES = [
     # and for 100 MHz on the XC7Z020: LUT levels of the worst path and the Fmax they imply
     SynthCase("cifarnet_split8_branch0_xc7_100", "cifarnet", 8, "branch", ("fpga:xc7z020",),
               clock_mhz=100.0, tech="xc7"),
+    SynthCase("lenet5_split4_core_xc7_100", "lenet5", 4, "core", ("fpga:xc7z020",), images=2,
+              clock_mhz=100.0, tech="xc7"),
 ]
 #: ``--quick``: the demo core on OSU 0.18 um only.
 QUICK = [SynthCase("lenet5_split4_core", "lenet5", 4, "core", ("asic:osu018@100",), images=2)]

@@ -136,7 +136,8 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     interval) gain per unit of cost (LUT, FF and BRAM as fractions of the budget). After
     that, each requantizer (threshold/ReLU) after a wide producer gets the fewest lanes that
     cost at most :data:`NARROW_SLACK` of latency and interval, and the greedy resumes with the
-    freed resources.
+    freed resources. Last, each narrowed requantizer is widened to the lane count that
+    lowers the latency most within what the budget still holds.
     """
     if target is None and budget is None:
         raise IRError("choose a folding for a --target-cycles or a --budget (or both)")
@@ -320,6 +321,23 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
                 break
     if changed:
         t, r = greedy(t, r)
+    # what the budget still holds goes to the narrowed requantizers, where it buys latency
+    for k, grp in enumerate(req):
+        node = by_layer.get(grp[0].name)
+        if node is None or state["lanes"][k] is None or met(t):
+            continue
+        best = None
+        for d in divisors(node.plan.in_fmt.lanes):
+            if d <= state["lanes"][k]:
+                continue
+            trial = list(state["lanes"])
+            trial[k] = None if d == node.plan.in_fmt.lanes else d
+            t2, r2, _ = evaluate(state["pos"], trial)
+            if (fits(r2) and t2.latency < t.latency and t2.interval <= t.interval
+                    and (best is None or t2.latency < best[1].latency)):
+                best = (trial, t2, r2)
+        if best is not None:
+            state["lanes"], t, r = best
     ok = target is None or t.latency <= target
     note = "" if ok else f"latency target {target} not reached"
     if evals >= max_evals:

@@ -13,10 +13,15 @@ registered every ``tree_k`` levels (fold key ``tree_k``). :func:`tree_levels_per
 
 Both are estimates calibrated on this toolkit's own syntheses, not library data: ASAP7 from the
 LeNet-5 split4 core's 564 MHz with whole trees of about 8 levels in one stage (~0.2 ns per level);
-OSU 0.18 um from ASAP7 scaled by the libraries' inverter FO4 ratio (about 8x); ECP5 and 7-series
-from a CCU2C / CARRY4 carry chain of about 12 bits plus a LUT and a route per level (vendor
-data-sheet order of magnitude). A stage of ``k`` levels must fit ``overhead + k * level`` into
-the period; the accumulate stage (one add and a multiplexer) is assumed to fit whenever one level
+OSU 0.18 um from ASAP7 scaled by the libraries' inverter FO4 ratio (about 8x); ECP5 from a CCU2C
+carry chain of about 12 bits plus a LUT and a route per level (vendor data-sheet order of
+magnitude). 7-series: a least-squares line through the worst paths that :mod:`lcp.synth.paths`
+measured per engine in the ``synth_xilinx`` netlist of the CifarNet-split8 branch at the XC7Z020
+budget (:data:`XC7_FIT`; Yosys merges a stage's adders into one ``$macc``, about two LUT levels
+per tree level): its slope rounded up, its overhead raised until the line covers every
+measured path (the constant engine's CSD negations make its first stage one level deeper). A
+stage of ``k`` levels must fit ``overhead + k * level`` into the
+period; the accumulate stage (one add and a multiplexer) is assumed to fit whenever one level
 does.
 """
 
@@ -24,15 +29,26 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["DELAY_NS", "tree_levels_per_stage"]
+__all__ = ["DELAY_NS", "XC7_FIT", "tree_levels_per_stage"]
 
 #: Target -> nanoseconds of one adder level and of a stage's fixed overhead.
 DELAY_NS = {
     "asap7": {"level": 0.19, "overhead": 0.22},
     "osu018": {"level": 1.5, "overhead": 1.8},
     "ecp5": {"level": 2.2, "overhead": 2.5},
-    "xc7": {"level": 1.1, "overhead": 1.2},
+    "xc7": {"level": 1.65, "overhead": 4.1},
 }
+
+#: The 7-series fit: (engine, adder levels in its slowest stage, worst path ns) of the
+#: CifarNet-split8 branch 0 folded for the XC7Z020 (``lcp synth --fpga xc7z020``), built with
+#: ``tree_k = 8`` and again with ``tree_k = 4``; dense0's path starts at a block RAM, whose
+#: 2.45 ns clock-to-out is replaced by a flip-flop's 0.30 ns. The least-squares line through
+#: them: 1.61 ns per level, 2.39 ns overhead.
+XC7_FIT = (("conv1, LUT multipliers + DSP48", 8, 14.54), ("conv1, tree_k 4", 4, 9.21),
+           ("conv0, CSD constants", 7, 14.30), ("conv0, tree_k 4", 4, 10.66),
+           ("dense1, LUT multipliers", 5, 9.62), ("dense1, tree_k 4", 4, 8.30),
+           ("dense0, LUT multipliers", 2, 4.76))
+
 _ALIASES = {"xc7z020": "xc7", "7series": "xc7"}
 
 

@@ -89,6 +89,16 @@ def _packed(m, x, wa, wb, S: int, name: str):
     return lo, hi
 
 
+def _packed_registered(m, en, x, wa, wb, S: int, name: str):
+    """:func:`_packed` with the product registered (under ``en``; Yosys puts the register in
+    the DSP48's P register): the adder-tree terms of ``x * wa`` and of ``x * wb`` (the sign
+    correction of the high part as a term of its own, not an adder in front of the tree)."""
+    p = Signal(signed(2 * S + 2), name=name)
+    with m.If(en):
+        m.d.sync += p.eq(x * (wa + (wb << S)))
+    return [p[:S].as_signed()], [p >> S, p[S - 1]]
+
+
 def _lut_terms(x, w, wbits: int) -> list:
     """Adder-tree terms of ``x * w`` for a signed ``wbits``-bit variable ``w`` (array
     multiplier: one partial product per weight bit, the top one negative)."""
@@ -111,8 +121,11 @@ class MvuParams:
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
                  dsp: int | None = None, *, gather: np.ndarray | None = None,
                  x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None,
-                 tree_k: int = 0):
+                 tree_k: int = 0, windowed: bool = True):
         self.name = layer.name
+        #: The operands come from a window (``"window"`` mode: a multiplexer picks each
+        #: step's ``SIMD`` of them); ``False``: ``SIMD`` per beat from a stream (dense).
+        self.windowed = bool(windowed)
         #: Adder-tree levels per pipeline stage (0: the whole tree in one stage).
         self.tree_k = int(tree_k)
         if self.tree_k < 0:
@@ -205,11 +218,33 @@ class MvuParams:
         return max(self.tree_terms() - 1, 0).bit_length()
 
     @property
+    def dsp_registered(self) -> bool:
+        """Pipelined (``tree_k > 0``) with paired DSP lanes: each DSP48 product is registered
+        (the slice's own P register) in the first tree stage, while the LUT terms go through
+        their first ``tree_k`` levels; a combinational DSP48 multiply (about 4 ns on a -1
+        7-series part) would otherwise sit in front of the tree's levels."""
+        return self.tree_k > 0 and bool(self.dsp_pairs())
+
+    @property
     def tree_stages(self) -> int:
-        """Registers added inside each adder tree: one every ``tree_k`` levels."""
-        if self.tree_k <= 0 or self.tree_depth <= self.tree_k:
+        """Registers added inside each adder tree: one every ``tree_k`` levels (with
+        :attr:`dsp_registered`, the first one also holds the DSP products, whose split
+        terms join the tree after it)."""
+        k = self.tree_k
+        if k <= 0:
             return 0
-        return -(-self.tree_depth // self.tree_k) - 1
+        if not self.dsp_registered:
+            return 0 if self.tree_depth <= k else -(-self.tree_depth // k) - 1
+        paired = self.dsp_pairs()
+        rest = 0
+        for q in range(self.pe):
+            n_lut = sum(self.wbits for s in range(self.simd) if (q - q % 2, s) not in paired)
+            n_dsp = sum(1 + q % 2 for s in range(self.simd) if (q - q % 2, s) in paired)
+            for _ in range(k):
+                n_lut = n_lut if n_lut <= 1 else -(-n_lut // 2)
+            rest = max(rest, n_lut + n_dsp)
+        d2 = max(rest - 1, 0).bit_length()
+        return 1 + (0 if d2 <= k else -(-d2 // k) - 1)
 
     @property
     def latency(self) -> int:
@@ -303,12 +338,16 @@ class MvuParams:
         tree = pe * max(simd - 1, 0) * (wb + xb + math.log2(max(simd, 2)) / 2)
         accl = 2 * pe * acc
         rom = self._rom(lanes * wb)
-        mux = simd * xb * (self.fi - 1) / 2 if self.fi > 1 and self.gather is None else gmux
+        mux = (simd * xb * (self.fi - 1) / 2 if self.fi > 1 and self.gather is None
+               and self.windowed else gmux)
         bias = pe * acc * math.ceil(self.fo / 64) if self.fo > 1 else 0
         return rom + Resources(lut=mult_lut + tree + accl + mux + bias + 40, ff=ff, dsp=dsp)
 
     def _rom(self, width: int) -> Resources:
-        """Weight ROM of ``width`` bits x ``steps`` words (LUTRAM up to 64 deep, else BRAM)."""
+        """Weight ROM of ``width`` bits x ``steps`` words (LUTRAM up to 64 deep, else BRAM;
+        two words: each bit a constant or the address bit, absorbed by the multipliers)."""
+        if self.steps <= 2:
+            return Resources()
         if self.steps <= 64:
             return Resources(lut=width * math.ceil(self.steps / 64))
         return Resources(lut=10, bram=bram36(width, self.steps))
@@ -469,6 +508,7 @@ class MatrixVectorUnit(wiring.Component):
         pairs = p.dsp_pairs()
         packed: dict = {}
         sums = []
+        late = [[] for _ in range(pe)]         # registered DSP products' terms (stage 1 on)
         for q in range(pe):
             if kind == "xnor":
                 # sum of +-1 products = SIMD - 2 * popcount(x_neg XOR w_neg)
@@ -501,6 +541,13 @@ class MatrixVectorUnit(wiring.Component):
                     terms += const_mul_terms(xin(q, s), p.wmat[q, s])
                 elif kind == "sign_w":
                     terms.append(Mux(w_rom[q * simd + s], -xin(q, s), xin(q, s)))
+                elif (q - q % 2, s) in pairs and p.dsp_registered:
+                    if (q, s) not in packed:
+                        lo, hi = _packed_registered(m, en, xin(q, s), w_rom[q * simd + s],
+                                                    w_rom[(q + 1) * simd + s],
+                                                    p.xbits + p.wbits, f"dsp{q}_{s}")
+                        packed[(q, s)], packed[(q + 1, s)] = lo, hi
+                    late[q] += packed[(q, s)]
                 elif (q - q % 2, s) in pairs:
                     if (q, s) not in packed:
                         lo, hi = _packed(m, xin(q, s), w_rom[q * simd + s],
@@ -519,14 +566,14 @@ class MatrixVectorUnit(wiring.Component):
                 if kind == "xnor":
                     nxt.append(terms)
                     continue
-                terms = tree_levels(terms, p.tree_k)
+                terms = tree_levels(terms, p.tree_k) if terms or not late[q] else []
                 regs = []
                 for k, t in enumerate(terms):
                     r = Signal(Value.cast(t).shape(), name=f"t{st}_{q}_{k}")
                     with m.If(en):
                         m.d.sync += r.eq(t)
                     regs.append(r)
-                nxt.append(regs)
+                nxt.append(regs + (late[q] if st == 0 else []))
             sums = nxt
             c2 = [Signal.like(c, name=f"{c.name}_p{st}") for c in ctl]
             with m.If(en):
@@ -628,7 +675,7 @@ class ConvPlan:
     def resources(self) -> Resources:
         g, bits = self.geo, self.in_fmt.bits
         width, depth = g.line_buffer_bits(bits)
-        win_regs = 2 * g.window * bits
+        win_regs = g.window * bits          # the shift register (the MVU counts its copy)
         mask = g.window * bits / 2
         return (_line_buffer_cost(width, depth) + self.mvu.resources()
                 + Resources(lut=mask + 40, ff=win_regs + 32))
@@ -685,7 +732,7 @@ class DensePlan:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k)
+                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k, windowed=False)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 

@@ -1,7 +1,8 @@
 """Element-wise and merging engines: threshold (requantization), ReLU, residual add, concat.
 
 All take one beat per cycle and have one output register (an output beat is offered the cycle
-after its input beats are taken). Lanes and stream order pass through unchanged.
+after its input beats are taken; the threshold engine registers its comparisons too, so its
+beat comes two cycles after). Lanes and stream order pass through unchanged.
 
 Threshold: ``y = out_lo + #{k : x >= T[c, k]}`` per element. Thresholds shared by all channels,
 or constant per lane (the channel of each lane never changes), are constants compared in logic;
@@ -93,20 +94,24 @@ class ThresholdPlan(_PerElementPlan):
 
     def timing(self, offers):
         acc = _run_max(offers[0])
-        return [acc], acc + 1
+        return [acc], acc + 2
 
     def resources(self) -> Resources:
         lanes, L, tb = self.in_fmt.lanes, self.L, self.t_shape.width
+        ff = lanes * (self.out_fmt.bits + L) + 2 + (max(self.period - 1, 1).bit_length()
+                                              if self.period > 1 else 0)
         if self.constant:
-            cmp = lanes * L * math.ceil(tb / 2)
-            rom = Resources()
+            # comparisons with constants: Yosys shares the monotonic thresholds' logic with the
+            # count (about tb/4 LUTs per comparison, count included; XC7Z020 syntheses of the
+            # CifarNet-split8 branch: 45-61 LUTs per lane for 15 thresholds of 13-17 bits)
+            return Resources(lut=lanes * L * tb / 4 + 10, ff=ff)
         else:
             cmp = lanes * L * tb
             bits = lanes * L * tb
             rom = (Resources(lut=bits * math.ceil(self.period / 64)) if self.period <= 64
                    else Resources(lut=10, bram=bram36(bits, self.period)))
         pop = lanes * L
-        return rom + Resources(lut=cmp + pop + 10, ff=lanes * self.out_fmt.bits + 12)
+        return rom + Resources(lut=cmp + pop + 10, ff=ff)
 
     def build(self) -> "ThresholdEngine":
         return ThresholdEngine(self)
@@ -141,12 +146,17 @@ class ThresholdEngine(wiring.Component):
             with m.If(i.valid & i.ready):
                 m.d.sync += beat.eq(Mux(beat == p.period - 1, 0, beat + 1))
             thr = [[rp.data[l][k] for k in range(L)] for l in range(lanes)]
+        # two stages: the comparisons registered, then their count (the comparators' carry
+        # chains and the count's adders would not fit one 100 MHz cycle on the XC7Z020)
+        v1 = Signal()
+        ge = [[Signal(name=f"ge{l}_{k}") for k in range(L)] for l in range(lanes)]
         with m.If(en):
-            m.d.sync += o.valid.eq(i.valid)
+            m.d.sync += [v1.eq(i.valid), o.valid.eq(v1)]
         with m.If(i.valid & i.ready):
-            for l in range(lanes):
-                cnt = tree_sum([(i.payload[l] >= thr[l][k]) for k in range(L)])
-                m.d.sync += o.payload[l].eq(p.out_fmt.lo + cnt)
+            m.d.sync += [ge[l][k].eq(i.payload[l] >= thr[l][k])
+                         for l in range(lanes) for k in range(L)]
+        with m.If(en & v1):
+            m.d.sync += [o.payload[l].eq(p.out_fmt.lo + tree_sum(ge[l])) for l in range(lanes)]
         return m
 
 

@@ -79,7 +79,11 @@ def _worst_path(stat: dict, uses: dict[str, int]) -> dict:
     paths = [dict(v["path"], module=m.lstrip("\\")) for m, v in stat["modules"].items()
              if v.get("path") and uses.get(m.lstrip("\\"), 0) > 0]
     worst = max(paths, key=lambda q: q["delay_ps"], default=None)
+    # slices whose multiply is combinational (the most in one engine; a module's flattened
+    # netlist holds its submodules' cells too): paths through them are longer than reported
+    bare = max((q.get("dsp_unregistered", 0) for q in paths), default=0)
     return {"worst_path": worst, "fmax_mhz_estimate": fmax_mhz(worst) if worst else None,
+            "dsp_unregistered": bare,
             "method": "estimate, not a timing report: the slowest path of each engine's "
                       "flattened synth_xilinx netlist, cell delays from the specify blocks of "
                       "Yosys' xilinx/cells_sim.v (Project X-Ray's Artix-7 SDF; the Zynq-7020 PL "

@@ -17,7 +17,8 @@ synthesized netlist, not measured:
 
 DSP48E1 and block RAM ports are start and end points (their internal timing depends on which
 of their pipeline registers Yosys enabled); a path through a DSP48E1's combinational multiplier
-is therefore not followed, and the report says so.
+is therefore not followed, and the report says so: ``dsp_unregistered`` counts the slices with
+neither their M nor their P register, whose multiply (several ns) such a path would add.
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ def cell_delays(cells_sim: str) -> dict[str, dict]:
 def worst_path(module: dict, delays: dict[str, dict[str, int]], net_ps: int = NET_PS) -> dict:
     """The slowest start-to-end path of one flattened module of a Yosys JSON netlist.
 
-    Returns ``{"delay_ps", "lut_levels", "carry4", "muxf", "start", "end"}``: ``delay_ps``
-    from the start point's clock-to-out to the end point's setup, every hop's ``net_ps``
-    included; ``start``/``end`` name the cell types. A module without a register path gives
+    Returns ``{"delay_ps", "lut_levels", "carry4", "muxf", "start", "end", "cells",
+    "dsp_unregistered"}``:
+    ``delay_ps`` from the start point's clock-to-out to the end point's setup, every hop's
+    ``net_ps`` included; ``start``/``end`` name the cell types; ``cells`` the path's cells from
+    start to end (``"type name @ src"``: what to pipeline). A module without a register path gives
     ``lut_levels == 0``."""
     cells = module.get("cells", {})
     drivers: dict = {}            # bit -> list of (cell name, output port)
@@ -96,17 +99,18 @@ def worst_path(module: dict, delays: dict[str, dict[str, int]], net_ps: int = NE
         return cells[name]["type"].lstrip("\\")
 
     def arrival(bit):
-        """(delay_ps, luts, carry4, muxf, start type) of the latest signal on ``bit``."""
+        """(delay_ps, luts, carry4, muxf, start type, (cell, input bit)) of the latest signal
+        on ``bit``; the last entry leads back along the path (``None`` at its start)."""
         if not isinstance(bit, int) or bit not in drivers:
-            return (0, 0, 0, 0, "input")
+            return (0, 0, 0, 0, "input", None)
         if bit in memo:
             return memo[bit]
-        best = (0, 0, 0, 0, "input")
+        best = (0, 0, 0, 0, "input", None)
         memo[bit] = best              # a combinational loop ends here instead of recursing
         for name, oport, oi in drivers[bit]:
             t = cell_type(name)
             if _SEQ.match(t) or t not in delays:
-                cand = (delays.get(t, {}).get("clk_q", 0), 0, 0, 0, t)
+                cand = (delays.get(t, {}).get("clk_q", 0), 0, 0, 0, t, (name, None))
             else:
                 cand = best
                 c = cells[name]
@@ -122,14 +126,25 @@ def worst_path(module: dict, delays: dict[str, dict[str, int]], net_ps: int = NE
                             (port, oport), delays[t]["comb"]))
                         if d > cand[0]:
                             cand = (d, a[1] + t.startswith("LUT"), a[2] + (t == "CARRY4"),
-                                    a[3] + t.startswith("MUXF"), a[4])
+                                    a[3] + t.startswith("MUXF"), a[4], (name, b))
             if cand[0] > best[0]:
                 best = cand
         memo[bit] = best
         return best
 
+    def trace(bit, end_cell):
+        """Cells of the path ending on ``bit`` (start point first), each ``"type name"``
+        with its source location when the netlist kept one (registers keep theirs)."""
+        out, seen = [end_cell], set()
+        while isinstance(bit, int) and bit in memo and memo[bit][5] and bit not in seen:
+            seen.add(bit)
+            name, bit = memo[bit][5]
+            out.append(name)
+        return [f"{cell_type(n)} {n}" + (f" @ {src}" if (src := cells[n].get(
+            "attributes", {}).get("src")) else "") for n in reversed(out) if n]
+
     worst = {"delay_ps": 0, "lut_levels": 0, "carry4": 0, "muxf": 0, "start": None,
-             "end": None}
+             "end": None, "cells": []}
     ends = []
     for name, c in cells.items():
         t = cell_type(name)
@@ -138,18 +153,24 @@ def worst_path(module: dict, delays: dict[str, dict[str, int]], net_ps: int = NE
             for port, bits in c.get("connections", {}).items():
                 if dirs.get(port) == "input":
                     setup = delays.get(t, {}).get("setup", {}).get(port, 0)
-                    ends += [(b, t, setup) for b in bits]
-    for p in module.get("ports", {}).values():
+                    ends += [(b, t, setup, name) for b in bits]
+    for pname, p in module.get("ports", {}).items():
         if p.get("direction") == "output":
-            ends += [(b, "output", 0) for b in p.get("bits", [])]
-    for b, t, setup in ends:
+            ends += [(b, "output", 0, pname) for b in p.get("bits", [])]
+    for b, t, setup, end_name in ends:
         a = arrival(b)
         if a[1] + a[2] + a[3] == 0:
             continue
         d = a[0] + net_ps + setup
         if d > worst["delay_ps"]:
             worst = {"delay_ps": d, "lut_levels": a[1], "carry4": a[2], "muxf": a[3],
-                     "start": a[4], "end": t}
+                     "start": a[4], "end": t, "end_bit": b, "end_cell": end_name}
+    worst["dsp_unregistered"] = sum(
+        1 for c in cells.values() if c["type"].lstrip("\\") == "DSP48E1"
+        and not any(int(str(c.get("parameters", {}).get(r, "1")), 2) for r in ("MREG", "PREG")))
+    if worst["start"] is not None:
+        end_cell = worst.pop("end_cell")
+        worst["cells"] = trace(worst.pop("end_bit"), end_cell if end_cell in cells else None)
     return worst
 
 

@@ -192,6 +192,10 @@ def summary(report: dict) -> list[str]:
                          f"{wp['delay_ps'] / 1e3:.2f} ns -> about "
                          f"{_fmt(report['timing']['fmax_mhz_estimate'])} MHz on a -1 XC7Z020 "
                          "(estimate from the netlist, not a timing report)")
+            bare = report["timing"].get("dsp_unregistered")
+            if bare:
+                lines.append(f"  up to {bare} DSP48E1 per engine without M or P register: "
+                             "paths through their multiply are not in this estimate")
         prof = report.get("profile")
         if prof:
             lines.append(f"synthesis: {prof['synthesized']} engine(s) synthesized in "

@@ -3,7 +3,9 @@
 import pytest
 
 from lcp.hw.build import generate, pipelined
-from lcp.hw.delay import DELAY_NS, tree_levels_per_stage
+import numpy as np
+
+from lcp.hw.delay import DELAY_NS, XC7_FIT, tree_levels_per_stage
 from lcp.hw.folding import Folding
 
 from tests.hw.irgen import Builder
@@ -17,6 +19,17 @@ def test_levels_shrink_with_the_clock_and_the_process():
     assert tree_levels_per_stage("xc7z020", 100) == tree_levels_per_stage("xc7", 100)
     with pytest.raises(ValueError, match="unknown timing target 'tsmc5'"):
         tree_levels_per_stage("tsmc5", 100)
+
+
+def test_xc7_delays_cover_the_measured_paths():
+    """The 7-series figures are the synthesized paths' line, rounded up to cover each one."""
+    d = DELAY_NS["xc7"]
+    levels = np.array([p[1] for p in XC7_FIT])
+    ns = np.array([p[2] for p in XC7_FIT])
+    slope, _ = np.polyfit(levels, ns, 1)
+    assert d["level"] >= slope
+    assert np.all(d["overhead"] + d["level"] * levels >= ns)
+    assert tree_levels_per_stage("xc7", 100) * d["level"] + d["overhead"] <= 10.0
 
 
 def test_clock_pipelines_the_mvus_and_the_latency_follows(tmp_path):

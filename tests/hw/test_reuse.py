@@ -134,7 +134,7 @@ def test_compile_falls_back_to_the_reused_engine_and_writes_its_build(tmp_path, 
 
     m = vgg_like()
     save(m, tmp_path / "m")
-    monkeypatch.setitem(DEVICES, "tiny", Resources(lut=4500, ff=20000, dsp=4, bram=4))
+    monkeypatch.setitem(DEVICES, "tiny", Resources(lut=4400, ff=20000, dsp=4, bram=4))
     code = main(["compile", str(tmp_path / "m.json"), "-o", str(tmp_path / "b"),
                  "--budget", "tiny", "--branch", "0"])
     out = capsys.readouterr().out

@@ -59,4 +59,21 @@ def test_worst_path_follows_the_slowest_arc_and_counts_routing():
     p = worst_path(m, delays, net_ps=50)
     # r0 -> l0.I0 -> l1.I1 -> r1.D: 300 + (50 + 200) + (50 + 100) + 50 + 10
     assert p == {"delay_ps": 760, "lut_levels": 2, "carry4": 0, "muxf": 0, "start": "FDRE",
-                 "end": "FDRE"}
+                 "end": "FDRE", "cells": ["FDRE r0", "LUT2 l0", "LUT2 l1", "FDRE r1"],
+                 "dsp_unregistered": 0}
+
+
+MUL = """module mul{r}(input clk, input [11:0] a, b, output {reg} [23:0] y);
+  reg [11:0] ra, rb;
+  {body}
+endmodule
+"""
+
+
+def test_a_dsp_multiply_without_its_registers_is_reported(tmp_path):
+    p = _paths(tmp_path, MUL.format(r=1, reg="reg", body="always @(posedge clk) begin "
+                                    "ra <= a; rb <= b; y <= ra * rb; end")
+               + MUL.format(r=0, reg="", body="always @(posedge clk) begin ra <= a; rb <= b; "
+                                              "end\n  assign y = ra * rb;"))
+    assert p["mul1"]["dsp_unregistered"] == 0
+    assert p["mul0"]["dsp_unregistered"] == 1
