@@ -51,9 +51,20 @@ def register(app: typer.Typer) -> None:
                       results: Path = typer.Option(Path("results"), help="JSON results folder"),
                       output: Path = typer.Option(Path("REPRODUCTION.md"), "-o", "--output"),
                       readme: Optional[Path] = typer.Option(
-                          Path("README.md"), help="README whose figure block is refreshed")):
+                          Path("README.md"), help="README whose figure block is refreshed"),
+                      section: Optional[list[str]] = typer.Option(
+                          None, "--section", help="re-render only the section(s) whose title "
+                          "starts with this, in the existing file (no zoo counting, no "
+                          "training)")):
         """Write REPRODUCTION.md (counters of the zoo, accuracies, every benchmark section)."""
         from . import reproduce  # late: see the module docstring
+        if section:
+            try:
+                done = reproduce.refresh_sections(output, section, results, runs)
+            except (ValueError, OSError) as e:
+                raise UsageError(str(e)) from None
+            typer.echo(f"re-rendered {', '.join(done)} in {output}")
+            return
         reproduce.write_reproduction(
             output, results, runs, cache=runs / "ir-cache",
             progress=lambda name: typer.echo(f"counted {name}", err=True))

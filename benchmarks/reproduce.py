@@ -26,7 +26,7 @@ from lcp.counters import count
 from lcp.sw.cluster.report import headline_lines
 
 __all__ = ["zoo_counts", "counters_markdown", "imagenet_markdown", "SECTIONS",
-           "write_reproduction", "update_readme_figures", "readme_block"]
+           "write_reproduction", "refresh_sections", "update_readme_figures", "readme_block"]
 
 #: Published reference figures (LCP paper, Hadidi et al.), for the comparison columns.
 PAPER = {
@@ -246,6 +246,34 @@ def write_reproduction(out: Path, results: Path, runs: Path, cache: Path | None 
     text = "\n".join(parts) + "\n"
     out.write_text(text)
     return text
+
+
+def refresh_sections(out: Path, titles: list[str], results: Path, runs: Path) -> list[str]:
+    """Re-render the :data:`SECTIONS` whose title starts with one of ``titles`` in the
+    REPRODUCTION.md at ``out``, in place, and note the commit they were rendered on; the rest of
+    the file (the zoo's counters, the other sections) stays as its last full run wrote it.
+    Returns the titles refreshed; a title that matches no section raises ``ValueError``."""
+    text = out.read_text()
+    done = []
+    for want in titles:
+        hits = [(t, target) for t, target in SECTIONS if t.startswith(want)]
+        if len(hits) != 1:
+            raise ValueError(f"{want!r} names {len(hits)} sections of "
+                             f"{[t for t, _ in SECTIONS]}")
+        title, target = hits[0]
+        head = f"## {title}\n"
+        if head not in text:
+            raise ValueError(f"{out}: no section '## {title}' (run a full lcp reproduce)")
+        before, rest = text.split(head, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+        body = _section(target, results, runs)
+        text = (f"{before}{head}\n_Section re-rendered on commit `{_commit()}`, "
+                f"{datetime.date.today().isoformat()} (`lcp reproduce --section`)._\n\n"
+                f"{body}\n\n{tail}")
+        done.append(title)
+    out.write_text(text)
+    return done
 
 
 def update_readme_figures(readme: Path, block: str) -> None:

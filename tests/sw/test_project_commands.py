@@ -117,3 +117,25 @@ def test_readme_figures_replace_only_the_marked_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("head\n") and text.endswith("tail\n") and "\nold\n" not in text
     assert "3,000 images/s vs Brevitas 2,000 (ratio 1.50)" in text
+
+
+def test_reproduce_section_rerenders_one_section_in_place(tmp_path, capsys):
+    """`lcp reproduce --section`: the named section gets its generator's text, the others and
+    the head stay byte for byte; an unknown or absent section is one line, exit 2."""
+    from lcp.benchmarks import paper_table
+    from lcp.benchmarks.reproduce import refresh_sections
+
+    title = "The LCP paper's FPGA latency table (cycle models, XC7Z020)"
+    doc = tmp_path / "REPRODUCTION.md"
+    doc.write_text(f"# head\n\n## Accuracy (MNIST, held-out 1,000 images)\n\nkept\n\n"
+                   f"## {title}\n\nstale table\n\n## Synthesis (FPGA and ASIC)\n\nalso kept\n")
+    res = tmp_path / "results"
+    res.mkdir()
+    assert refresh_sections(doc, ["The LCP paper"], res, tmp_path / "runs") == [title]
+    text = doc.read_text()
+    assert "stale table" not in text and paper_table.markdown(res, tmp_path / "runs") in text
+    assert text.startswith("# head\n\n## Accuracy (MNIST, held-out 1,000 images)\n\nkept\n\n")
+    assert text.endswith("## Synthesis (FPGA and ASIC)\n\nalso kept\n")
+    assert main(["reproduce", "-o", str(doc), "--results", str(res),
+                 "--section", "No such section"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
