@@ -185,10 +185,7 @@ def cluster_from(calib: dict, nodes: int, *, bandwidth_bps: float | None = None,
     """A :class:`ClusterSpec` of ``nodes`` identical one-core nodes from a calibration: the
     golden costs (times ``slowdown``, plus ``layer_overhead_s`` per layer: how a node runs
     the layers, :func:`node_factors`), the links' median round trip (half per message, plus half the call
-    overhead), bandwidth and framing. With ``host_cores`` (the devices are processes on one
-    machine, their links loopback) a message's latency is all process work on those cores
-    (``LinkSpec.cpu_s``): the round trip of an empty call on loopback is the event loops and
-    the codecs, not the wire."""
+    overhead), bandwidth and framing."""
     costs = {k: OpCost(v["fixed_s"] * slowdown + layer_overhead_s, v["per_unit_s"] * slowdown)
              for k, v in calib["compute"]["costs"].items()}
     links = list(calib["links"].values())
@@ -198,8 +195,7 @@ def cluster_from(calib: dict, nodes: int, *, bandwidth_bps: float | None = None,
     lat = (rtt + call_overhead_s) / 2
     return ClusterSpec(NodeSpec(DISPATCHER, 1, None, costs),
                        [NodeSpec(f"node{i:02d}", 1, None, costs) for i in range(nodes)],
-                       {"*": LinkSpec(bw, lat, ovh, cpu_s=lat if host_cores else 0.0)},
-                       "switched", host_cores)
+                       {"*": LinkSpec(bw, lat, ovh)}, "switched", host_cores)
 
 
 def check_rows(rows: list[dict], models: dict[str, Model], cluster: ClusterSpec, *,

@@ -51,17 +51,13 @@ class NodeSpec:
 class LinkSpec:
     """A device's link: ``bandwidth_bps`` (bits/s), one-way ``latency_s`` per message,
     ``overhead_bytes`` of framing per message, ``loss`` probability per message (a lost one
-    is sent again after ``rto_s``), and ``cpu_s``: the part of a message's latency that is
-    process work (encoding, the event loops, decoding) on the host cores every device shares
-    (``ClusterSpec.host_cores``; emulated links on one machine), so that messages and compute
-    compete for them."""
+    is sent again after ``rto_s``)."""
 
     bandwidth_bps: float
     latency_s: float = 0.0
     overhead_bytes: int = 0
     loss: float = 0.0
     rto_s: float = 0.2
-    cpu_s: float = 0.0
 
 
 @dataclass

@@ -5,9 +5,7 @@ Resources: each node's cores (and, when ``host_cores`` is set, the host's cores 
 device shares), and the network: on a ``switched`` medium a message occupies its sender's
 uplink and its receiver's downlink, on a ``shared`` medium the one medium, for
 ``(bytes + framing) * 8 / bandwidth`` (the slower of the two links); it arrives ``latency_s``
-later (the larger of the two ends'); with ``host_cores`` set, its ``cpu_s`` (the larger of the
-two ends') also occupies a host core from the end of its transmission, and it arrives no
-earlier than that work ends. A lost message (probability ``loss``, seeded) is sent again
+later (the larger of the two ends'). A lost message (probability ``loss``, seeded) is sent again
 after ``rto_s``. Every resource serves tasks first come first served by ready time, without
 preemption.
 
@@ -129,11 +127,6 @@ def simulate(plan: Plan, cluster: ClusterSpec, *, requests: int = 20, concurrenc
             for q in pools:
                 q.take(start, end)
             done = end + max(ls.latency_s, ld.latency_s)
-            cpu_s = max(ls.cpu_s, ld.cpu_s) if host else 0.0
-            if cpu_s:
-                c0 = max(end, host.earliest())
-                host.take(c0, c0 + cpu_s)
-                done = max(done, c0 + cpu_s)
             loss = max(ls.loss, ld.loss)
             while loss and rng.random() < loss:                  # resent after a timeout
                 done += max(ls.rto_s, ld.rto_s) + tx

@@ -281,27 +281,3 @@ def test_engine_node_costs_come_from_the_hw_cycle_model(zoo):
     lat = simulate(build_plan(m, "single", cl), cl, requests=1).latency_s[0]
     assert lat == pytest.approx(max(t.layer_done.values()) / (CLOCK_MHZ * 1e6), rel=1e-6)
     assert max(t.layer_done.values()) <= t.latency
-
-
-def test_message_work_competes_with_compute_on_shared_host_cores(zoo):
-    """Emulated devices on one machine: a message's ``cpu_s`` occupies a host core, so a
-    throughput run (compute on every core) loses what the messages take, while a sequential
-    request (cores idle while it waits) keeps its latency."""
-    m = zoo["lenet5_s1"]
-
-    def cluster(cpu):
-        costs = {"*": OpCost(FIXED, PER_MAC)}
-        return ClusterSpec(NodeSpec(DISPATCHER, 1, None, costs),
-                           [NodeSpec("n0", 1, None, costs)],
-                           {"*": LinkSpec(1e12, 2e-3, 0, cpu_s=cpu)}, "switched", 1)
-
-    free, busy = cluster(0.0), cluster(2e-3)
-    c = cpu_s(m, list(m.layers()))
-    for cl in (free, busy):   # one request alone: compute, then the answer's 2 ms
-        assert simulate(build_plan(m, "single", cl), cl, requests=1).latency_s[0] == \
-            pytest.approx(2e-3 + c + 2e-3, rel=1e-6)
-    # one host core for everything: per image the compute and its two messages' work
-    t_free = simulate(build_plan(m, "single", free), free, requests=40, concurrency=8)
-    t_busy = simulate(build_plan(m, "single", busy), busy, requests=40, concurrency=8)
-    assert t_busy.throughput == pytest.approx(1 / (c + 2 * 2e-3), rel=0.02)
-    assert t_free.throughput > 1.5 * t_busy.throughput   # messages off the core: near 1 / c
