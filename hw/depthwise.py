@@ -37,7 +37,8 @@ from lcp.ir import IRError, Layer, TensorSpec
 
 from .base import Resources, StreamFormat, stream_signature
 from .mvu import ConvPlan, MatrixVectorUnit, MvuParams
-from .window import WindowEngine, WindowGeometry, _line_buffer_cost, _table, window_scan
+from .window import (WindowEngine, WindowGeometry, _line_buffer, _line_buffer_cost,
+                     _scan_control, window_scan)
 
 __all__ = ["GroupedConvPlan", "GroupedConvEngine", "GroupedWindowEngine", "group_beat"]
 
@@ -107,20 +108,7 @@ class GroupedWindowEngine(wiring.Component):
         m.d.comb += [j_next.eq(Mux(last_j, 0, j + 1)),
                      a_next.eq(Mux(a == g.cols * nb - 1, 0, a + 1))]
 
-        row_emit, col_emit = Signal(), Signal()
-        row_ok = Signal(kh)
-        _table(m, r, row_emit, [int(v) for v in g.row_emits()])
-        _table(m, c, col_emit, [int(v) for v in g.col_emits()])
-        _table(m, r, row_ok, [sum(1 << k for k in range(kh) if 0 <= rr - kh + 1 + k < g.H)
-                              for rr in range(g.rows)])
-        col_real, col_first, real = Signal(), Signal(), Signal()
-        m.d.comb += [col_real.eq(c < g.W), col_first.eq(c == 0), real.eq((r < g.H) & col_real)]
-        emit = row_emit & col_emit
-
-        out_free = ~o.valid | o.ready
-        adv = Signal()
-        m.d.comb += [i.ready.eq(real & (~emit | out_free)),
-                     adv.eq((~real | i.valid) & (~emit | out_free))]
+        row_ok, col_real, col_first, real, emit, adv = _scan_control(m, g, r, c, i, o)
 
         nwin = Signal(self.out_layout)
 
@@ -128,15 +116,7 @@ class GroupedWindowEngine(wiring.Component):
             return (ky * kw + kx) * bc + ch
 
         if kh > 1:      # word a: this beat's channels of rows r-1 .. r-kh+1 at column c
-            m.submodules.linebuf = lb = Memory(
-                shape=data.ArrayLayout(elem, (kh - 1) * bc), depth=g.cols * nb, init=[])
-            wr = lb.write_port()
-            rd = lb.read_port(domain="sync", transparent_for=(wr,))
-            m.d.comb += [rd.addr.eq(Mux(adv, a_next, a)), rd.en.eq(1),
-                         wr.addr.eq(a), wr.en.eq(adv)]
-            m.d.comb += [wr.data[ch].eq(i.payload[ch]) for ch in range(bc)]
-            m.d.comb += [wr.data[s * bc + ch].eq(rd.data[(s - 1) * bc + ch])
-                         for s in range(1, kh - 1) for ch in range(bc)]
+            rd = _line_buffer(m, elem, bc, kh, g.cols * nb, adv, a, a_next, i.payload)
         if kw > 1:      # word j: columns 1 .. kw-1 of beat j's last window
             m.submodules.cols = cm = Memory(
                 shape=data.ArrayLayout(elem, kh * (kw - 1) * bc), depth=nb, init=[])

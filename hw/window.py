@@ -27,7 +27,7 @@ from lcp.ir import IRError, Layer
 from lcp.ops import Window
 from lcp.shapes import pool_out
 
-from .base import Resources, StreamFormat, bram36, element_shape, stream_signature, tree_sum
+from .base import Resources, StreamFormat, bram36, stream_signature, tree_sum
 
 __all__ = ["WindowGeometry", "WindowEngine", "PoolPlan", "MaxPoolPlan", "AvgPoolPlan",
            "window_scan"]
@@ -188,42 +188,14 @@ class WindowEngine(wiring.Component):
         c_next = Signal.like(c)
         m.d.comb += c_next.eq(Mux(last_c, 0, c + 1))
 
-        # per-row / per-column flags (small constant tables)
-        row_emit, col_emit = Signal(), Signal()
-        row_ok = Signal(kh)          # window row i inside the image
-        col_real = Signal()
-        col_first = Signal()
-        _table(m, r, row_emit, [int(v) for v in g.row_emits()])
-        _table(m, c, col_emit, [int(v) for v in g.col_emits()])
-        _table(m, r, row_ok, [sum(1 << k for k in range(kh) if 0 <= rr - kh + 1 + k < g.H)
-                              for rr in range(g.rows)])
-        m.d.comb += [col_real.eq(c < g.W), col_first.eq(c == 0)]
-        real = Signal()
-        m.d.comb += real.eq((r < g.H) & col_real)
-        emit = row_emit & col_emit
+        row_ok, col_real, col_first, real, emit, adv = _scan_control(m, g, r, c, i, o)
 
-        out_free = ~o.valid | o.ready
-        adv = Signal()
-        m.d.comb += [
-            i.ready.eq(real & (~emit | out_free)),
-            adv.eq((~real | i.valid) & (~emit | out_free)),
-        ]
-
-        pix = data.ArrayLayout(elem, C)
         win = Signal(data.ArrayLayout(elem, kh * kw * C))
         nwin = Signal(data.ArrayLayout(elem, kh * kw * C))
 
         # line buffer: word[c] = pixels of rows r-1 .. r-kh+1 at column c
         if kh > 1:
-            lb_layout = data.ArrayLayout(elem, (kh - 1) * C)
-            m.submodules.linebuf = lb = Memory(shape=lb_layout, depth=g.cols, init=[])
-            wr = lb.write_port()
-            rd = lb.read_port(domain="sync", transparent_for=(wr,))
-            m.d.comb += [rd.addr.eq(Mux(adv, c_next, c)), rd.en.eq(1),
-                         wr.addr.eq(c), wr.en.eq(adv)]
-            m.d.comb += [wr.data[ch].eq(i.payload[ch]) for ch in range(C)]
-            m.d.comb += [wr.data[s * C + ch].eq(rd.data[(s - 1) * C + ch])
-                         for s in range(1, kh - 1) for ch in range(C)]
+            rd = _line_buffer(m, elem, C, kh, g.cols, adv, c, c_next, i.payload)
 
         def at(ky, kx, ch):
             return (ky * kw + kx) * C + ch
@@ -261,6 +233,43 @@ class WindowEngine(wiring.Component):
             else:
                 m.d.sync += o.payload[ch].eq(_avg(m, vals, self.shift, self.rounding,
                                                   self.out_fmt.lo, self.out_fmt.hi))
+
+
+def _scan_control(m, g: WindowGeometry, r, c, i, o):
+    """The scan's control at row ``r``, column ``c`` (of the padded image): ``row_ok`` (bit k:
+    window row k lies in the image), ``col_real``, ``col_first``, ``real`` (a pixel is taken
+    here), ``emit`` (a window is offered here) and ``adv`` (the scan moves on this cycle: its
+    pixel taken or padding, and the output free if it emits); drives ``i.ready``."""
+    kh = g.kh
+    row_emit, col_emit = Signal(), Signal()
+    row_ok = Signal(kh)
+    _table(m, r, row_emit, [int(v) for v in g.row_emits()])
+    _table(m, c, col_emit, [int(v) for v in g.col_emits()])
+    _table(m, r, row_ok, [sum(1 << k for k in range(kh) if 0 <= rr - kh + 1 + k < g.H)
+                          for rr in range(g.rows)])
+    col_real, col_first, real, adv = Signal(), Signal(), Signal(), Signal()
+    emit = row_emit & col_emit
+    out_free = ~o.valid | o.ready
+    m.d.comb += [col_real.eq(c < g.W), col_first.eq(c == 0), real.eq((r < g.H) & col_real),
+                 i.ready.eq(real & (~emit | out_free)),
+                 adv.eq((~real | i.valid) & (~emit | out_free))]
+    return row_ok, col_real, col_first, real, emit, adv
+
+
+def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next, payload):
+    """The last ``kh - 1`` rows of the scan: ``depth`` words of ``(kh - 1) * lanes`` elements,
+    word ``addr`` rewritten with ``payload`` and the rows above it when the scan advances, the
+    next word read one cycle ahead. Returns the read port (slot s: row ``s + 1`` up)."""
+    m.submodules.linebuf = lb = Memory(shape=data.ArrayLayout(elem, (kh - 1) * lanes),
+                                       depth=depth, init=[])
+    wr = lb.write_port()
+    rd = lb.read_port(domain="sync", transparent_for=(wr,))
+    m.d.comb += [rd.addr.eq(Mux(adv, addr_next, addr)), rd.en.eq(1),
+                 wr.addr.eq(addr), wr.en.eq(adv)]
+    m.d.comb += [wr.data[ch].eq(payload[ch]) for ch in range(lanes)]
+    m.d.comb += [wr.data[s * lanes + ch].eq(rd.data[(s - 1) * lanes + ch])
+                 for s in range(1, kh - 1) for ch in range(lanes)]
+    return rd
 
 
 def _table(m, index, target, values):
