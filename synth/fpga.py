@@ -116,7 +116,8 @@ def _profile(runs: list[dict]) -> dict:
 
 
 def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
-                dsp: str = "auto", jobs: int | None = None, log=None) -> dict:
+                dsp: str = "auto", jobs: int | None = None, log=None,
+                lut_map: str = "abc") -> dict:
     """Resources of ``design`` on the XC7Z020 per engine, per layer and in total.
 
     Parameters
@@ -128,7 +129,7 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
     Raises
     ------
     SynthError
-        Unknown part or DSP policy. ToolFailed: Yosys failed.
+        Unknown part, DSP policy or LUT mapper. ToolFailed: Yosys failed.
     """
     if part != "xc7z020":
         raise SynthError(f"unknown Xilinx part {part!r} (known: xc7z020)")
@@ -136,7 +137,10 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
     units = split_units(design.files, design.top)
-    runs = run_units(units, "xilinx", {"family": "xc7", "dsp": use_dsp}, workdir, jobs=jobs,
+    if lut_map not in ("abc", "abc9"):
+        raise SynthError(f"unknown LUT mapper {lut_map!r} (known: abc, abc9)")
+    runs = run_units(units, "xilinx", {"family": "xc7", "dsp": use_dsp, "lut_map": lut_map},
+                     workdir, jobs=jobs,
                      log=log)
     stat = {"modules": {m: v for r in runs for m, v in r["modules"].items()}}
     (workdir / "xilinx_stat.json").write_text(json.dumps(stat))
@@ -174,7 +178,9 @@ def xilinx_flow(design: Design, *, workdir: Path, part: str = "xc7z020",
         "timing": timing,
         "unmeasured": unmeasured,
         "method": {"synthesis": "pyosys synth_xilinx -family xc7 -noiopad -noclkbuf"
-                                + ("" if use_dsp else " -nodsp") + ", hierarchy kept (per-engine "
+                                + ("" if use_dsp else " -nodsp")
+                                + (", LUTs mapped by abc -luts (not abc9)" if lut_map == "abc"
+                                   else "") + ", hierarchy kept (per-engine "
                                 "counts; no optimization across engines)",
                    "dsp": f"{dsp}: " + ("Yosys infers DSP48E1" if use_dsp else
                                         "multipliers in LUTs (the generator's estimate has no "
