@@ -61,8 +61,9 @@ def xilinx(p: dict) -> dict:
     """Hierarchical ``synth_xilinx`` (no I/O buffers: the engine sits inside the PL).
 
     Without ``top`` every module read is synthesized (several independent units in one job:
-    the cell libraries and ABC9's models are loaded once). Returns the stat path and
-    ``profile``: seconds per ``synth_xilinx`` script label."""
+    the cell libraries are loaded once). ``lut_map``: ``abc`` (default, :func:`_map_luts_abc`)
+    or ``abc9`` (``synth_xilinx``'s own ``map_luts``). Returns the stat path and ``profile``:
+    seconds per ``synth_xilinx`` script label."""
     t = time.perf_counter()
     _read_units(p)
     # synth_xilinx's own "begin" step, without -auto-top when no top is given
@@ -78,7 +79,7 @@ def xilinx(p: dict) -> dict:
     labels = _XILINX_LABELS[1:] + ("",)
     for a, b in zip(labels, labels[1:]):
         t = time.perf_counter()
-        if a == "map_luts" and p.get("lut_map", "abc9") == "abc":
+        if a == "map_luts" and p.get("lut_map", "abc") == "abc":
             _map_luts_abc()
         else:
             _run(f"synth_xilinx -family {p.get('family', 'xc7')}{top} -noiopad "

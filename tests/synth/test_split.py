@@ -33,7 +33,7 @@ def test_split_flow_matches_whole_design_and_caches(tmp_path, monkeypatch):
     stat = json.loads((whole / "stat.json").read_text())["design"]["num_cells_by_type"]
     ref = {t.lstrip("\\"): k for t, k in stat.items() if not t.startswith("$")}
     mine, theirs = first["totals"], xilinx_counts(ref)
-    # ABC9 maps a renamed module a few LUTs differently (names order its netlist); every
+    # ABC maps a renamed module a few LUTs differently (names order its netlist); every
     # register, DSP and carry chain is the same
     for k in ("ff", "dsp", "bram36", "carry4", "lut_memory"):
         assert mine[k] == theirs[k], k
