@@ -212,12 +212,15 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     def check(pos_, lanes_):
         """``(timing, resources)`` of a folding, or ``(None, engines' resources)`` without
         running the cycle model when the engines alone exceed the budget (the cycle model of
-        a 224x224 model takes seconds, its FIFOs only add resources)."""
+        a 224x224 model takes seconds, its FIFOs only add resources). Counted as an
+        evaluation, so ``max_evals`` stops the search where it did with the cycle model."""
+        nonlocal evals
         if budget is not None and (tuple(pos_), tuple(lanes_), tuple(state["dram"])) not in memo:
             g = lower(folding_of(pos_, lanes_), timed=False)
             allocate_dsps(g, int(budget.dsp))
             rb = g.engine_resources()
             if not fits(rb):
+                evals += 1
                 return None, rb
         t_, r_, _ = evaluate(pos_, lanes_)
         return t_, r_

@@ -39,10 +39,11 @@ fetch time, first read command to the cycle the block is usable):
   ``T + reads + DRAIN``;
 - the result's words leave at ``T + 1, T + 2, ...`` (``T``: the cycle the last phase ends).
 
-Layers the generator has no phase for (``add``, ``concat``, grouped convolutions, ``avgpool``,
-``relu``, a ``threshold`` not after a conv/dense) are *modelled* phases: one pass over their
-input at ``SIMD`` elements per cycle (parameters fetched first), as in the LCP paper's design;
-:meth:`ReusedProgram.check_buildable` names the first one.
+Layers the generator has no phase for (``add``, ``concat``, grouped convolutions with their
+threshold fused, ``avgpool``, ``relu``, a ``threshold`` not after a conv/dense) are *modelled*
+phases: one pass over their input at ``SIMD`` elements per cycle (parameters fetched first), as
+in the LCP paper's design; :meth:`ReusedProgram.check_buildable` names the first one. When the
+activations do not fit on chip, :mod:`lcp.hw.reuse_actdram` keeps them in DRAM.
 """
 
 from __future__ import annotations
@@ -488,18 +489,8 @@ class ReusedProgram:
         C, H, W = self._geo(shape)
         CG, S, xb = self.cg(C), self.simd, self.xbits
         n = len(words) // self.out_words
-        y = np.zeros((n, C, H, W), dtype=np.int64)
-        k = 0
-        for f in range(n):
-            for h in range(H):
-                for w in range(W):
-                    for g in range(CG):
-                        v = int(words[k])
-                        k += 1
-                        for s in range(S):
-                            c = g * S + s
-                            if c < C:
-                                e = (v >> (s * xb)) & ((1 << xb) - 1)
-                                y[f, c, h, w] = e - (1 << xb) if e >> (xb - 1) and \
-                                    self.out_spec.lo < 0 else e
-        return y.reshape(n, *shape)
+        e = np.array([[(int(v) >> (s * xb)) & ((1 << xb) - 1) for s in range(S)] for v in words],
+                     dtype=np.int64).reshape(n, H, W, CG * S)[..., :C]
+        if self.out_spec.lo < 0:
+            e = np.where(e >> (xb - 1) != 0, e - (1 << xb), e)
+        return e.transpose(0, 3, 1, 2).reshape(n, *shape)
