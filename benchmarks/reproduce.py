@@ -173,6 +173,8 @@ SECTIONS = [
     ("Branch engine (cycles, cocotb + Verilator)", "lcp.benchmarks.hw:markdown"),
     ("The LCP paper's FPGA latency table (cycle models, XC7Z020)",
      "lcp.benchmarks.paper_table:markdown"),
+    ("224x224 ImageNet models on the XC7Z020 (lcp compile --budget)",
+     "lcp.benchmarks.imagenet224:markdown"),
     ("Synthesis (FPGA and ASIC)", "lcp.benchmarks.synth:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.benchmarks.pynq:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
