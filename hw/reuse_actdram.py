@@ -6,9 +6,9 @@ XC7Z020 has 5.2); modelled (cycles, resources, DRAM traffic), no generator.
 Every tensor of the branch has its own region in DRAM (HWC, ``CG = ceil(C / SIMD)`` words of
 ``SIMD`` elements of ``xbits`` bits per pixel, as in the on-chip layout); the input image is
 written there as it arrives, the result read from there as it leaves. On chip, a line buffer of
-``KH + SH`` input rows feeds the ``PE x SIMD`` array (the rows the next windows need plus the
-ones being read), and the output words go to DRAM through the AXI write channel as they are
-produced. The weights and thresholds are fetched per block of ``PE`` output channels as in the
+``KH + SH`` input rows (the rows the next windows need plus the ones being read; one word per
+channel group for a global pool) feeds the ``PE x SIMD`` array, and the output words go to
+DRAM through the AXI write channel as they are produced. The weights and thresholds are fetched per block of ``PE`` output channels as in the
 on-chip program.
 
 Cycle model of a phase (``T``: its start). The HP port's read channel carries the phase's
@@ -106,12 +106,27 @@ class ActDramProgram(ReusedProgram):
         ``KH + SH``-row line buffer and an output row buffer, plus the AXI write master."""
         chip = super().resources(dsp_budget)
         act = self.act_buffers()
-        rows = [(p.KH + p.SH) * p.W * self.cg(p.C) for p in self.phases
-                if p.kind in ("mac", "pool")] + [1]
-        outs = [p.OW * self.cg(p.O) for p in self.phases if p.kind in ("mac", "pool")] + [1]
+        t = self.model.tensors
+        rows = [self._window_words(p) for p in self.phases]
+        outs = [self._geo(t[p.layers[-1].output].shape) for p in self.phases]
         width = self.simd * self.xbits
-        mine = bram36(width, max(rows)) + bram36(width, max(outs))
+        mine = bram36(width, max(rows)) + bram36(width, max(W * self.cg(C) for C, _, W in outs))
         return chip + Resources(bram=mine - act) + AXI_MASTER_COST
+
+    def _window_words(self, ph: Phase) -> int:
+        """Words of the on-chip line buffer a phase needs: ``min(KH + SH, H)`` input rows for
+        a window (conv, pool, grouped conv), one accumulator word per channel group for a
+        global pool (the kernel is the whole map), one word otherwise (a dense layer re-reads
+        its input per block)."""
+        l = ph.layers[0]
+        shape = self.model.tensors[l.inputs[0]].shape
+        if "kernel" not in l.attrs or len(shape) != 3:
+            return 1
+        C, H, W = shape
+        (kh, kw), (sh, _) = l.attrs["kernel"], l.attrs["stride"]
+        if (kh, kw) == (H, W):
+            return self.cg(C)
+        return min(kh + sh, H) * W * self.cg(C)
 
     def check_buildable(self) -> None:
         raise IRError("reused engine with activations in DRAM: modelled (cycles, resources, "
