@@ -77,6 +77,8 @@ from brevitas.graph.calibrate import (extend_collect_stats_steps, finalize_colle
 
 from lcp.datasets import load_mnist
 
+from .export import without_graph_lint
+
 __all__ = ["PeerSpec", "PEER_SPECS", "PEERS", "CALIBRATION_BATCHES", "CALIBRATION_BATCH_SIZE",
            "peer_spec", "peer_input", "build_peer", "calibrate_peer", "export_peer",
            "cache_name", "main"]
@@ -250,7 +252,7 @@ def _export(model: nn.Module, spec: PeerSpec, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), without_graph_lint():
             warnings.simplefilter("ignore")
             _brevitas_export_qonnx(model.eval(), torch.zeros(1, *spec.in_shape),
                                    export_path=os.fspath(tmp), dynamo=False)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import brevitas.nn as qnn
+from brevitas.export import export_qonnx as brevitas_export
 
 from lcp.models import LCPNet, build, calibrate, check_export_contract, example_input
 from lcp.models import export_qonnx
@@ -176,3 +177,24 @@ def test_checker_rejects_conv_without_activation_quantizer(tmp_path):
 def test_checker_counts_branches(tmp_path):
     m = _tiny()
     assert any("expected split=4" in b for b in _violations(tmp_path, m, split=4))
+
+
+def test_export_without_graph_lint_is_the_same_file(tmp_path, monkeypatch):
+    """export_qonnx skips TorchScript's graph lint (a check, quadratic on deep split models): the
+    file must be byte for byte the export with the lint, and the lint must be back afterwards."""
+    net = _calibrated("lenet5", 4).eval()
+    x = example_input(net.in_shape)
+    lint = torch._C._jit_pass_lint
+    calls = []
+
+    def counted(graph):
+        calls.append(1)
+        lint(graph)
+    monkeypatch.setattr(torch._C, "_jit_pass_lint", counted)
+    brevitas_export(net, x, export_path=str(tmp_path / "with_lint.onnx"), dynamo=False)
+    assert calls, "the reference export must run the lint it is compared against"
+    n = len(calls)
+    export_qonnx(net, tmp_path / "without.onnx", example=x)
+    assert len(calls) == n and torch._C._jit_pass_lint is counted
+    assert ((tmp_path / "with_lint.onnx").read_bytes()
+            == (tmp_path / "without.onnx").read_bytes())
