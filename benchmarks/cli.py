@@ -91,11 +91,20 @@ def register(app: typer.Typer) -> None:
             paper_table: bool = typer.Option(
                 False, "--paper-table", help="the LCP paper's FPGA latency table (cycle "
                                              "models, results/paper_table.json) only"),
+            imagenet: bool = typer.Option(
+                False, "--imagenet", help="224x224 MobileNet-v1-4b and ResNet-50 through "
+                                          "lcp compile --budget xc7z020 "
+                                          "(results/imagenet224.json) only"),
             runs: Path = typer.Option(Path("runs"), help="folder of trained runs"),
             results: Path = typer.Option(Path("results"), help="folder for hw_bench.json"),
             output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                   help="also write the rows as JSON")):
         """Hardware benchmarks: simulated vs modelled cycles, simulator speed, resources."""
+        if imagenet:
+            from . import imagenet224 as im  # late: see the module docstring
+            im.run_rows(results, out=typer.echo)
+            typer.echo(im.markdown(results))
+            return
         if paper_table:
             from . import paper_table as pt  # late: see the module docstring
             pt.run_table(results, out=typer.echo)

@@ -36,8 +36,8 @@ from lcp.hw.chooser import choose
 from lcp.hw.sim import VerilatorSim
 from lcp.ir import IRError
 
-__all__ = ["BenchCase", "zoo_model", "peer_model", "bench_case", "run_bench", "markdown", "main",
-           "CASES", "QUICK", "PEER_CASES", "FINN", "BENCH_FILE"]
+__all__ = ["BenchCase", "zoo_name", "zoo_model", "peer_model", "bench_case", "run_bench",
+           "markdown", "main", "CASES", "QUICK", "PEER_CASES", "FINN", "BENCH_FILE"]
 
 #: File the benchmark writes into the results folder.
 BENCH_FILE = "hw_bench.json"
@@ -102,14 +102,20 @@ CASES += PEER_CASES
 QUICK = CASES[:2] + PEER_CASES
 
 
+def zoo_name(arch: str, split: int, bits: int = 4, seed: int = 0, widen: int = 0,
+             in_shape: tuple[int, ...] | None = None) -> str:
+    """Cache name of a :func:`zoo_model` (its folder and its ``.onnx`` file's stem)."""
+    return (f"{arch}_split{split}" + (f"_f{widen}" if widen else "")
+            + ("_in" + "x".join(str(d) for d in in_shape) if in_shape else "")
+            + f"_w{bits}a{bits}_seed{seed}")
+
+
 def zoo_model(arch: str, split: int, bits: int = 4, seed: int = 0, cache: Path | None = None,
               widen: int = 0, in_shape: tuple[int, ...] | None = None):
     """IR of a zoo model with random weights (torch seed ``seed``), activation scales calibrated
     on random images; kept in the build cache (:func:`lcp.cache.build_once`). ``widen`` and
     ``in_shape`` as in :func:`lcp.models.build` (default: none, the arch's own input)."""
-    name = (f"{arch}_split{split}" + (f"_f{widen}" if widen else "")
-            + ("_in" + "x".join(str(d) for d in in_shape) if in_shape else "")
-            + f"_w{bits}a{bits}_seed{seed}")
+    name = zoo_name(arch, split, bits, seed, widen, in_shape)
 
     def build_ir(folder: Path):
         import torch

@@ -173,6 +173,8 @@ SECTIONS = [
     ("Branch engine (cycles, cocotb + Verilator)", "lcp.benchmarks.hw:markdown"),
     ("The LCP paper's FPGA latency table (cycle models, XC7Z020)",
      "lcp.benchmarks.paper_table:markdown"),
+    ("224x224 ImageNet models on the XC7Z020 (lcp compile --budget)",
+     "lcp.benchmarks.imagenet224:markdown"),
     ("Synthesis (FPGA and ASIC)", "lcp.benchmarks.synth:markdown"),
     ("PYNQ driver on the simulated hardware", "lcp.benchmarks.pynq:markdown"),
     ("Distributed inference", "lcp.sw.cluster.report:markdown"),
@@ -252,7 +254,8 @@ def refresh_sections(out: Path, titles: list[str], results: Path, runs: Path) ->
     """Re-render the :data:`SECTIONS` whose title starts with one of ``titles`` in the
     REPRODUCTION.md at ``out``, in place, and note the commit they were rendered on; the rest of
     the file (the zoo's counters, the other sections) stays as its last full run wrote it.
-    Returns the titles refreshed; a title that matches no section raises ``ValueError``."""
+    A section the file does not have yet (one added to :data:`SECTIONS` since) is inserted in its
+    place. Returns the titles refreshed; a title that matches no section raises ``ValueError``."""
     text = out.read_text()
     done = []
     for want in titles:
@@ -263,7 +266,7 @@ def refresh_sections(out: Path, titles: list[str], results: Path, runs: Path) ->
         title, target = hits[0]
         head = f"## {title}\n"
         if head not in text:
-            raise ValueError(f"{out}: no section '## {title}' (run a full lcp reproduce)")
+            text = _insert_heading(text, title, out)
         before, rest = text.split(head, 1)
         nxt = rest.find("\n## ")
         tail = rest[nxt + 1:] if nxt >= 0 else ""
@@ -274,6 +277,19 @@ def refresh_sections(out: Path, titles: list[str], results: Path, runs: Path) ->
         done.append(title)
     out.write_text(text)
     return done
+
+
+def _insert_heading(text: str, title: str, out: Path) -> str:
+    """``text`` with an empty ``## title`` placed where a full run puts it: before the first
+    section that follows it in :data:`SECTIONS` and is already in the file (else at the end)."""
+    titles = [t for t, _ in SECTIONS]
+    for later in titles[titles.index(title) + 1:]:
+        at = text.find(f"\n## {later}\n")
+        if at >= 0:
+            return f"{text[:at + 1]}## {title}\n\n{text[at + 1:]}"
+    if not any(f"## {t}\n" in text for t in titles):
+        raise ValueError(f"{out}: no section of {titles} (run a full lcp reproduce)")
+    return f"{text.rstrip()}\n\n## {title}\n"
 
 
 def update_readme_figures(readme: Path, block: str) -> None:

@@ -146,8 +146,9 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
             raise IRError(f"unknown device {budget!r} (known: {', '.join(DEVICES)})")
         budget = DEVICES[budget]
 
-    def lower(f):
-        return lower_branch(model, index, f) if scope == "branch" else lower_core(model, f)
+    def lower(f, timed=True):
+        return (lower_branch(model, index, f, timed) if scope == "branch"
+                else lower_core(model, f, timed))
 
     groups = _groups(model, scope, index)
     cands = []
@@ -208,7 +209,23 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
     def fits(r_):
         return budget is None or r_.fits(budget)
 
-    t, r, _ = evaluate(state["pos"], state["lanes"])
+    def check(pos_, lanes_):
+        """``(timing, resources)`` of a folding, or ``(None, engines' resources)`` without
+        running the cycle model when the engines alone exceed the budget (the cycle model of
+        a 224x224 model takes seconds, its FIFOs only add resources). Counted as an
+        evaluation, so ``max_evals`` stops the search where it did with the cycle model."""
+        nonlocal evals
+        if budget is not None and (tuple(pos_), tuple(lanes_), tuple(state["dram"])) not in memo:
+            g = lower(folding_of(pos_, lanes_), timed=False)
+            allocate_dsps(g, int(budget.dsp))
+            rb = g.engine_resources()
+            if not fits(rb):
+                evals += 1
+                return None, rb
+        t_, r_, _ = evaluate(pos_, lanes_)
+        return t_, r_
+
+    t, r = check(state["pos"], state["lanes"])
     # weights that do not fit the budget's BRAM stream from DRAM: the largest weight
     # matrices first, until the design fits (or every conv/dense layer reads DRAM)
     by_weights = sorted(range(len(groups)), key=lambda k: -groups[k][0].weight.size)
@@ -222,7 +239,7 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
             continue
         state["pos"][gi] = pos0
         state["dram"][gi] = True
-        t, r, _ = evaluate(state["pos"], state["lanes"])
+        t, r = check(state["pos"], state["lanes"])
     while not fits(r) and any(state["pos"]):
         # the target's starting point is too large for the budget: back off the biggest layer
         gi = max(range(len(groups)), key=lambda k: cands[k][state["pos"][k]][0]
@@ -231,8 +248,9 @@ def choose(model: Model, *, target: int | None = None, budget: str | Resources |
         while nxt and not valid(gi, nxt, state["dram"][gi]):
             nxt -= 1
         state["pos"][gi] = nxt
-        t, r, _ = evaluate(state["pos"], state["lanes"])
+        t, r = check(state["pos"], state["lanes"])
     if not fits(r):
+        t, r, _ = evaluate(state["pos"], state["lanes"])
         raise IRError(f"{model.name}: even the smallest folding needs {r.to_json()}, more than "
                       f"the budget {budget.to_json()} (its cycle-model latency: "
                       f"{t.latency:,} cycles, interval {t.interval:,})")

@@ -16,7 +16,6 @@ from .delay import tree_levels_per_stage
 from .folding import Folding
 from .reuse import choose_reused
 from .reuse_engine import write_build
-from .reuse_program import ReusedProgram
 
 __all__ = ["register"]
 
@@ -80,7 +79,7 @@ def register(app: typer.Typer) -> None:
             output.mkdir(parents=True, exist_ok=True)
             rep = {**c.to_json(), "model": m.name, "scope": scope, "budget": budget,
                    "dataflow": str(e), "layers": c.layers}
-            prog = ReusedProgram(m, c.pe, c.simd, scope=scope, index=branch or 0)
+            prog = c.program(m, scope=scope, index=branch or 0)
             try:
                 rep["build"] = write_build(prog, output)
                 made = f"{rep['build']['verilog']} + {rep['build']['weights']}"
@@ -91,7 +90,8 @@ def register(app: typer.Typer) -> None:
             r = c.resources.to_json()
             what = "LCP core" if scope == "core" else f"branch {branch}"
             typer.echo(f"{m.name} {what}: no dataflow design fits {budget}; served by one "
-                       f"reused {c.pe}x{c.simd} engine with weights from DRAM "
+                       f"reused {c.pe}x{c.simd} engine with weights"
+                       f"{' and activations' if c.activations == 'dram' else ''} from DRAM "
                        f"({c.dram_bytes:,} bytes per image over the HP port): latency "
                        f"{c.latency:,} cycles (cycle model); estimate {r['lut']} LUT, "
                        f"{r['ff']} FF, {r['dsp']} DSP, {r['bram36']} BRAM36 -> {made}")

@@ -326,6 +326,14 @@ class PlanGraph:
                 r += skid_resources(l.fmt.beat_bits)
         return r
 
+    def engine_resources(self) -> Resources:
+        """The engines' resources alone (no FIFO, no skid buffer): a lower bound of
+        :meth:`resources` that needs no cycle model (``timed=False`` lowering)."""
+        r = Resources()
+        for n in self.nodes:
+            r += n.plan.resources()
+        return r
+
     def node_resources(self) -> dict[str, Resources]:
         out: dict[str, Resources] = {}
         for n in self.nodes:
@@ -531,9 +539,10 @@ class _Lowering:
         self.g.output_node = idx
 
 
-def lower_branch(model: Model, index: int, folding) -> PlanGraph:
+def lower_branch(model: Model, index: int, folding, timed: bool = True) -> PlanGraph:
     """Plan graph of branch ``index`` alone (one device per branch): AXI input (the model
-    input), the branch's layers, AXI output (the branch output tensor).
+    input), the branch's layers, AXI output (the branch output tensor). ``timed=False``: no
+    cycle model run and no FIFO placed (``lowered_timing`` is None), for resource bounds.
 
     Raises
     ------
@@ -549,10 +558,10 @@ def lower_branch(model: Model, index: int, folding) -> PlanGraph:
     low.add_input([br], folding.in_width)
     low.lower(br)
     low.add_output(br.output, folding.out_width)
-    return _finish(g)
+    return _finish(g) if timed else g
 
 
-def lower_core(model: Model, folding) -> PlanGraph:
+def lower_core(model: Model, folding, timed: bool = True) -> PlanGraph:
     """Plan graph of the whole model on one chip: AXI input broadcast to every branch, the
     branches side by side, the merge, AXI output (the model output tensor)."""
     _check_no_exchange(model)
@@ -565,7 +574,7 @@ def lower_core(model: Model, folding) -> PlanGraph:
         low.lower(br)
     low.lower(model.merge)
     low.add_output(model.output, folding.out_width)
-    return _finish(g)
+    return _finish(g) if timed else g
 
 
 def _finish(g: PlanGraph) -> PlanGraph:

@@ -10,7 +10,9 @@ its resource estimate are :class:`lcp.hw.reuse_program.ReusedProgram`'s, the gen
 :class:`lcp.hw.reuse_engine.ReusedEngine` (conv/dense with their thresholds, max pools,
 flatten; other layers are modelled phases without a generator). :func:`choose_reused` picks
 the power-of-two ``PE x SIMD`` the generator builds (``PE`` divides ``SIMD``, a step word of
-whole 64-bit beats) with the lowest latency that fits the budget; :func:`serve` the faster of
+whole 64-bit beats) with the lowest latency that fits the budget, with the activations on chip,
+or, when no such engine fits (224x224 feature maps), in DRAM
+(:class:`lcp.hw.reuse_actdram.ActDramProgram`, modelled only); :func:`serve` the faster of
 it and the dataflow design. The interval equals the latency (one image at a time).
 """
 
@@ -22,6 +24,7 @@ from lcp.ir import IRError, Model
 
 from .base import DEVICES, Resources
 from .chooser import choose
+from .reuse_actdram import ActDramProgram
 from .reuse_program import ReusedProgram
 from .weightstream import ZYNQ_HP, HpPort
 
@@ -44,9 +47,17 @@ class ReusedChoice:
     dram_bytes: int
     port: HpPort
     buildable: bool = True
+    activations: str = "chip"
+
+    def program(self, model: Model, *, scope: str = "branch", index: int = 0):
+        """The chosen program (:class:`ReusedProgram`, or :class:`ActDramProgram` when the
+        activations are in DRAM)."""
+        prog = ReusedProgram(model, self.pe, self.simd, scope=scope, index=index, port=self.port)
+        return ActDramProgram.of(prog) if self.activations == "dram" else prog
 
     def to_json(self) -> dict:
-        return {"engine": "reused", "pe": self.pe, "simd": self.simd, "latency": self.latency,
+        return {"engine": "reused", "pe": self.pe, "simd": self.simd,
+                "activations": self.activations, "latency": self.latency,
                 "interval": self.interval, "resources": self.resources.to_json(),
                 "dram_bytes_per_image": self.dram_bytes, "port": self.port.to_json(),
                 "generator": self.buildable}
@@ -74,20 +85,23 @@ def choose_reused(model: Model, budget: str | Resources = "xc7z020", *, scope: s
             raise IRError(f"unknown device {budget!r} (known: {', '.join(DEVICES)})")
         budget = DEVICES[budget]
     best = None
-    base = ReusedProgram(model, 1, 1, scope=scope, index=index, port=port)
-    for pe in SIZES:
-        for simd in SIZES:
-            prog = base.resized(pe, simd)
-            if simd % pe or prog.step_bits % 64:
-                continue
-            r = prog.resources(int(budget.dsp))
-            if not r.fits(budget):
-                continue
-            lat, per, dram = prog.cycles()
-            key = (lat, pe * simd)
-            if best is None or key < best[0]:
-                best = (key, ReusedChoice(pe, simd, lat, lat, r, per, dram, port,
-                                          prog.buildable()))
+    chip = ReusedProgram(model, 1, 1, scope=scope, index=index, port=port)
+    for base in (chip, ActDramProgram.of(chip)):
+        if best is not None:
+            break           # activations in DRAM only when none fits with them on chip
+        for pe in SIZES:
+            for simd in SIZES:
+                prog = base.resized(pe, simd)
+                if simd % pe or prog.step_bits % 64:
+                    continue
+                r = prog.resources(int(budget.dsp))
+                if not r.fits(budget):
+                    continue
+                lat, per, dram = prog.cycles()
+                key = (lat, pe * simd)
+                if best is None or key < best[0]:
+                    best = (key, ReusedChoice(pe, simd, lat, lat, r, per, dram, port,
+                                              prog.buildable(), base.activations))
     if best is None:
         raise IRError(f"{model.name}: no reused engine (PE x SIMD in {SIZES}) fits "
                       f"{budget.to_json()}")

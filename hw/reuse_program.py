@@ -39,10 +39,11 @@ fetch time, first read command to the cycle the block is usable):
   ``T + reads + DRAIN``;
 - the result's words leave at ``T + 1, T + 2, ...`` (``T``: the cycle the last phase ends).
 
-Layers the generator has no phase for (``add``, ``concat``, grouped convolutions, ``avgpool``,
-``relu``, a ``threshold`` not after a conv/dense) are *modelled* phases: one pass over their
-input at ``SIMD`` elements per cycle (parameters fetched first), as in the LCP paper's design;
-:meth:`ReusedProgram.check_buildable` names the first one.
+Layers the generator has no phase for (``add``, ``concat``, grouped convolutions with their
+threshold fused, ``avgpool``, ``relu``, a ``threshold`` not after a conv/dense) are *modelled*
+phases: one pass over their input at ``SIMD`` elements per cycle (parameters fetched first), as
+in the LCP paper's design; :meth:`ReusedProgram.check_buildable` names the first one. When the
+activations do not fit on chip, :mod:`lcp.hw.reuse_actdram` keeps them in DRAM.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class ReusedProgram:
         activation element, weight, accumulator and threshold bits; thresholds per channel.
     """
 
+    #: Where the activation tensors live (:mod:`lcp.hw.reuse_actdram`: ``"dram"``).
+    activations = "chip"
+
     def __init__(self, model: Model, pe: int, simd: int, *, scope: str = "branch",
                  index: int = 0, port: HpPort = ZYNQ_HP):
         self.model, self.pe, self.simd, self.port = model, int(pe), int(simd), port
@@ -193,9 +197,11 @@ class ReusedProgram:
                    and not fused else "")
             why += (f", groups={l.attrs.get('groups')}" if int(l.attrs.get("groups", 1)) != 1
                     else "")
-            self.phases.append(Phase("model", [l], why=f"layer {l.name!r} ({l.op}{why})"))
-            geo = self._geo(t[l.output].shape) if l.output in t else geo
-            k += 1
+            # a grouped conv keeps its threshold fused (requantized as its outputs leave)
+            own = [l, nxt] if getattr(cls, "parallel", False) and fused else [l]
+            self.phases.append(Phase("model", own, why=f"layer {l.name!r} ({l.op}{why})"))
+            geo = self._geo(t[own[-1].output].shape) if own[-1].output in t else geo
+            k += len(own)
 
     @staticmethod
     def _geo(shape) -> tuple:
@@ -398,16 +404,22 @@ class ReusedProgram:
                                                                                    2)) / 2)
         acc = 2 * self.pe * self.abits
         requant = self.pe * self.levels * self.tbits / 2 + self.pe * self.levels
-        tensors = [self.in_spec.shape] + [self.model.tensors[p.layers[-1].output].shape
-                                          for p in self.phases]
-        depth = max(self.words(s) for s in tensors)
-        act = 2 * bram36(self.simd * self.xbits, depth)
+        act = self.act_buffers()
         fi_max = max([self.fi(p) for p in self.phases if p.kind == "mac"] + [1])
         tile = bram36(self.step_bits, 2 * fi_max)
         thr_ff = 2 * self.thr_beats * 64
         return (Resources(lut=mult + tree + acc + requant + self.simd * xb * 2,
                           ff=lanes * (self.wbits + xb) + acc + thr_ff, dsp=dsp,
                           bram=act + tile) + AXI_MASTER_COST + CONTROL_COST)
+
+    def act_buffers(self) -> float:
+        """BRAM36 of the on-chip activation buffers: two (ping, pong) as deep as the largest
+        tensor, a third where a layer reads two tensors (a residual add keeps its shortcut)."""
+        tensors = [self.in_spec.shape] + [self.model.tensors[p.layers[-1].output].shape
+                                          for p in self.phases]
+        depth = max(self.words(s) for s in tensors)
+        n = 3 if any(len(l.inputs) > 1 for l in self.layers) else 2
+        return n * bram36(self.simd * self.xbits, depth)
 
     # -- DRAM image ----------------------------------------------------------------------
     def block_image(self, ph: Phase, og: int) -> bytes:
@@ -477,18 +489,8 @@ class ReusedProgram:
         C, H, W = self._geo(shape)
         CG, S, xb = self.cg(C), self.simd, self.xbits
         n = len(words) // self.out_words
-        y = np.zeros((n, C, H, W), dtype=np.int64)
-        k = 0
-        for f in range(n):
-            for h in range(H):
-                for w in range(W):
-                    for g in range(CG):
-                        v = int(words[k])
-                        k += 1
-                        for s in range(S):
-                            c = g * S + s
-                            if c < C:
-                                e = (v >> (s * xb)) & ((1 << xb) - 1)
-                                y[f, c, h, w] = e - (1 << xb) if e >> (xb - 1) and \
-                                    self.out_spec.lo < 0 else e
-        return y.reshape(n, *shape)
+        e = np.array([[(int(v) >> (s * xb)) & ((1 << xb) - 1) for s in range(S)] for v in words],
+                     dtype=np.int64).reshape(n, H, W, CG * S)[..., :C]
+        if self.out_spec.lo < 0:
+            e = np.where(e >> (xb - 1) != 0, e - (1 << xb), e)
+        return e.transpose(0, 3, 1, 2).reshape(n, *shape)

@@ -121,7 +121,8 @@ def test_readme_figures_replace_only_the_marked_block(tmp_path):
 
 def test_reproduce_section_rerenders_one_section_in_place(tmp_path, capsys):
     """`lcp reproduce --section`: the named section gets its generator's text, the others and
-    the head stay byte for byte; an unknown or absent section is one line, exit 2."""
+    the head stay byte for byte; an unknown section is one line, exit 2; one the file lacks is
+    inserted in its place."""
     from lcp.benchmarks import paper_table
     from lcp.benchmarks.reproduce import refresh_sections
 
@@ -139,3 +140,9 @@ def test_reproduce_section_rerenders_one_section_in_place(tmp_path, capsys):
     assert main(["reproduce", "-o", str(doc), "--results", str(res),
                  "--section", "No such section"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    # a section added to SECTIONS after the file's last full run goes where a full run puts it
+    new = "224x224 ImageNet models on the XC7Z020 (lcp compile --budget)"
+    assert refresh_sections(doc, ["224x224"], res, tmp_path / "runs") == [new]
+    text = doc.read_text()
+    assert text.index(f"## {title}\n") < text.index(f"## {new}\n") < text.index("## Synthesis")
+    assert text.endswith("## Synthesis (FPGA and ASIC)\n\nalso kept\n")
