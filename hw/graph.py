@@ -24,21 +24,21 @@ With ``taps=True`` every IR tensor the hardware produces is also visible as
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from lcp.ir import Branch, IRError, Model
 
 from .base import Resources, StreamFormat, hwc_perm
 from .plans import plan_for
 from .skid import SkidBuffer, skid_resources
-from .plumbing import AxisInPlan, AxisOutPlan, FifoPlan, ForkPlan, RelanePlan, _run_max
+from .plumbing import (AxisInPlan, AxisOutPlan, FifoPlan, ForkPlan, RelanePlan, _run_max,
+                       axis_top_members)
 
 __all__ = ["Node", "Link", "PlanGraph", "lower_branch", "lower_core", "Timing", "TIMING_FRAMES"]
 
@@ -366,12 +366,7 @@ class GraphTop(wiring.Component):
     def __init__(self, graph: PlanGraph, taps: bool = False):
         self.graph = graph
         self.with_taps = taps
-        members = {
-            "s_axis_tdata": In(graph.in_width), "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(graph.out_width), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
-        }
+        members = axis_top_members(graph.in_width, graph.out_width)
         if taps:
             for k, node in graph.taps():
                 members[f"tap{k}_data"] = Out(node.plan.out_fmt.beat_bits)

@@ -28,7 +28,8 @@ from .base import Resources, StreamFormat, bram36, stream_signature
 
 __all__ = [
     "FifoPlan", "StreamFifo", "RelanePlan", "Relane", "ForkPlan", "Fork",
-    "AxisInPlan", "AxisIn", "AxisOutPlan", "AxisOut", "axis_signature", "pack_frames",
+    "AxisInPlan", "AxisIn", "AxisOutPlan", "AxisOut", "axis_signature", "axis_top_members",
+    "pack_frames",
     "unpack_frames", "words_per_frame",
 ]
 
@@ -297,6 +298,15 @@ def axis_signature(width: int) -> wiring.Signature:
     """AXI4-Stream master signature (``tdata``, ``tvalid``, ``tready``, ``tlast``)."""
     return wiring.Signature({"tdata": Out(width), "tvalid": Out(1), "tready": In(1),
                              "tlast": Out(1)})
+
+
+def axis_top_members(in_width: int, out_width: int) -> dict:
+    """The flat AXI4-Stream ports of a top level (``s_axis_t*`` in, ``m_axis_t*`` out), named as
+    the Verilog ports a DMA or a testbench connects to."""
+    return {"s_axis_tdata": In(in_width), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
+            "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(out_width), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+            "m_axis_tlast": Out(1)}
 
 
 def words_per_frame(fmt: StreamFormat, width: int) -> int:

@@ -34,7 +34,7 @@ from lcp.ir import IRError
 
 from .axiread import axi_read_signature
 from .base import StreamFormat, stream_signature
-from .plumbing import AxisIn, AxisOut
+from .plumbing import AxisIn, AxisOut, axis_top_members
 from .pynq_regs import DMA_WIDTHS
 from .reuse_engine import ReusedEngine
 from .reuse_program import ReusedProgram
@@ -139,13 +139,8 @@ class ReusedCore(wiring.Component):
 
     def __init__(self, design: "ReusedDesign"):
         self.design = design
-        members = {
-            "s_axis_tdata": In(design.in_width), "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(design.out_width), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
-            "w_base": In(32), **axi_read_signature()}
-        super().__init__(members)
+        super().__init__({**axis_top_members(design.in_width, design.out_width),
+                          "w_base": In(32), **axi_read_signature()})
 
     def elaborate(self, platform):
         m = Module()

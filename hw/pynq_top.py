@@ -37,7 +37,7 @@ from typing import ClassVar
 
 from amaranth.hdl import ClockDomain, ClockSignal, Module, Mux, ResetInserter, ResetSignal, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from lcp.cache import build_once, cache_root, digest, source_digest
 from lcp.ir import IRError, Model
@@ -48,6 +48,7 @@ from .build import GENERATOR_VERSION, cache_key, generate
 from .folding import Folding
 from .graph import PlanGraph
 from .pynq_axil import RegisterFile, axil_members, register_values, regmap_json, regmap_markdown
+from .plumbing import axis_top_members
 from .pynq_regs import (AXIL_ADDR_WIDTH, CLOCK_MHZ, DMA_INSTANCE, DMA_VLNV, DMA_WIDTHS,
                         ENGINE_INSTANCE, PYNQ_TOP_VERSION, TOP_NAME, VLNV, EngineInfo)
 from .pynq_reused import ReusedDesign
@@ -96,12 +97,7 @@ class PynqTop(wiring.Component):
         self._graph, self._info = graph, info
         members = {"aclk": In(1), "aresetn": In(1)}
         members.update(axil_members("s_axi_control", AXIL_ADDR_WIDTH))
-        members.update({
-            "s_axis_tdata": In(graph.in_width), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
-            "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(graph.out_width), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
-        })
+        members.update(axis_top_members(graph.in_width, graph.out_width))
         if self.reads_dram:
             members.update(axi_read_signature())
         super().__init__(members)
