@@ -12,6 +12,7 @@ seen, so combinational activity is a lower bound.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import time
@@ -281,14 +282,18 @@ def _simulator(workdir: Path, netlist: Path, models: Path, jobs: int) -> Path:
     """The compiled simulation of ``workdir/tb.v`` + ``netlist`` (Verilator, then make), from
     the cache when the same netlist, models, testbench and tools were built before: the
     stimulus (``beats.hex``) is read at run time, so a netlist is compiled once for any
-    images of the same length (a large gate netlist takes many minutes)."""
+    images of the same length (a large gate netlist takes many minutes). The cache lives
+    with the synthesis units' (``$LCP_SYNTH_CACHE/gatesim``) when that is set, else in
+    :func:`~lcp.synth.libs.cache_dir`."""
     _check_cxx()
     flags = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--trace", "--x-assign", "0",
              "--x-initial", "0"]
     key = hashlib.sha1(f"{tool_versions().get('verilator')}|{' '.join(flags)}|O0".encode())
     for f in (workdir / "tb.v", workdir / "main.cpp", netlist, models):
         key.update(Path(f).read_bytes())
-    cached = cache_dir() / "gatesim" / key.hexdigest()[:16] / "Vlcp_tb"
+    env = os.environ.get("LCP_SYNTH_CACHE")          # a cold synthesis cache: cold here too
+    root = Path(env) / "gatesim" if env else cache_dir() / "gatesim"
+    cached = root / key.hexdigest()[:16] / "Vlcp_tb"
     if cached.is_file():
         return cached
     obj = workdir / "obj"
