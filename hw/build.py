@@ -34,7 +34,7 @@ from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
 from .chooser import Choice, choose
-from .delay import tree_levels_per_stage
+from .delay import ASIC_TARGETS, tree_levels_per_stage
 from .folding import Folding
 from .plans import plan_for
 from .graph import PlanGraph, Timing, lower_branch, lower_core
@@ -187,6 +187,15 @@ def pipelined(model: Model, folding: Folding, tree_k: int) -> Folding:
     return folding
 
 
+def without_dsp(model: Model, folding: Folding) -> Folding:
+    """``folding`` with no DSP lanes (``dsp = 0`` on every layer whose engine takes it): the
+    same PE x SIMD and cycles, each lane its own multiplier (standard cells have no DSP)."""
+    for layer in model.layers():
+        if "dsp" in plan_for(layer).fold_keys and folding.layers.get(layer.name, {}).get("dsp"):
+            folding = folding.with_layer(layer.name, dsp=0)
+    return folding
+
+
 def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = None,
              target: int | None = None, budget: str | None = None, scope: str = "core",
              index: int = 0, in_width: int | None = None, out_width: int | None = None,
@@ -207,7 +216,9 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
         Write the Verilog (False: the report and folding only).
     clock_mhz, tech : float, str, optional
         Pipeline the adder trees for this clock on this target (:mod:`lcp.hw.delay`): every
-        engine that takes ``tree_k`` gets the levels per stage of the delay model.
+        engine that takes ``tree_k`` gets the levels per stage of the delay model. An ASIC
+        ``tech`` (:data:`~lcp.hw.delay.ASIC_TARGETS`) also drops the DSP lanes
+        (:func:`without_dsp`).
 
     Raises
     ------
@@ -229,6 +240,8 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     else:
         folding = Folding(folding.layers, in_width or folding.in_width,
                           out_width or folding.out_width)
+    if tech in ASIC_TARGETS:
+        folding = without_dsp(model, folding)
     if clock_mhz is not None:
         folding = pipelined(model, folding, tree_levels_per_stage(tech or "asap7", clock_mhz))
     g = lower(model, folding, scope, index)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["DELAY_NS", "XC7_FIT", "tree_levels_per_stage"]
+__all__ = ["ASIC_TARGETS", "DELAY_NS", "XC7_FIT", "tree_levels_per_stage"]
 
 #: Target -> nanoseconds of one adder level and of a stage's fixed overhead.
 DELAY_NS = {
@@ -50,6 +50,11 @@ XC7_FIT = (("conv1, LUT multipliers + DSP48", 8, 14.54), ("conv1, tree_k 4", 4, 
            ("dense0, LUT multipliers", 2, 4.76))
 
 _ALIASES = {"xc7z020": "xc7", "7series": "xc7"}
+
+#: Standard-cell targets: no hard multiplier slices, so a folding's DSP lanes are built as
+#: plain multipliers of their own widths there (:func:`lcp.hw.build.generate`); packing two
+#: 4-bit products into one wide multiply pays only on a DSP48 or MULT18X18D.
+ASIC_TARGETS = ("asap7", "osu018")
 
 
 def tree_levels_per_stage(target: str, clock_mhz: float) -> int:

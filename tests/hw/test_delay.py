@@ -5,7 +5,7 @@ import pytest
 from lcp.hw.build import generate, pipelined
 import numpy as np
 
-from lcp.hw.delay import DELAY_NS, XC7_FIT, tree_levels_per_stage
+from lcp.hw.delay import ASIC_TARGETS, DELAY_NS, XC7_FIT, tree_levels_per_stage
 from lcp.hw.folding import Folding
 
 from tests.hw.irgen import Builder
@@ -47,3 +47,25 @@ def test_clock_pipelines_the_mvus_and_the_latency_follows(tmp_path):
     assert st == tree_levels_per_stage("asap7", 4000)
     mvu = [n.plan.mvu for n in fast.graph.nodes if hasattr(n.plan, "mvu")][0]
     assert fast.timing.latency == flat.timing.latency + mvu.tree_stages > flat.timing.latency
+
+
+def test_asic_targets_build_dsp_lanes_as_plain_multipliers(tmp_path):
+    """Standard cells have no DSP slices: an ASIC build keeps the folding's PE x SIMD but no
+    packed DSP lanes; an FPGA build keeps them."""
+    b = Builder((2, 6, 6), seed=1)
+    c = b.conv("input", 4, 3, pad=1)
+    b.threshold(c, 3)
+    m = b.model()
+    fold = Folding({c: {"pe": 2, "simd": 18, "dsp": 4}}, 32, 8)     # weights in a ROM
+    for tech in ASIC_TARGETS:
+        asic = generate(m, tmp_path / tech, folding=fold, verilog=False, clock_mhz=400,
+                        tech=tech)
+        assert asic.folding.layer(c)["dsp"] == 0
+        assert {k: asic.folding.layer(c)[k] for k in ("pe", "simd")} == {"pe": 2, "simd": 18}
+        assert not _mvu(asic).dsp_pairs()
+    fpga = generate(m, tmp_path / "xc7", folding=fold, verilog=False, clock_mhz=100, tech="xc7")
+    assert fpga.folding.layer(c)["dsp"] == 4 and _mvu(fpga).dsp_pairs()
+
+
+def _mvu(build):
+    return [n.plan.mvu for n in build.graph.nodes if hasattr(n.plan, "mvu")][0]
