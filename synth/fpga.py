@@ -19,6 +19,8 @@ import re
 import time
 from pathlib import Path
 
+from lcp.hw.base import ECP5_PARTS
+
 from .design import Design
 from .paths import NET_PS, fmax_mhz
 from .split import run_units, split_units
@@ -30,11 +32,9 @@ __all__ = ["XC7Z020", "ECP5_DEVICES", "xilinx_flow", "ecp5_flow", "xilinx_counts
 XC7Z020 = {"lut": 53_200, "ff": 106_400, "dsp": 220, "bram36": 140}
 
 #: ECP5 devices tried by :func:`ecp5_flow`, smallest first: nextpnr flag and capacity.
-ECP5_DEVICES = [
-    ("25k", {"lut4": 24_288, "ff": 24_288, "mult18": 28, "ebr": 56}),
-    ("45k", {"lut4": 43_848, "ff": 43_848, "mult18": 72, "ebr": 108}),
-    ("85k", {"lut4": 83_640, "ff": 83_640, "mult18": 156, "ebr": 208}),
-]
+#: (:data:`lcp.hw.base.ECP5_PARTS`, "lfe5u-85f" -> "85k").
+ECP5_DEVICES = [(name.removeprefix("lfe5u-").removesuffix("f") + "k", cap)
+                for name, cap in ECP5_PARTS.items()]
 _ECP5_PACKAGE = "CABGA381"
 
 _XIL_FF = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
@@ -286,6 +286,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                    "package": _ECP5_PACKAGE if chosen else None,
                    "fmax_mhz": fmax, "target_mhz": freq_mhz,
                    "lut4": cells.get("LUT4", 0), "ccu2c": cells.get("CCU2C", 0),
+                   "lut4_equivalent": need["lut4"],
                    "ff": cells.get("TRELLIS_FF", 0), "mult18": cells.get("MULT18X18D", 0),
                    "ebr": cells.get("DP16KD", 0)},
         "devices_tried": tried, "utilization": util, "cells": dict(sorted(cells.items())),
