@@ -33,7 +33,9 @@ registered -> accumulate and output register; an output beat is offered 3 cycles
 of its last step. With ``tree_k`` (fold key; :mod:`lcp.hw.delay` picks it for a clock) the adder
 trees are also registered every ``tree_k`` levels, the same number of stages in every PE, and the
 offer comes :attr:`MvuParams.tree_stages` cycles later (:attr:`MvuParams.latency`). The whole
-engine stalls while its output beat waits.
+engine stalls while its output beat waits. Data registers (operands, ROM words, tree stages,
+partial sums) load only with a valid step, control bits every cycle: an idle engine's datapath
+holds still and its registers' clock gates close (ASIC clock gating keys on the load enable).
 
 ``ConvPlan``: window unit (:mod:`lcp.hw.window`) + MVU over the ``KH*KW*C`` window in
 ``(ky, kx, c)`` order; input one pixel per beat (``C`` lanes), output ``PE`` channels per beat.
@@ -459,7 +461,9 @@ class MatrixVectorUnit(wiring.Component):
         use_buf1 = Signal()
         with m.If(en):
             m.d.sync += [v1.eq(fire), first1.eq(ig == 0), last1.eq(last_ig), og1.eq(og),
-                         x1.eq(x0), use_buf1.eq((og != 0) if self.mode == "stream" else 0)]
+                         use_buf1.eq((og != 0) if self.mode == "stream" else 0)]
+        with m.If(fire):               # data registers load only with a step (operand isolation)
+            m.d.sync += x1.eq(x0)
 
         x_buf = None
         if self.mode == "stream" and fo > 1:
@@ -467,7 +471,7 @@ class MatrixVectorUnit(wiring.Component):
             wr = xbuf.write_port()
             rd = xbuf.read_port(domain="sync")
             m.d.comb += [wr.addr.eq(ig), wr.data.eq(i.payload), wr.en.eq(fire & (og == 0)),
-                         rd.addr.eq(ig), rd.en.eq(en)]
+                         rd.addr.eq(ig), rd.en.eq(fire)]
             x_buf = rd.data
 
         kind = p.lane_kind
@@ -485,7 +489,7 @@ class MatrixVectorUnit(wiring.Component):
             # og * fi as shifts of og: a `*` by a constant would be a multiplier cell to
             # Yosys (synth_ecp5 maps og * 6 to a MULT18X18D the estimate does not count)
             og_fi = tree_sum([og << k for k in range(fi.bit_length()) if fi >> k & 1])
-            m.d.comb += [rp.addr.eq(og_fi + ig), rp.en.eq(en)]
+            m.d.comb += [rp.addr.eq(og_fi + ig), rp.en.eq(fire)]
             w_rom = rp.data
 
         # -- stage 1: products and adder trees ----------------------------------------------
@@ -546,7 +550,7 @@ class MatrixVectorUnit(wiring.Component):
                     terms.append(Mux(w_rom[q * simd + s], -xin(q, s), xin(q, s)))
                 elif (q - q % 2, s) in pairs and p.dsp_registered:
                     if (q, s) not in packed:
-                        lo, hi = _packed_registered(m, en, xin(q, s), w_rom[q * simd + s],
+                        lo, hi = _packed_registered(m, en & v1, xin(q, s), w_rom[q * simd + s],
                                                     w_rom[(q + 1) * simd + s],
                                                     p.xbits + p.wbits, f"dsp{q}_{s}")
                         packed[(q, s)], packed[(q + 1, s)] = lo, hi
@@ -573,7 +577,7 @@ class MatrixVectorUnit(wiring.Component):
                 regs = []
                 for k, t in enumerate(terms):
                     r = Signal(Value.cast(t).shape(), name=f"t{st}_{q}_{k}")
-                    with m.If(en):
+                    with m.If(en & ctl[0]):
                         m.d.sync += r.eq(t)
                     regs.append(r)
                 nxt.append(regs + (late[q] if st == 0 else []))
@@ -585,6 +589,7 @@ class MatrixVectorUnit(wiring.Component):
         sums = [t if kind == "xnor" else tree_sum(t) for t in sums]
         with m.If(en):
             m.d.sync += [v2.eq(ctl[0]), first2.eq(ctl[1]), last2.eq(ctl[2]), og2.eq(ctl[3])]
+        with m.If(en & ctl[0]):
             m.d.sync += [psum[q].eq(sums[q]) for q in range(pe)]
 
         # -- stage 2: accumulate, output ------------------------------------------------------
