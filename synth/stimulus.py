@@ -2,9 +2,14 @@
 
 The images are real where the data set is here: a model with MNIST's input shape ``(1, 28, 28)``
 gets held-out MNIST test images (:func:`lcp.datasets.load_mnist`, one per class in turn), one
-with the sklearn digits' ``(1, 8, 8)`` held-out digits. Any other input shape (CIFAR or ImageNet
-sized models, for which no data set is available offline) gets uniformly random integers over
-the quantized input range, which switch more than natural images do: its power is pessimistic.
+with the sklearn digits' ``(1, 8, 8)`` held-out digits. Other image shapes with 1 or 3 channels
+(CIFAR or ImageNet sized models, whose data sets are not here) get natural photographs: crops of
+the two photographs scikit-learn ships (``load_sample_images``: a temple and a flower, 427 x 640
+RGB), each a seeded square crop about a third of the photograph wide, box-averaged down to the
+input size (as CIFAR-10's 32 x 32 images are downsampled photographs), grey for 1 channel. Any
+other input (no image layout, other channel counts, larger than the photographs) gets uniformly
+random integers over the quantized input range, which switch far more than natural images do:
+its power is pessimistic.
 
 Frames are packed exactly as the hardware expects (:func:`lcp.hw.plumbing.pack_frames`) and the
 expected output words come from the golden reference, so the gate-level simulation is also a
@@ -14,6 +19,8 @@ bit-exactness check of the synthesized netlist.
 from __future__ import annotations
 
 import numpy as np
+
+from sklearn.datasets import load_sample_images
 
 from lcp.datasets import load_digits, load_mnist
 from lcp.golden import Golden
@@ -26,7 +33,7 @@ from .design import Design
 from .gatesim import Stimulus
 from .tools import SynthError
 
-__all__ = ["build_stimulus", "images_for"]
+__all__ = ["build_stimulus", "images_for", "natural_images"]
 
 
 def images_for(model, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -40,10 +47,41 @@ def images_for(model, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
         x = ds.x_test[idx]
         return spec.quantize(x), (f"held-out {ds.name} test images {list(map(int, idx))} "
                                   f"(labels {list(map(int, ds.y_test[idx]))})")
+    photos = natural_images(shape, n, seed)
+    if photos is not None:
+        return spec.quantize(photos), (
+            f"natural photographs: {n} crop(s) of scikit-learn's sample images (china.jpg, "
+            f"flower.jpg) box-averaged to {shape[1]} x {shape[2]} (seed {seed}; no data set for "
+            f"input shape {shape} here)")
     rng = np.random.default_rng(seed)
     xq = rng.integers(spec.lo, spec.hi + 1, size=(n, *shape))
     return xq, (f"uniform random integers in [{spec.lo}, {spec.hi}] (seed {seed}; no data set "
                 f"for input shape {shape} here: pessimistic activity)")
+
+
+def natural_images(shape: tuple[int, ...], n: int, seed: int = 0) -> np.ndarray | None:
+    """``n`` images of ``shape`` ``(C, H, W)``, ``C`` 1 or 3, cut from scikit-learn's two sample
+    photographs, as floats ``k / 255`` (``k`` an 8-bit pixel value); ``None`` for any other
+    shape or one larger than the photographs."""
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        return None
+    c, h, w = shape
+    photos = load_sample_images().images                      # two 427 x 640 x 3 uint8
+    ph, pw = photos[0].shape[:2]
+    if h > ph or w > pw:
+        return None
+    f = max(1, min(ph // h, pw // w) // 3)                    # crop ~ a third of the photograph
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, c, h, w))
+    for k in range(n):
+        img = photos[k % len(photos)].astype(np.float64)
+        y0 = int(rng.integers(0, ph - h * f + 1))
+        x0 = int(rng.integers(0, pw - w * f + 1))
+        crop = img[y0:y0 + h * f, x0:x0 + w * f].reshape(h, f, w, f, 3).mean(axis=(1, 3))
+        if c == 1:
+            crop = crop @ np.array([0.299, 0.587, 0.114])[:, None]
+        out[k] = np.clip(np.round(crop), 0, 255).transpose(2, 0, 1) / 255.0
+    return out
 
 
 def build_stimulus(design: Design, images: int = 2, seed: int = 0) -> Stimulus:

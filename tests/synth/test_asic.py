@@ -223,3 +223,25 @@ def test_replay_with_gated_clocks_reproduces_opensta(tmp_path):
         net, 800.0, tmp_path,
         lambda n: 0.0 if n in ties else 2.0 if n in clocks else _GLOBAL_ACT)
     assert res["pins_off_reference"] == 0
+
+
+def test_gate_sim_compiles_a_netlist_once(osu_nets, tmp_path, monkeypatch):
+    """The compiled simulation is reused for new beats of the same length (same netlist and
+    testbench): no Verilator run the second time, and the new outputs are still exact."""
+    from lcp.synth.gatesim import cell_models, gate_sim
+    monkeypatch.setenv("LCP_CACHE_DIR", str(tmp_path / "cache"))
+    lib = get_library("osu018")
+    net = osu_nets[1][1]
+    models = cell_models(lib)
+    rnd = random.Random(1)
+    runs = []
+    for k in range(2):
+        beats = [rnd.getrandbits(4) for _ in range(2 * DEPTH)]
+        stim = Stimulus(beats, [False] * len(beats), images=2, out_beats=2, source="random",
+                        expected=reference(beats, 1, DEPTH))
+        sim = gate_sim(net.sim_netlist, models, net.top, stim, tmp_path / f"run{k}")
+        runs.append(sim)
+        assert sim.outputs_match
+    assert (tmp_path / "run0" / "verilator.log").exists()
+    assert not (tmp_path / "run1" / "verilator.log").exists()
+    assert runs[0].outputs != runs[1].outputs
