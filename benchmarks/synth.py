@@ -7,6 +7,9 @@ Cases (:data:`CASES`):
     random weights, folded for the XC7Z020 budget) on ASAP7 at 800 MHz, against the LCP paper's
     ASIC (0.107 mm2, 16.1 mW at 800 MHz, commercial tools, place and route included); the same
     build on the XC7Z020 (220 DSP48 / 53,200 LUT / 140 BRAM36) and its ECP5 post-route Fmax.
+``cifarnet_split8_branch0_ecp5_100``
+    The same branch folded for the ECP5 LFE5U-85F budget, adder trees pipelined for 100 MHz on
+    ecp5: nextpnr's post-route Fmax and the MULT18X18D/LUT4/EBR against the estimate.
 ``lenet5_split4_core``
     The demo model (LeNet-5 split4 w4a4: the trained run ``RUNS/lenet5_split4_w4a4/model.onnx``
     or the newest ``RUNS/lenet5_split4_w4a4-*/model.onnx``, else random weights) as one LCP
@@ -42,8 +45,9 @@ ANCHOR = {"area_mm2": 0.107, "power_mw": 16.1, "clock_mhz": 800.0, "dsp": 220, "
 class SynthCase:
     """A model, the part of it that is built, and the flows run on the build.
 
-    ``flows`` entries: ``asic:<library>@<MHz>``, ``fpga:xc7z020``, ``fpga:ecp5``. The folding
-    is the chooser's for the XC7Z020 budget, or for ``target_cycles`` (latency) within it.
+    ``flows`` entries: ``asic:<library>@<MHz>``, ``fpga:xc7z020``, ``fpga:ecp5[@<MHz>]``. The
+    folding is the chooser's for the ``budget`` device (:data:`lcp.hw.base.DEVICES`, default
+    the XC7Z020), or for ``target_cycles`` (latency) within it.
     ``dsp``: the FPGA flows' multiplier policy (``lcp synth --dsp``). ``clock_mhz``/``tech``:
     the build's adder trees pipelined for that clock on that target (:mod:`lcp.hw.delay`).
     """
@@ -60,6 +64,8 @@ class SynthCase:
     #: ``lcp compile --clock-mhz F --target T``: adder trees pipelined for this clock.
     clock_mhz: float | None = None
     tech: str | None = None
+    #: ``lcp compile --budget``: the device the folding is chosen for.
+    budget: str = "xc7z020"
 
 
 CASES = [
@@ -87,6 +93,10 @@ CASES = [
               clock_mhz=100.0, tech="xc7"),
     SynthCase("lenet5_split4_core_xc7_100", "lenet5", 4, "core", ("fpga:xc7z020",), images=2,
               clock_mhz=100.0, tech="xc7"),
+    # folded for the ECP5 LFE5U-85F (its DSP lanes on MULT18X18D), adder trees for 100 MHz on
+    # ecp5: nextpnr's post-route Fmax
+    SynthCase("cifarnet_split8_branch0_ecp5_100", "cifarnet", 8, "branch", ("fpga:ecp5@100",),
+              clock_mhz=100.0, tech="ecp5", budget="lfe5u-85f"),
 ]
 #: ``--quick``: the demo core on OSU 0.18 um only.
 QUICK = [SynthCase("lenet5_split4_core", "lenet5", 4, "core", ("asic:osu018@100",), images=2)]
@@ -105,7 +115,7 @@ def _model(case: SynthCase, runs: Path):
 
 def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
                effort: str = "normal", cold: bool = True) -> list[dict]:
-    """Build ``case`` (folded for the XC7Z020 budget) and run its flows; one row per flow.
+    """Build ``case`` (folded for its budget) and run its flows; one row per flow.
 
     ``cold``: the flows start from an empty synthesis cache (``RUNS/synth/<case>/unit-cache``,
     through ``$LCP_SYNTH_CACHE``), so the wall time is that of a first synthesis."""
@@ -128,7 +138,7 @@ def bench_case(case: SynthCase, runs: Path = Path("runs"), out=print,
 
 def _bench_case(case, root, model, weights, out, effort) -> list[dict]:
     t0 = time.perf_counter()
-    b = generate(model, root / "build", budget="xc7z020", scope=case.scope,
+    b = generate(model, root / "build", budget=case.budget, scope=case.scope,
                  target=case.target_cycles, clock_mhz=case.clock_mhz, tech=case.tech)
     build_s = time.perf_counter() - t0
     out(f"{case.name}: {weights} weights, build {build_s:.0f} s, model latency "
@@ -174,7 +184,9 @@ def _row(case: SynthCase, rep: dict, weights: str, wall: float) -> dict:
         row.update(lut=t["lut"], ff=t["ff"], dsp=t["dsp"], bram36=t["bram36"], fits=t["fits"],
                    model_vs_synthesis=(rep.get("model_vs_synthesis") or {}).get("totals"))
     else:
-        row.update(device=t["device"], fmax_mhz=t["fmax_mhz"])
+        row.update(device=t["device"], fmax_mhz=t["fmax_mhz"], lut4=t["lut4_equivalent"],
+                   ff=t["ff"], mult18=t["mult18"], ebr=t["ebr"],
+                   model_vs_synthesis=(rep.get("model_vs_synthesis") or {}).get("totals"))
     return row
 
 
@@ -198,6 +210,9 @@ def _fmt_row(r: dict) -> str:
                 for k, v in mv.items()) + ")"
     else:
         s = f"  ecp5:    {r['device']}, post-route Fmax {r['fmax_mhz'] or float('nan'):.1f} MHz"
+        if r.get("lut4") is not None:
+            s += (f", {r['lut4']:,} LUT4, {r['ff']:,} FF, {r['mult18']} MULT18X18D, "
+                  f"{r['ebr']} EBR")
     return s + f"  [{r['wall_time_s']:.0f} s]"
 
 

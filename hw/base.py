@@ -34,6 +34,7 @@ from lcp.ir import IRError, TensorSpec, bits_for_range
 
 __all__ = [
     "MAX_ELEMENT_BITS", "MAX_ACC_BITS", "StreamFormat", "Resources", "DEVICES",
+    "ECP5_PARTS", "ECP5_LUT4_PER_LUT6", "ECP5_FF_PER_FF", "ecp5_units",
     "element_shape", "hwc_perm", "stream_signature", "tree_sum", "divisors", "csd_digits",
     "const_mul_terms",
     "bram36", "check_layer_bits",
@@ -212,12 +213,54 @@ class Resources:
                 "bram36": round(self.bram, 1)}
 
 
-#: Resource budgets of known parts (``--budget NAME``).
+#: Lattice ECP5 parts (LFE5U, data sheet FPGA-DS-02012 table 1.1) in their own units: LUT4s,
+#: flip-flops, 18x18 multipliers (MULT18X18D) and 18-kbit block RAMs (EBR, DP16KD). The ECP5
+#: flow (:mod:`lcp.synth.fpga`) tries them smallest first.
+ECP5_PARTS: dict[str, dict[str, int]] = {
+    "lfe5u-25f": {"lut4": 24_288, "ff": 24_288, "mult18": 28, "ebr": 56},
+    "lfe5u-45f": {"lut4": 43_848, "ff": 43_848, "mult18": 72, "ebr": 108},
+    "lfe5u-85f": {"lut4": 83_640, "ff": 83_640, "mult18": 156, "ebr": 208},
+}
+
+#: ECP5 LUT4s per LUT6 and flip-flops per flip-flop of the estimate. The estimate counts
+#: 7-series cells; ``synth_ecp5`` maps the same logic to LUT4s, CCU2C carry cells (two LUT4s
+#: each) and 16x4 distributed RAMs (four LUT4s each), and keeps in fabric flip-flops the
+#: product registers a DSP48E1 holds inside. Calibrated on the CifarNet-split8 branch 0 at the
+#: XC7Z020 folding, adder trees pipelined for 100 MHz on ecp5 (``generate(zoo_model('cifarnet',
+#: 8, 4), B, budget='xc7z020', scope='branch', clock_mhz=100, tech='ecp5')``, random weights):
+#: estimate 43,867 LUT6 and 15,349 FF; ``synth_ecp5`` (Yosys 0.5x, pyosys) mapped 42,419 LUT4
+#: + 8,394 CCU2C + 104 TRELLIS_DPR16X4 = 59,623 LUT4s (1.36 per LUT6) and 20,224 FF (1.32 per
+#: FF), both rounded up. (Same run: 221 MULT18X18D for 220 estimated DSP48 slices, 9 DP16KD for
+#: 3 BRAM36.)
+ECP5_LUT4_PER_LUT6 = 1.4
+ECP5_FF_PER_FF = 1.35
+
+
+def ecp5_units(r: Resources) -> dict[str, float]:
+    """An estimate in ECP5 units: LUT4 (:data:`ECP5_LUT4_PER_LUT6` per LUT6), FF
+    (:data:`ECP5_FF_PER_FF`), MULT18X18D (one per DSP48 slice of the estimate: a slice holds
+    two lanes' packed product ``x * (wa + wb * 2^S)``, ``x`` and the packed weight each at most
+    18 bits for operands of up to 6 bits, so one MULT18X18D takes it) and EBR (two 18-kbit EBRs
+    per BRAM36: the DP16KD has the RAMB18's aspect ratios, 16K x 1 to 512 x 36)."""
+    return {"lut4": r.lut * ECP5_LUT4_PER_LUT6, "ff": r.ff * ECP5_FF_PER_FF, "mult18": r.dsp,
+            "ebr": 2 * r.bram}
+
+
+def _ecp5_budget(part: dict[str, int]) -> Resources:
+    """The budget of an ECP5 part in the estimate's units (the inverse of :func:`ecp5_units`)."""
+    return Resources(lut=part["lut4"] / ECP5_LUT4_PER_LUT6, ff=part["ff"] / ECP5_FF_PER_FF,
+                     dsp=part["mult18"], bram=part["ebr"] / 2)
+
+
+#: Resource budgets of known parts (``--budget NAME``), in the estimate's units (7-series
+#: LUT6, FF, DSP48 slices, BRAM36).
 DEVICES: dict[str, Resources] = {
     # Zynq-7020 (PYNQ-Z1/Z2): 53,200 LUT, 106,400 FF, 220 DSP48E1, 140 BRAM36
     "xc7z020": Resources(lut=53_200, ff=106_400, dsp=220, bram=140),
     # Zynq-7010: 17,600 LUT, 35,200 FF, 80 DSP48E1, 60 BRAM36
     "xc7z010": Resources(lut=17_600, ff=35_200, dsp=80, bram=60),
+    # ECP5 LFE5U-25F/45F/85F, converted (:func:`ecp5_units`)
+    **{name: _ecp5_budget(part) for name, part in ECP5_PARTS.items()},
 }
 
 

@@ -251,6 +251,8 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = _report(model, g, folding, scope, index, top, timing, res, choice)
+    if choice is not None and budget is not None:
+        rep["chooser"]["budget"] = budget
     vpath = out / f"{top}.v"
     if verilog:
         t0 = time.time()

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
                 None, "--target-cycles", help="latency target in cycles (first input word to "
                                               "last output word)"),
             budget: Optional[str] = typer.Option(None, "--budget",
-                                                 help="device budget, e.g. xc7z020"),
+                                                 help="device budget: xc7z020, xc7z010, "
+                                                      "lfe5u-25f/45f/85f"),
             branch: Optional[int] = typer.Option(
                 None, "--branch", help="build branch K alone (default: the whole model as one "
                                        "LCP core)"),

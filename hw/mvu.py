@@ -496,7 +496,10 @@ class MatrixVectorUnit(wiring.Component):
             init = [word(a, b) for a in range(fo) for b in range(fi)]
             m.submodules.weights = rom = Memory(shape=wl, depth=p.steps, init=init)
             rp = rom.read_port(domain="sync")
-            m.d.comb += [rp.addr.eq(og * fi + ig), rp.en.eq(fire)]
+            # og * fi as shifts of og: a `*` by a constant would be a multiplier cell to
+            # Yosys (synth_ecp5 maps og * 6 to a MULT18X18D the estimate does not count)
+            og_fi = tree_sum([og << k for k in range(fi.bit_length()) if fi >> k & 1])
+            m.d.comb += [rp.addr.eq(og_fi + ig), rp.en.eq(fire)]
             w_rom = rp.data
 
         # -- stage 1: products and adder trees ----------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lcp.hw.base import Resources, ecp5_units
+
 from . import report as rp
 from .asic import asic_flow
 from .design import load_build
@@ -41,6 +43,22 @@ def model_vs_synthesis(rep: dict) -> dict:
         if "estimate" in v:
             out["groups"][g] = cmp(v["estimate"], v)
     return out
+
+
+def _ecp5_estimate(est: dict) -> dict:
+    """The generator's estimate (``report.json``'s ``resources_estimate``) in ECP5 units
+    (:func:`lcp.hw.base.ecp5_units`)."""
+    r = Resources(lut=est["lut"], ff=est["ff"], dsp=est["dsp"], bram=est["bram36"])
+    return {k: round(v, 1) for k, v in ecp5_units(r).items()}
+
+
+def _ecp5_vs(est: dict, totals: dict) -> dict:
+    """The ECP5 estimate against ``synth_ecp5``'s cells: LUT4 with two per CCU2C
+    (``lut4_equivalent``), FF, MULT18X18D, EBR."""
+    got = {"lut4": totals["lut4_equivalent"], "ff": totals["ff"], "mult18": totals["mult18"],
+           "ebr": totals["ebr"]}
+    return {k: {"estimate": est[k], "yosys": got[k], "error": _err(est[k], got[k])}
+            for k in got}
 
 
 def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
@@ -82,6 +100,9 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
             rep["model_vs_synthesis"] = model_vs_synthesis(rep)
     elif fpga == "ecp5":
         rep = ecp5_flow(design, workdir=work, freq_mhz=clock_mhz or 100.0, dsp=dsp)
+        if design.hw_report and "resources_estimate" in design.hw_report:
+            rep["estimate"] = _ecp5_estimate(design.hw_report["resources_estimate"])
+            rep["model_vs_synthesis"] = {"totals": _ecp5_vs(rep["estimate"], rep["totals"])}
     elif fpga is not None:
         raise SynthError(f"unknown FPGA target {fpga!r} (known: xc7z020, ecp5)")
     else:

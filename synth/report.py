@@ -179,12 +179,7 @@ def summary(report: dict) -> list[str]:
             f"{_fmt(t['lut'])} LUT ({u['lut']:.1%}), {_fmt(t['ff'])} FF ({u['ff']:.1%}), "
             f"{_fmt(t['dsp'])} DSP48 ({u['dsp']:.1%}), {_fmt(t['bram36'])} BRAM36 "
             f"({u['bram36']:.1%}) of the XC7Z020: fits {_fmt(t['fits'])}")
-        mv = (report.get("model_vs_synthesis") or {}).get("totals")
-        if mv:
-            lines.append("generator's estimate vs Yosys: " + ", ".join(
-                f"{k.upper()} {_fmt(v['estimate'])} vs {_fmt(v['yosys'])} ("
-                + ("n/a" if v["error"] is None else f"{v['error']:+.1%}") + ")"
-                for k, v in mv.items()))
+        lines += _estimate_line(report)
         wp = (report.get("timing") or {}).get("worst_path")
         if wp:
             lines.append(f"worst register-to-register path ({wp['module']}): {wp['lut_levels']} "
@@ -205,11 +200,23 @@ def summary(report: dict) -> list[str]:
             f"device {t['device'] or 'none'}: post-route Fmax {_fmt(t['fmax_mhz'])} MHz; "
             f"{_fmt(t['lut4'])} LUT4, {_fmt(t['ccu2c'])} CCU2C, {_fmt(t['ff'])} FF, "
             f"{_fmt(t['mult18'])} MULT18, {_fmt(t['ebr'])} EBR")
+        lines += _estimate_line(report)
     if report.get("wall_time_s") is not None:
         lines.append(f"wall time {report['wall_time_s']:.1f} s")
     for u in report.get("unmeasured", []):
         lines.append(f"not measured: {u['what']}: {u['why']}")
     return lines
+
+
+def _estimate_line(report: dict) -> list[str]:
+    """The generator's estimate against Yosys' counts, when the report has it."""
+    mv = (report.get("model_vs_synthesis") or {}).get("totals")
+    if not mv:
+        return []
+    return ["generator's estimate vs Yosys: " + ", ".join(
+        f"{k.upper()} {_fmt(v['estimate'])} vs {_fmt(v['yosys'])} ("
+        + ("n/a" if v["error"] is None else f"{v['error']:+.1%}") + ")"
+        for k, v in mv.items())]
 
 
 def rich_table(report: dict):

