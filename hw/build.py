@@ -191,7 +191,7 @@ def without_dsp(model: Model, folding: Folding) -> Folding:
     """``folding`` with no DSP lanes (``dsp = 0`` on every layer whose engine takes it): the
     same PE x SIMD and cycles, each lane its own multiplier (standard cells have no DSP)."""
     for layer in model.layers():
-        if "dsp" in plan_for(layer).fold_keys and folding.layers.get(layer.name, {}).get("dsp"):
+        if "dsp" in plan_for(layer).fold_keys and folding.layer(layer.name).get("dsp"):
             folding = folding.with_layer(layer.name, dsp=0)
     return folding
 

@@ -661,28 +661,25 @@ def asic_flow(design: Design, library: str = "osu018", *, clock_mhz: float,
             steps[step] = round(time.perf_counter() - t, 2)
 
     # static timing runs beside the gate-level simulation, or beside vectorless power
-    ex = ThreadPoolExecutor(2)
-    timing_f = ex.submit(timed, "timing_s", sta_timing, net, clock_mhz, workdir / "synth")
-    power_f = (ex.submit(timed, "power_s", sta_power, net, clock_mhz, workdir / "synth", None)
-               if stimulus is None else None)
-    sim, power = None, None
-    if stimulus is not None:
-        t = time.perf_counter()
-        try:
-            sim = gate_sim(net.sim_netlist, cell_models(lib), net.top, stimulus,
-                           workdir / "gatesim")
-        except (SynthError, ToolMissing, ToolFailed) as e:
-            unmeasured.append({"what": "activity", "why": "gate-level simulation failed, power is "
-                               f"vectorless: {str(e).splitlines()[0]}"})
-        steps["gate_sim_s"] = round(time.perf_counter() - t, 2)
-    else:
-        unmeasured.append({"what": "activity", "why": "no stimulus: vectorless power (0.1 "
-                                                      "toggles per cycle on inputs)"})
-    try:
+    sim = None
+    with ThreadPoolExecutor(2) as ex:
+        timing_f = ex.submit(timed, "timing_s", sta_timing, net, clock_mhz, workdir / "synth")
+        power_f = (ex.submit(timed, "power_s", sta_power, net, clock_mhz, workdir / "synth",
+                             None) if stimulus is None else None)
+        if stimulus is not None:
+            t = time.perf_counter()
+            try:
+                sim = gate_sim(net.sim_netlist, cell_models(lib), net.top, stimulus,
+                               workdir / "gatesim")
+            except (SynthError, ToolMissing, ToolFailed) as e:
+                unmeasured.append({"what": "activity", "why": "gate-level simulation failed, "
+                                   f"power is vectorless: {str(e).splitlines()[0]}"})
+            steps["gate_sim_s"] = round(time.perf_counter() - t, 2)
+        else:
+            unmeasured.append({"what": "activity", "why": "no stimulus: vectorless power (0.1 "
+                                                          "toggles per cycle on inputs)"})
         timing = timing_f.result()
         power = power_f.result() if power_f else None
-    finally:
-        ex.shutdown()
     if power is None:
         power = timed("power_s", sta_power, net, clock_mhz, workdir / "synth", sim)
     if timing["worst_slack_ns"] is None:

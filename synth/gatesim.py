@@ -291,8 +291,8 @@ def _simulator(workdir: Path, netlist: Path, models: Path, jobs: int) -> Path:
     key = hashlib.sha1(f"{tool_versions().get('verilator')}|{' '.join(flags)}|O0".encode())
     for f in (workdir / "tb.v", workdir / "main.cpp", netlist, models):
         key.update(Path(f).read_bytes())
-    env = os.environ.get("LCP_SYNTH_CACHE")          # a cold synthesis cache: cold here too
-    root = Path(env) / "gatesim" if env else cache_dir() / "gatesim"
+    synth_cache = os.environ.get("LCP_SYNTH_CACHE")  # a cold synthesis cache: cold here too
+    root = Path(synth_cache) / "gatesim" if synth_cache else cache_dir() / "gatesim"
     cached = root / key.hexdigest()[:16] / "Vlcp_tb"
     if cached.is_file():
         return cached
