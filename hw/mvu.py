@@ -32,10 +32,20 @@ Pipeline (both engines): step issue -> operands registered (ROM read) -> product
 registered -> accumulate and output register; an output beat is offered 3 cycles after the issue
 of its last step. With ``tree_k`` (fold key; :mod:`lcp.hw.delay` picks it for a clock) the adder
 trees are also registered every ``tree_k`` levels, the same number of stages in every PE, and the
-offer comes :attr:`MvuParams.tree_stages` cycles later (:attr:`MvuParams.latency`). The whole
-engine stalls while its output beat waits. Data registers (operands, ROM words, tree stages,
-partial sums) load only with a valid step, control bits every cycle: an idle engine's datapath
-holds still and its registers' clock gates close (ASIC clock gating keys on the load enable).
+offer comes :attr:`MvuParams.tree_stages` cycles later (:attr:`MvuParams.latency`).
+
+Nothing behind the issue stalls: a step that completes an output issues only with a credit, a
+free place in the output queue (:attr:`MvuParams.out_depth` beats: the output register, or a
+first-word fall-through queue when more outputs can be under way), and the queue is emptied by
+the consumer. ``i_stream.ready`` and the issue are a few gates from registers (the step counters'
+registered first/last flags and the credit flag); the consumer's ``ready`` only drives the queue
+and the credit count. An engine-wide stall enable (``~o.valid | o.ready`` into every register)
+was one net to thousands of registers behind a chain of ready logic, the ECP5 critical path.
+The queue is deep enough that the credits never hold an issue back while the consumer takes
+every beat, so the cycle model is that of a pipeline that never stalls. Data registers
+(operands, ROM words, tree stages, partial sums) load only with a valid step, control bits
+every cycle: an idle engine's datapath holds still and its registers' clock gates close (ASIC
+clock gating keys on the load enable).
 
 ``ConvPlan``: window unit (:mod:`lcp.hw.window`) + MVU over the ``KH*KW*C`` window in
 ``(ky, kx, c)`` order; input one pixel per beat (``C`` lanes), output ``PE`` channels per beat.
@@ -49,8 +59,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import C, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -254,6 +265,23 @@ class MvuParams:
         return PIPELINE_LATENCY + self.tree_stages
 
     @property
+    def out_depth(self) -> int:
+        """Output beats the engine holds (its credits): as many as can be under way when the
+        consumer takes every beat at once, ``latency // fi + 1`` (an output's last step
+        issues at least ``fi`` cycles after the previous one's), so the credits never hold an
+        issue back unless the consumer refuses a beat. One: the output register; more: a
+        first-word fall-through queue (LUT RAM on an FPGA)."""
+        return self.latency // self.fi + 1
+
+    def _out_queue(self) -> Resources:
+        """The output register, or the queue of :attr:`out_depth` beats and its credits."""
+        w, d = self.pe * self.acc_shape.width, self.out_depth
+        if d == 1:
+            return Resources(ff=w + 2)
+        ptr = 3 * max(d - 1, 1).bit_length() + 2
+        return Resources(lut=w * math.ceil(d / 32) + 2 * ptr, ff=ptr)
+
+    @property
     def one_bit(self) -> bool:
         """The lanes multiply by a 1-bit operand (bipolar weights or inputs): no multiplier."""
         return self.w_bipolar or self.x_bipolar
@@ -292,7 +320,7 @@ class MvuParams:
         return self.wmat[og * self.pe:(og + 1) * self.pe, ig * self.simd:(ig + 1) * self.simd]
 
     def resources(self) -> Resources:
-        return self._resources() + Resources(ff=self._pipe_ff())
+        return self._resources() + Resources(ff=self._pipe_ff()) + self._out_queue()
 
     def _pipe_ff(self) -> float:
         """Flip-flops of the adder-tree pipeline registers: per stage, the partial sums left
@@ -311,7 +339,7 @@ class MvuParams:
         pe, simd, wb, xb = self.pe, self.simd, self.wbits, self.xbits
         acc = self.acc_shape.width
         xlanes = simd if self.gather is None else pe * simd
-        ff = xlanes * xb + 2 * pe * acc + pe * acc + 40
+        ff = xlanes * xb + 2 * pe * acc + 38          # operands, accumulators, partial sums
         gmux = 0.0
         if self.gather is not None and self.beat_fo * self.fi > 1:
             gmux = pe * simd * xb * (self.beat_fo * self.fi - 1) / 2
@@ -397,12 +425,16 @@ class MatrixVectorUnit(wiring.Component):
         i, o = self.i_stream, self.o_stream
         xl = data.ArrayLayout(p.x_shape, simd)
 
-        en = Signal()
-        m.d.comb += en.eq(~o.valid | o.ready)
-        og = Signal(range(max(fo, 2)))
-        ig = Signal(range(max(fi, 2)))
-        last_ig = ig == fi - 1
-        last_og = og == fo - 1
+        # step counters with registered first/last flags: ``i.ready`` and the issue are a
+        # few gates from registers, never a comparator or the output's ``ready``
+        ig, first_ig, last_ig = _counter(fi, "ig")
+        og, first_og, last_og = _counter(fo, "og")
+        # output credits: an output's last step issues only when the output queue will have
+        # room for its result (``held``: outputs issued and not yet taken, at most
+        # :attr:`MvuParams.out_depth`); the pipeline behind the issue never stalls
+        depth = p.out_depth
+        held = Signal(range(depth + 1))
+        room = Signal(init=1)
 
         # -- stage 0: issue ---------------------------------------------------------------
         wr = self.w_ready if self.weights == "port" else 1
@@ -411,13 +443,13 @@ class MatrixVectorUnit(wiring.Component):
         x0 = Signal(x0l)
         bfo = p.beat_fo if self.mode == "window" else fo
         if bfo < fo:               # og within the input vector (a channel-grouped window)
-            ob = Signal(range(max(bfo, 2)))
-            last_ob = ob == bfo - 1
+            ob, first_ob, last_ob = _counter(bfo, "ob")
         else:
-            ob, last_ob = og, last_og
+            ob, first_ob, last_ob = og, first_og, last_og
+        credit = room | ~last_ig
         if self.mode == "window":
             can = i.valid
-            m.d.comb += i.ready.eq(en & wr & last_ig & last_ob)
+            m.d.comb += i.ready.eq(wr & last_ig & last_ob & room)
             if gathered:
                 # each PE lane reads its own operands (its group's channels) of the window
                 def pick(a, b):
@@ -441,35 +473,33 @@ class MatrixVectorUnit(wiring.Component):
                         with m.Case(k):
                             m.d.comb += [x0[s].eq(i.payload[k * simd + s]) for s in range(simd)]
         else:
-            can = Mux(og == 0, i.valid, 1)
-            m.d.comb += [i.ready.eq(en & wr & (og == 0)), x0.eq(i.payload)]
+            can = Mux(first_og, i.valid, 1)
+            m.d.comb += [i.ready.eq(wr & first_og & credit), x0.eq(i.payload)]
         fire = Signal()
         if self.weights == "port":
-            m.d.comb += [fire.eq(en & can & self.w_ready), self.w_og.eq(og), self.w_ig.eq(ig)]
+            m.d.comb += [fire.eq(can & credit & self.w_ready), self.w_og.eq(og),
+                         self.w_ig.eq(ig)]
         else:
-            m.d.comb += fire.eq(en & can)
-        with m.If(fire):
-            m.d.sync += ig.eq(Mux(last_ig, 0, ig + 1))
-            with m.If(last_ig):
-                m.d.sync += og.eq(Mux(last_og, 0, og + 1))
-                if bfo < fo:
-                    m.d.sync += ob.eq(Mux(last_ob, 0, ob + 1))
+            m.d.comb += fire.eq(can & credit)
+        _count(m, fire, fi, ig, first_ig, last_ig)
+        _count(m, fire & last_ig, fo, og, first_og, last_og)
+        if bfo < fo:
+            _count(m, fire & last_ig, bfo, ob, first_ob, last_ob)
 
         v1, first1, last1 = Signal(), Signal(), Signal()
         og1 = Signal.like(og)
         x1 = Signal(x0l)
         use_buf1 = Signal()
-        with m.If(en):
-            m.d.sync += [v1.eq(fire), first1.eq(ig == 0), last1.eq(last_ig), og1.eq(og),
-                         use_buf1.eq((og != 0) if self.mode == "stream" else 0)]
+        m.d.sync += [v1.eq(fire), first1.eq(first_ig), last1.eq(last_ig), og1.eq(og),
+                     use_buf1.eq(~first_og if self.mode == "stream" else 0)]
         # data registers load only with a step (operand isolation), the operand register only
         # when its value can change: a new beat (one window serves its ``fo`` steps when
         # ``fi == 1``) or a new slice of it; a dense input vector only at ``og == 0`` (the
         # other output groups read it from the buffer below)
         if self.mode == "stream":
-            load_x = fire & (og == 0)
+            load_x = fire & first_og
         elif not gathered and fi == 1:
-            load_x = fire & (ob == 0)
+            load_x = fire & first_ob
         else:
             load_x = fire
         with m.If(load_x):
@@ -480,7 +510,7 @@ class MatrixVectorUnit(wiring.Component):
             m.submodules.xbuf = xbuf = Memory(shape=xl, depth=fi, init=[])
             wr = xbuf.write_port()
             rd = xbuf.read_port(domain="sync")
-            m.d.comb += [wr.addr.eq(ig), wr.data.eq(i.payload), wr.en.eq(fire & (og == 0)),
+            m.d.comb += [wr.addr.eq(ig), wr.data.eq(i.payload), wr.en.eq(fire & first_og),
                          rd.addr.eq(ig), rd.en.eq(fire)]
             x_buf = rd.data
 
@@ -560,7 +590,7 @@ class MatrixVectorUnit(wiring.Component):
                     terms.append(Mux(w_rom[q * simd + s], -xin(q, s), xin(q, s)))
                 elif (q - q % 2, s) in pairs and p.dsp_registered:
                     if (q, s) not in packed:
-                        lo, hi = _packed_registered(m, en & v1, xin(q, s), w_rom[q * simd + s],
+                        lo, hi = _packed_registered(m, v1, xin(q, s), w_rom[q * simd + s],
                                                     w_rom[(q + 1) * simd + s],
                                                     p.xbits + p.wbits, f"dsp{q}_{s}")
                         packed[(q, s)], packed[(q + 1, s)] = lo, hi
@@ -587,19 +617,17 @@ class MatrixVectorUnit(wiring.Component):
                 regs = []
                 for k, t in enumerate(terms):
                     r = Signal(Value.cast(t).shape(), name=f"t{st}_{q}_{k}")
-                    with m.If(en & ctl[0]):
+                    with m.If(ctl[0]):
                         m.d.sync += r.eq(t)
                     regs.append(r)
                 nxt.append(regs + (late[q] if st == 0 else []))
             sums = nxt
             c2 = [Signal.like(c, name=f"{c.name}_p{st}") for c in ctl]
-            with m.If(en):
-                m.d.sync += [a.eq(b) for a, b in zip(c2, ctl)]
+            m.d.sync += [a.eq(b) for a, b in zip(c2, ctl)]
             ctl = c2
         sums = [t if kind == "xnor" else tree_sum(t) for t in sums]
-        with m.If(en):
-            m.d.sync += [v2.eq(ctl[0]), first2.eq(ctl[1]), last2.eq(ctl[2]), og2.eq(ctl[3])]
-        with m.If(en & ctl[0]):
+        m.d.sync += [v2.eq(ctl[0]), first2.eq(ctl[1]), last2.eq(ctl[2]), og2.eq(ctl[3])]
+        with m.If(ctl[0]):
             m.d.sync += [psum[q].eq(sums[q]) for q in range(pe)]
 
         # -- stage 2: accumulate, output ------------------------------------------------------
@@ -616,13 +644,42 @@ class MatrixVectorUnit(wiring.Component):
             bias_q = [brp.data[q] for q in range(pe)]
         for q in range(pe):
             m.d.comb += nacc[q].eq(Mux(first2, bias_q[q], acc[q]) + psum[q])
-        with m.If(en):
-            m.d.sync += o.valid.eq(0)
-            with m.If(v2):
-                m.d.sync += acc.eq(nacc)
-                with m.If(last2):
-                    m.d.sync += [o.payload.eq(nacc), o.valid.eq(1)]
+        with m.If(v2):
+            m.d.sync += acc.eq(nacc)
+        push = v2 & last2
+        if depth == 1:
+            # the credit guarantees that the previous beat has been taken
+            with m.If(o.ready):
+                m.d.sync += o.valid.eq(0)
+            with m.If(push):
+                m.d.sync += [o.payload.eq(nacc), o.valid.eq(1)]
+        else:
+            # first-word fall-through: a beat written in a cycle is offered the next, as from
+            # a register
+            m.submodules.outq = q = SyncFIFO(width=acc_l.size, depth=depth)
+            m.d.comb += [q.w_data.eq(nacc.as_value()), q.w_en.eq(push),
+                         o.payload.eq(q.r_data), o.valid.eq(q.r_rdy), q.r_en.eq(o.ready)]
+        nheld = held + (fire & last_ig) - (o.valid & o.ready)
+        m.d.sync += [held.eq(nheld), room.eq(nheld < depth)]
         return m
+
+
+def _counter(n: int, name: str):
+    """``(count, first, last)`` of a step counter over ``0 .. n - 1``: the flags are
+    registers (constants when ``n == 1``), advanced by :func:`_count`."""
+    c = Signal(range(max(n, 2)), name=name)
+    if n == 1:
+        return c, C(1, 1), C(1, 1)
+    return c, Signal(name=f"{name}_first", init=1), Signal(name=f"{name}_last")
+
+
+def _count(m, step, n: int, c, first, last):
+    """Advance a :func:`_counter` of ``n`` values on ``step`` (wrapping after the last)."""
+    if n == 1:
+        return
+    with m.If(step):
+        m.d.sync += [c.eq(Mux(last, 0, c + 1)), last.eq(~last & (c == n - 2)),
+                     first.eq(last)]
 
 
 class ConvPlan:

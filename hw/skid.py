@@ -1,9 +1,10 @@
 """A skid buffer: a stream link whose ``ready`` comes from a register.
 
-Every engine stalls as a whole on its output's ``ready`` (:mod:`lcp.hw.mvu`: ``en = ~o.valid |
-o.ready``) and passes that stall to its input's ``ready``; chained over a whole LCP core, the
-ready signals made one combinational path from the AXI output adapter back to the input adapter,
-the core's critical path on ASAP7 and OSU018 (adder-tree registers could not shorten it).
+An engine's input ``ready`` may depend on its output's ``ready`` in the same cycle (the
+pointwise engines of :mod:`lcp.hw.pointwise` stall as a whole: ``en = ~o.valid | o.ready``);
+chained over a whole LCP core, the ready signals made one combinational path from the AXI output
+adapter back to the input adapter, the core's critical path on ASAP7 and OSU018 (adder-tree
+registers could not shorten it).
 
 :class:`SkidBuffer` cuts it: ``i.ready`` is the register ``~full``. A beat passes straight
 through while the buffer is empty (no added cycle); when the consumer refuses a beat that was
