@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyosys import libyosys as ys
 
+from .harness import HARNESS_TOP, harness_verilog
 from .paths import cell_delays, worst_path
 
 _D = None
@@ -129,13 +130,26 @@ def _worst_paths(stat_file: str) -> None:
 
 
 def ecp5(p: dict) -> dict:
-    """Flat ``synth_ecp5`` to a nextpnr JSON netlist."""
+    """Flat ``synth_ecp5`` to a nextpnr JSON netlist; with ``harness`` (a Verilog path to
+    write), the top inside :func:`lcp.synth.harness.harness_verilog`."""
     _read(p["files"], p["top"])
+    top, out = p["top"], {"json": p["json"], "stat": p["stat"]}
+    if p.get("harness"):
+        m = _D.top_module()
+        ports = [(pid.str().lstrip("\\"), m.wire(pid).width,
+                  "in" if m.wire(pid).port_input else
+                  "out" if m.wire(pid).port_output else "inout") for pid in m.ports]
+        h = harness_verilog(top, ports, p.get("clock", "clk"))
+        Path(p["harness"]).write_text(h.verilog)
+        _run(f"read_verilog {_q(p['harness'])}")
+        top = HARNESS_TOP
+        _run(f"hierarchy -check -top {top}")
+        out["harness"] = {"ff": h.ff, "in_bits": h.in_bits, "out_bits": h.out_bits}
     _run("rename -hide w:*")
     nodsp = "" if p.get("dsp", True) else " -nodsp"
-    _run(f"synth_ecp5 -top {_q(p['top'])} -json {_q(p['json'])}{nodsp}")
+    _run(f"synth_ecp5 -top {_q(top)} -json {_q(p['json'])}{nodsp}")
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
-    return {"json": p["json"], "stat": p["stat"]}
+    return out
 
 
 def cell_models(p: dict) -> dict:
