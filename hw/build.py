@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
 from .chooser import Choice, choose
-from .delay import ASIC_TARGETS, tree_levels_per_stage
+from .delay import keeps_dsp, ram_register, tree_levels_per_stage
 from .folding import Folding
 from .plans import plan_for
 from .graph import PlanGraph, Timing, lower_branch, lower_core
@@ -178,12 +178,15 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
     return rep
 
 
-def pipelined(model: Model, folding: Folding, tree_k: int) -> Folding:
+def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: bool = False) -> Folding:
     """``folding`` with ``tree_k`` (adder levels per pipeline stage) on every layer whose
-    engine takes it."""
+    engine takes it, and with ``ram_reg`` its memory reads registered."""
     for layer in model.layers():
-        if "tree_k" in plan_for(layer).fold_keys:
+        keys = plan_for(layer).fold_keys
+        if "tree_k" in keys:
             folding = folding.with_layer(layer.name, tree_k=int(tree_k))
+        if ram_reg and "ram_reg" in keys:
+            folding = folding.with_layer(layer.name, ram_reg=1)
     return folding
 
 
@@ -216,9 +219,10 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
         Write the Verilog (False: the report and folding only).
     clock_mhz, tech : float, str, optional
         Pipeline the adder trees for this clock on this target (:mod:`lcp.hw.delay`): every
-        engine that takes ``tree_k`` gets the levels per stage of the delay model. An ASIC
-        ``tech`` (:data:`~lcp.hw.delay.ASIC_TARGETS`) also drops the DSP lanes
-        (:func:`without_dsp`).
+        engine that takes ``tree_k`` gets the levels per stage of the delay model. A ``tech``
+        without hard multipliers, or whose multiplier path does not fit the clock
+        (:func:`~lcp.hw.delay.keeps_dsp`), gets no DSP lanes (:func:`without_dsp`); a folding
+        chosen for a budget is then chosen without the budget's DSP slices.
 
     Raises
     ------
@@ -229,21 +233,27 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
 
     model.validate()
     choice = None
+    no_dsp = tech is not None and not keeps_dsp(tech, clock_mhz)
     if folding is None:
         in_width, out_width = in_width or 64, out_width or 64
         if target is None and budget is None:
             choice = default_folding(model, scope, index, in_width, out_width)
         else:
-            choice = choose(model, target=target, budget=budget, scope=scope, index=index,
+            room = budget
+            if no_dsp and budget in DEVICES:
+                room = replace(DEVICES[budget], dsp=0)
+            choice = choose(model, target=target, budget=room, scope=scope, index=index,
                             in_width=in_width, out_width=out_width)
         folding = choice.folding
     else:
         folding = Folding(folding.layers, in_width or folding.in_width,
                           out_width or folding.out_width)
-    if tech in ASIC_TARGETS:
+    if no_dsp:
         folding = without_dsp(model, folding)
     if clock_mhz is not None:
-        folding = pipelined(model, folding, tree_levels_per_stage(tech or "asap7", clock_mhz))
+        t = tech or "asap7"
+        folding = pipelined(model, folding, tree_levels_per_stage(t, clock_mhz),
+                            ram_register(t, clock_mhz))
     g = lower(model, folding, scope, index)
     timing = g.lowered_timing
     res = g.resources()

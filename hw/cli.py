@@ -12,7 +12,7 @@ from lcp.ir import IRError
 from lcp.usage import UsageError, load_model
 
 from .build import generate
-from .delay import tree_levels_per_stage
+from .delay import keeps_dsp, ram_register, tree_levels_per_stage
 from .folding import Folding
 from .reuse import choose_reused
 from .reuse_engine import write_build
@@ -64,8 +64,12 @@ def register(app: typer.Typer) -> None:
                 k = tree_levels_per_stage(tech or "asap7", clock_mhz)
             except ValueError as e:
                 raise UsageError(str(e)) from None
-            typer.echo(f"adder trees registered every {k} levels ({tech or 'asap7'} delay model "
-                       f"at {clock_mhz:g} MHz)")
+            ram = ", memory reads registered" if ram_register(tech or "asap7", clock_mhz) else ""
+            typer.echo(f"adder trees registered every {k} levels{ram} ({tech or 'asap7'} delay "
+                       f"model at {clock_mhz:g} MHz)")
+            if tech is not None and not keeps_dsp(tech, clock_mhz):
+                typer.echo(f"no DSP lanes: {tech} has no hard multipliers, or their path does "
+                           f"not fit {clock_mhz:g} MHz (lcp.hw.delay.keeps_dsp)")
         scope = "core" if branch is None else "branch"
         try:
             b = generate(m, output, folding=fold, target=target_cycles, budget=budget,

@@ -11,6 +11,15 @@ registered every ``tree_k`` levels (fold key ``tree_k``). :func:`tree_levels_per
     what the stage spends besides its adders: clock-to-output, setup, the operand register's
     fanout (one input feeds every PE) and the first level's shift/negate of a CSD term.
 
+``ram`` (FPGAs)
+    a block RAM's clock-to-output (the weight ROM and the input-vector buffer are read
+    synchronously): where it, the overhead and one adder level do not fit the period, the
+    memory reads get a register of their own (fold key ``ram_reg``, :func:`ram_register`).
+    ECP5: a DP16KD's 5.61 ns, nextpnr's post-route figure for the CifarNet-split8 branch, whose
+    critical path it started (the weight ROM, then a product and three adder levels: 15.4 ns);
+    7-series: the RAMB36E1's 2.45 ns of :data:`XC7_FIT`. Standard-cell targets have no block
+    RAM (memories are flip-flops).
+
 Both are estimates calibrated on this toolkit's own syntheses, not library data: ASAP7 from the
 LeNet-5 split4 core's 564 MHz with whole trees of about 8 levels in one stage (~0.2 ns per level);
 OSU 0.18 um from ASAP7 scaled by the libraries' inverter FO4 ratio (about 8x); ECP5 from a CCU2C
@@ -29,14 +38,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ASIC_TARGETS", "DELAY_NS", "XC7_FIT", "tree_levels_per_stage"]
+__all__ = ["ASIC_TARGETS", "DELAY_NS", "DSP_PATH_NS", "XC7_FIT", "keeps_dsp", "ram_register",
+           "tree_levels_per_stage"]
 
 #: Target -> nanoseconds of one adder level and of a stage's fixed overhead.
 DELAY_NS = {
     "asap7": {"level": 0.19, "overhead": 0.22},
     "osu018": {"level": 1.5, "overhead": 1.8},
-    "ecp5": {"level": 2.2, "overhead": 2.5},
-    "xc7": {"level": 1.65, "overhead": 4.1},
+    "ecp5": {"level": 2.2, "overhead": 2.5, "ram": 5.61},
+    "xc7": {"level": 1.65, "overhead": 4.1, "ram": 2.45},
 }
 
 #: The 7-series fit: (engine, adder levels in its slowest stage, worst path ns) of the
@@ -56,6 +66,42 @@ _ALIASES = {"xc7z020": "xc7", "7series": "xc7"}
 #: 4-bit products into one wide multiply pays only on a DSP48 or MULT18X18D.
 ASIC_TARGETS = ("asap7", "osu018")
 
+#: Nanoseconds of the register-to-register path through a hard multiplier as the generator
+#: builds a DSP lane pair (operands registered in the fabric, the packing add of the two
+#: weights, the multiply, the product registered in the fabric). ECP5: nextpnr's post-route
+#: path of the CifarNet-split8 branch folded for 10,000 cycles on an LFE5U-85F: the weight
+#: ROM's DP16KD (5.61 ns clock-to-output), the add (0.8 ns), a 3.7 ns route to the DSP row,
+#: the MULT18X18D's 3.93 ns and a 2.2 ns route back, 18.0 ns; with the ROM read registered
+#: (``ram_reg``), a flip-flop's 0.52 ns in place of the 5.61: 12.9 ns. Targets without an
+#: entry keep their DSP lanes at any clock.
+DSP_PATH_NS = {"ecp5": 12.9}
+
+
+def keeps_dsp(target: str, clock_mhz: float | None) -> bool:
+    """A build for ``target`` at ``clock_mhz`` keeps the folding's DSP lanes: the target has
+    hard multipliers (not :data:`ASIC_TARGETS`) and their path (:data:`DSP_PATH_NS`) fits the
+    clock period. Otherwise each lane is its own LUT or standard-cell multiplier, whose adder
+    tree the pipeline registers cut to the clock."""
+    t = _ALIASES.get(target, target)
+    if t in ASIC_TARGETS:
+        return False
+    return clock_mhz is None or DSP_PATH_NS.get(t, 0.0) <= 1e3 / clock_mhz
+
+
+def ram_register(target: str, clock_mhz: float) -> bool:
+    """The memory reads need a register before the products at ``clock_mhz`` on ``target``: a
+    block RAM's clock-to-output, the stage overhead and one adder level exceed the period."""
+    d = DELAY_NS[_target(target)]
+    return d.get("ram", 0.0) + d["overhead"] + d["level"] > 1e3 / clock_mhz
+
+
+def _target(target: str) -> str:
+    t = _ALIASES.get(target, target)
+    if t not in DELAY_NS:
+        raise ValueError(f"unknown timing target {target!r} (known: {', '.join(DELAY_NS)}, "
+                         f"xc7z020)")
+    return t
+
 
 def tree_levels_per_stage(target: str, clock_mhz: float) -> int:
     """Adder-tree levels per pipeline stage at ``clock_mhz`` on ``target`` (at least 1).
@@ -65,10 +111,7 @@ def tree_levels_per_stage(target: str, clock_mhz: float) -> int:
     ValueError
         Unknown target or a clock that is not positive.
     """
-    t = _ALIASES.get(target, target)
-    if t not in DELAY_NS:
-        raise ValueError(f"unknown timing target {target!r} (known: {', '.join(DELAY_NS)}, "
-                         f"xc7z020)")
+    t = _target(target)
     if not clock_mhz > 0:
         raise ValueError(f"clock {clock_mhz} MHz must be positive")
     d = DELAY_NS[t]

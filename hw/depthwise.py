@@ -162,10 +162,11 @@ class GroupedConvPlan(ConvPlan):
     def lower(cls, low, layer, srcs, fold, out_spec):
         src = low.adapt(srcs[0], cls.demand(low.model, layer, fold), layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
-                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0)), [src]
+                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
+                   ram_reg=fold.get("ram_reg", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None, tree_k: int = 0):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.groups = G = int(layer.attrs.get("groups", 1))
@@ -186,7 +187,8 @@ class GroupedConvPlan(ConvPlan):
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
                              dsp, gather=gather, x_bipolar=in_fmt.bipolar,
                              x_zeros=any(layer.attrs["pads"]),
-                             n_in=g.kh * g.kw * self.bc, tree_k=tree_k)
+                             n_in=g.kh * g.kw * self.bc, tree_k=tree_k,
+                             ram_reg=ram_reg)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property

@@ -134,7 +134,7 @@ class MvuParams:
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
                  dsp: int | None = None, *, gather: np.ndarray | None = None,
                  x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None,
-                 tree_k: int = 0, windowed: bool = True):
+                 tree_k: int = 0, ram_reg: int = 0, windowed: bool = True):
         self.name = layer.name
         #: The operands come from a window (``"window"`` mode: a multiplexer picks each
         #: step's ``SIMD`` of them); ``False``: ``SIMD`` per beat from a stream (dense).
@@ -143,6 +143,10 @@ class MvuParams:
         self.tree_k = int(tree_k)
         if self.tree_k < 0:
             raise IRError(f"layer {layer.name!r}: tree_k={tree_k} must be >= 0")
+        #: Register the memory reads (weight ROM word, buffered input vector) before the
+        #: products (fold key ``ram_reg``; :mod:`lcp.hw.delay` sets it where a block RAM's
+        #: clock-to-output leaves no time for a product in the same cycle): one more cycle.
+        self.ram_reg = int(bool(ram_reg))
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
         #: Per output row, the input-vector index of each of its ``F`` operands (grouped and
@@ -260,9 +264,24 @@ class MvuParams:
         return 1 + (0 if d2 <= k else -(-d2 // k) - 1)
 
     @property
+    def reads_ram(self) -> bool:
+        """Products take a memory read: the weight ROM (folded weights) or the input-vector
+        buffer (a dense layer of several output groups)."""
+        return not self.constant or (not self.windowed and self.fo > 1)
+
+    @property
+    def ram_stages(self) -> int:
+        """Cycles of the memory-read register (:attr:`ram_reg`): 1 or 0."""
+        return int(self.ram_reg and self.reads_ram)
+
+    def pipe_fold(self) -> dict:
+        """The pipelining fold keys that are set (``tree_k``, ``ram_reg``)."""
+        return {k: v for k, v in (("tree_k", self.tree_k), ("ram_reg", self.ram_reg)) if v}
+
+    @property
     def latency(self) -> int:
         """Cycles from the issue of a step to the offer of the output beat it completes."""
-        return PIPELINE_LATENCY + self.tree_stages
+        return PIPELINE_LATENCY + self.ram_stages + self.tree_stages
 
     @property
     def out_depth(self) -> int:
@@ -320,7 +339,13 @@ class MvuParams:
         return self.wmat[og * self.pe:(og + 1) * self.pe, ig * self.simd:(ig + 1) * self.simd]
 
     def resources(self) -> Resources:
-        return self._resources() + Resources(ff=self._pipe_ff()) + self._out_queue()
+        ram = 0
+        if self.ram_stages:
+            xlanes = self.simd if self.gather is None else self.pe * self.simd
+            ram = xlanes * self.xbits + (0 if self.constant else self.pe * self.simd
+                                         * self.rom_bits) + 4
+        return (self._resources() + Resources(ff=self._pipe_ff() + ram)
+                + self._out_queue())
 
     def _pipe_ff(self) -> float:
         """Flip-flops of the adder-tree pipeline registers: per stage, the partial sums left
@@ -538,6 +563,17 @@ class MatrixVectorUnit(wiring.Component):
             m.d.comb += x.eq(Mux(use_buf1, x_buf.as_value(), x1.as_value()))
         else:
             m.d.comb += x.eq(x1)
+        if p.ram_stages:
+            # the memory reads registered before the products (one more stage)
+            c1 = [Signal.like(c, name=f"{c.name}_r") for c in (v1, first1, last1, og1)]
+            m.d.sync += [a.eq(b) for a, b in zip(c1, (v1, first1, last1, og1))]
+            xr = Signal(x0l)
+            wrr = Signal(wl) if w_rom is not None else None
+            with m.If(v1):
+                m.d.sync += xr.eq(x)
+                if wrr is not None:
+                    m.d.sync += wrr.eq(w_rom)
+            x, w_rom, (v1, first1, last1, og1) = xr, wrr, c1
         acc_l = data.ArrayLayout(p.acc_shape, pe)
         psum = Signal(acc_l)
         v2, first2, last2 = Signal(), Signal(), Signal()
@@ -688,7 +724,7 @@ class ConvPlan:
 
     kind = "conv"
     ops = ("conv",)
-    fold_keys = ("pe", "simd", "dsp", "tree_k")
+    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg")
     parallel, prefer_pe, narrowable, passthrough = True, False, False, False
 
     @staticmethod
@@ -705,10 +741,11 @@ class ConvPlan:
     def lower(cls, low, layer, srcs, fold, out_spec):
         src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
-                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0)), [src]
+                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
+                   ram_reg=fold.get("ram_reg", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None, tree_k: int = 0):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
@@ -727,13 +764,14 @@ class ConvPlan:
                       + np.arange(Cg)[None, None, :]).reshape(O, -1)
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
                              dsp, gather=gather, x_bipolar=in_fmt.bipolar,
-                             x_zeros=any(layer.attrs["pads"]), n_in=g.window, tree_k=tree_k)
+                             x_zeros=any(layer.attrs["pads"]), n_in=g.window, tree_k=tree_k,
+                             ram_reg=ram_reg)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
     def folding(self) -> dict:
         f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
-        return {**f, "tree_k": self.mvu.tree_k} if self.mvu.tree_k else f
+        return {**f, **self.mvu.pipe_fold()}
 
     def timing(self, offers):
         g, p = self.geo, self.mvu
@@ -783,7 +821,7 @@ class DensePlan:
 
     kind = "dense"
     ops = ("dense",)
-    fold_keys = ("pe", "simd", "dsp", "tree_k")
+    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg")
     parallel, prefer_pe, narrowable, passthrough = True, True, False, False
 
     @staticmethod
@@ -798,23 +836,25 @@ class DensePlan:
     def lower(cls, low, layer, srcs, fold, out_spec):
         src = low.adapt(srcs[0], fold.get("simd", 1), layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
-                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0)), [src]
+                   dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
+                   ram_reg=fold.get("ram_reg", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None, tree_k: int = 0):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0):
         self.layer = layer
         if len(in_fmt.shape) != 1:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
-                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k, windowed=False)
+                             dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k, ram_reg=ram_reg,
+                             windowed=False)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
     def folding(self) -> dict:
         f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
-        return {**f, "tree_k": self.mvu.tree_k} if self.mvu.tree_k else f
+        return {**f, **self.mvu.pipe_fold()}
 
     def timing(self, offers):
         p = self.mvu

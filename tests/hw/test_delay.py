@@ -5,7 +5,8 @@ import pytest
 from lcp.hw.build import generate, pipelined
 import numpy as np
 
-from lcp.hw.delay import ASIC_TARGETS, DELAY_NS, XC7_FIT, tree_levels_per_stage
+from lcp.hw.delay import (ASIC_TARGETS, DELAY_NS, DSP_PATH_NS, XC7_FIT, keeps_dsp,
+                          ram_register, tree_levels_per_stage)
 from lcp.hw.folding import Folding
 
 from tests.hw.irgen import Builder
@@ -69,3 +70,38 @@ def test_asic_targets_build_dsp_lanes_as_plain_multipliers(tmp_path):
 
 def _mvu(build):
     return [n.plan.mvu for n in build.graph.nodes if hasattr(n.plan, "mvu")][0]
+
+
+def test_ecp5_drops_the_dsp_lanes_whose_path_misses_the_clock(tmp_path):
+    """A MULT18X18D path slower than the period: the build keeps PE x SIMD, no DSP lanes, and
+    a folding chosen for an ECP5 budget spends none of its multipliers."""
+    ns = DSP_PATH_NS["ecp5"]
+    slow, fast = 0.9e3 / ns, 1.1e3 / ns
+    assert keeps_dsp("ecp5", slow) and not keeps_dsp("ecp5", fast)
+    assert keeps_dsp("xc7z020", 100) and not keeps_dsp("asap7", None)
+    # a DP16KD read leaves no time for a product at 100 MHz: its own register; a RAMB36 does
+    assert ram_register("ecp5", 100) and not ram_register("xc7", 100)
+    assert not ram_register("asap7", 1000)
+    b = Builder((2, 6, 6), seed=1)
+    c = b.conv("input", 4, 3, pad=1)
+    b.threshold(c, 3)
+    m = b.model()
+    fold = Folding({c: {"pe": 2, "simd": 18, "dsp": 4}}, 32, 8)
+    keep = generate(m, tmp_path / "s", folding=fold, verilog=False, clock_mhz=slow, tech="ecp5")
+    assert keep.folding.layer(c)["dsp"] == 4 and _mvu(keep).dsp_pairs()
+    drop = generate(m, tmp_path / "f", folding=fold, verilog=False, clock_mhz=fast, tech="ecp5")
+    assert drop.folding.layer(c)["dsp"] == 0 and not _mvu(drop).dsp_pairs()
+    assert _mvu(drop).ram_stages == int(ram_register("ecp5", fast))
+    b = Builder((2, 6, 6), seed=1)
+    c = b.conv("input", 4, 3, pad=1, wbits=8)           # 8 x 8-bit products: DSP lanes
+    b.threshold(c, 3)
+    m = b.model()
+    by_clock = {clock: generate(m, tmp_path / f"b{clock}", budget="lfe5u-25f", target=100,
+                                verilog=False, clock_mhz=clock, tech="ecp5")
+                for clock in (slow, fast)}
+    assert by_clock[slow].resources.dsp > 0
+    chosen = by_clock[fast]
+    assert chosen.resources.dsp == 0
+    assert chosen.timing.latency <= 100
+    assert all(not chosen.folding.layer(n.layer).get("dsp") for n in chosen.graph.nodes
+               if hasattr(n.plan, "mvu"))

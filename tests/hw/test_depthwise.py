@@ -27,9 +27,11 @@ def test_grouped_window_beats(case):
     b = Builder((C, H, W), in_bits=4, signed=bool(case % 2), seed=700 + case)
     x = b.conv("input", O, k, stride=s, pad=p, wbits=4, groups=G)
     m = b.model()
-    fold = Folding({x: {"pe": pe, "simd": simd}}, 16, 32)
+    piped = {"tree_k": 1, "ram_reg": 1} if case % 2 else {}   # odd cases pipelined too
+    fold = Folding({x: {"pe": pe, "simd": simd, **piped}}, 16, 32)
     g = check(m, fold)
     plan = next(n.plan for n in g.nodes if isinstance(n.plan, GroupedConvPlan))
+    assert plan.mvu.ram_stages == (1 if piped else 0)
     assert plan.nb == nb
     assert plan.mvu.n_in == k * k * C // nb
 

@@ -103,10 +103,11 @@ def test_dense_chain_pe_simd(seed):
     check(m, Folding(fold, 32, 8))
 
 
-@pytest.mark.parametrize("tree_k", [1, 2])
-def test_pipelined_adder_trees(tree_k):
-    """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes):
-    outputs exact, model cycles == simulated cycles, the latency grown by the added stages."""
+@pytest.mark.parametrize("tree_k,ram_reg", [(1, 0), (2, 0), (2, 1)])
+def test_pipelined_adder_trees(tree_k, ram_reg):
+    """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes),
+    with ``ram_reg`` also the memory reads: outputs exact, model cycles == simulated cycles,
+    the latency grown by the added stages."""
     b = Builder((2, 6, 6), seed=3)
     c = b.conv("input", 4, 3, pad=1, wbits=4)
     x = b.threshold(c, 3)
@@ -116,12 +117,16 @@ def test_pipelined_adder_trees(tree_k):
     d1 = b.dense(x, 4)
     m = b.model()
     flat = {c: {"pe": 4, "simd": 18}, d0: {"pe": 3, "simd": 8, "dsp": 12}, d1: {"pe": 4, "simd": 6}}
-    piped = {k: {**v, "tree_k": tree_k} for k, v in flat.items()}
+    piped = {k: {**v, "tree_k": tree_k, **({"ram_reg": 1} if ram_reg else {})}
+             for k, v in flat.items()}
     g0 = lower_branch(m, 0, Folding(flat, 32, 8))
     g = check(m, Folding(piped, 32, 8))
-    stages = [n.plan.mvu.tree_stages for n in g.nodes if hasattr(n.plan, "mvu")]
+    mvus = [n.plan.mvu for n in g.nodes if hasattr(n.plan, "mvu")]
+    stages = [p.tree_stages for p in mvus]
     assert all(s >= 1 for s in stages) and len(stages) == 3
-    assert g.timing(frames=1).latency == g0.timing(frames=1).latency + sum(stages)
+    # the conv and dense1 are fully unrolled (constants, no memory); dense0 reads its ROM
+    assert [p.ram_stages for p in mvus] == [0, ram_reg, 0]
+    assert g.timing(frames=1).latency == g0.timing(frames=1).latency + sum(stages) + ram_reg
 
 
 @pytest.mark.parametrize("bits,shared,lanes", [(1, False, 1), (3, True, 2), (4, False, 4),
