@@ -102,10 +102,15 @@ CASES = [
               clock_mhz=100.0, tech="xc7"),
     SynthCase("lenet5_split4_core_xc7_100", "lenet5", 4, "core", ("fpga:xc7z020",), images=2,
               clock_mhz=100.0, tech="xc7"),
-    # folded for the ECP5 LFE5U-85F (its DSP lanes on MULT18X18D), adder trees for 100 MHz on
-    # ecp5: nextpnr's post-route Fmax
+    # folded for the ECP5 LFE5U-85F, adder trees for 100 MHz on ecp5 (no DSP lanes there: the
+    # MULT18X18D path misses 100 MHz, lcp.hw.delay.keeps_dsp): nextpnr's post-route Fmax
     SynthCase("cifarnet_split8_branch0_ecp5_100", "cifarnet", 8, "branch", ("fpga:ecp5@100",),
               clock_mhz=100.0, tech="ecp5", budget="lfe5u-85f"),
+    # and folded for 10,000 cycles within the LFE5U-85F, built for 100 MHz on ECP5 (memory
+    # reads registered, LUT multipliers: lcp.hw.delay): nextpnr's post-route Fmax
+    SynthCase("cifarnet_split8_branch0_ecp5_100_t10000", "cifarnet", 8, "branch",
+              ("fpga:ecp5@100",), target_cycles=10000, clock_mhz=100.0, tech="ecp5",
+              budget="lfe5u-85f"),
 ]
 #: ``--quick``: the demo core on OSU 0.18 um only.
 QUICK = [SynthCase("lenet5_split4_core", "lenet5", 4, "core", ("asic:osu018@100",), images=2)]
