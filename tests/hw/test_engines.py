@@ -103,11 +103,9 @@ def test_dense_chain_pe_simd(seed):
     check(m, Folding(fold, 32, 8))
 
 
-@pytest.mark.parametrize("tree_k,ram_reg", [(1, 0), (2, 0), (2, 1)])
-def test_pipelined_adder_trees(tree_k, ram_reg):
-    """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes),
-    with ``ram_reg`` also the memory reads: outputs exact, model cycles == simulated cycles,
-    the latency grown by the added stages."""
+def chain_model():
+    """conv (2x6x6 -> 4) -> threshold -> flatten -> dense (144 -> 6) -> threshold -> dense (4):
+    the model and its three MVU layers' names."""
     b = Builder((2, 6, 6), seed=3)
     c = b.conv("input", 4, 3, pad=1, wbits=4)
     x = b.threshold(c, 3)
@@ -115,7 +113,15 @@ def test_pipelined_adder_trees(tree_k, ram_reg):
     d0 = b.dense(x, 6, wbits=6)
     x = b.threshold(d0, 4)
     d1 = b.dense(x, 4)
-    m = b.model()
+    return b.model(), (c, d0, d1)
+
+
+@pytest.mark.parametrize("tree_k,ram_reg", [(1, 0), (2, 0), (2, 1)])
+def test_pipelined_adder_trees(tree_k, ram_reg):
+    """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes),
+    with ``ram_reg`` also the memory reads: outputs exact, model cycles == simulated cycles,
+    the latency grown by the added stages."""
+    m, (c, d0, d1) = chain_model()
     flat = {c: {"pe": 4, "simd": 18}, d0: {"pe": 3, "simd": 8, "dsp": 12}, d1: {"pe": 4, "simd": 6}}
     piped = {k: {**v, "tree_k": tree_k, **({"ram_reg": 1} if ram_reg else {})}
              for k, v in flat.items()}

@@ -15,21 +15,14 @@ from lcp.hw.folding import Folding
 from lcp.hw.graph import lower_branch
 
 from tests.hw.amsim import simulate_graph
-from tests.hw.irgen import Builder
+from tests.hw.test_engines import chain_model
 
 
 def _model():
-    b = Builder((2, 5, 5), in_bits=4, seed=7)
-    c = b.conv("input", 4, 3, pad=1, wbits=4)
-    x = b.threshold(c, 3)
-    x = b.flatten(x)
-    d0 = b.dense(x, 6, wbits=5)
-    x = b.threshold(d0, 4)
-    d1 = b.dense(x, 4)
-    m = b.model()
-    # conv: 18 inputs in 9 steps (one output register); dense0: all 100 inputs in one step
-    # (a queue of latency + 1 beats); dense1 two steps, pipelined
-    fold = Folding({c: {"pe": 2, "simd": 2, "tree_k": 1}, d0: {"pe": 3, "simd": 100},
+    m, (c, d0, d1) = chain_model()
+    # conv: 18 inputs in 9 steps (one output register); dense0: all 144 inputs in one step
+    # (a queue of latency + 1 beats); dense1: two steps, pipelined
+    fold = Folding({c: {"pe": 2, "simd": 2, "tree_k": 1}, d0: {"pe": 3, "simd": 144},
                     d1: {"pe": 2, "simd": 3, "tree_k": 1}}, 32, 8)
     return m, fold
 
@@ -72,7 +65,7 @@ def test_long_back_pressure_loses_no_beat():
     m, fold = _model()
     g = lower_branch(m, 0, fold)
     rng = np.random.default_rng(1)
-    xq = rng.integers(0, 16, size=(3, 2, 5, 5))
+    xq = rng.integers(0, 256, size=(3, 2, 6, 6))
     want = Golden(m).run_branch(0, xq)
     got, _ = simulate_graph(g, xq, sink_pause=[1] * 40 + [0, 0, 1, 0])
     np.testing.assert_array_equal(got, want)
