@@ -39,6 +39,7 @@ def test_harnessed_core_keeps_its_logic(tmp_path):
     assert held["LUT4"] >= bare["LUT4"]
     assert held.get("CCU2C", 0) == bare.get("CCU2C", 0)
     assert held.get("MULT18X18D", 0) == bare.get("MULT18X18D", 0)
+    assert held.get("DCCA", 0) == 1 + bare.get("DCCA", 0)          # the reset on a global
 
 
 def test_harness_errors_name_the_module():
