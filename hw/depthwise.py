@@ -108,7 +108,10 @@ class GroupedWindowEngine(wiring.Component):
         m.d.comb += [j_next.eq(Mux(last_j, 0, j + 1)),
                      a_next.eq(Mux(a == g.cols * nb - 1, 0, a + 1))]
 
-        row_ok, col_real, col_first, real, emit, adv = _scan_control(m, g, r, c, i, o)
+        row_ok, col_real, col_first, real, emit, adv, advance = _scan_control(m, g, i, o)
+        c_next, r_next = Signal.like(c), Signal.like(r)
+        m.d.comb += [c_next.eq(Mux(last_c, 0, c + 1)), r_next.eq(Mux(last_r, 0, r + 1))]
+        advance(adv & last_j, c_next, adv & last_j & last_c, r_next)
 
         nwin = Signal(self.out_layout)
 
@@ -142,9 +145,9 @@ class GroupedWindowEngine(wiring.Component):
         with m.If(adv):
             m.d.sync += [j.eq(j_next), a.eq(a_next)]
             with m.If(last_j):
-                m.d.sync += c.eq(Mux(last_c, 0, c + 1))
+                m.d.sync += c.eq(c_next)
                 with m.If(last_c):
-                    m.d.sync += r.eq(Mux(last_r, 0, r + 1))
+                    m.d.sync += r.eq(r_next)
             with m.If(emit):
                 m.d.sync += [o.valid.eq(1), o.payload.eq(nwin)]
         return m

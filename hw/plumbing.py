@@ -402,8 +402,8 @@ class AxisInPlan:
 
     def resources(self) -> Resources:
         cap = self.cap
-        shift = cap * math.ceil(math.log2(cap)) / 2
-        return Resources(lut=shift + cap + 30, ff=cap + 40)
+        shift = cap * math.ceil(math.log2(cap)) / 2          # two: for either beat count
+        return Resources(lut=2 * shift + cap + 30, ff=cap + 40)
 
     def build(self) -> "AxisIn":
         return AxisIn(self.out_fmt, self.width)
@@ -436,19 +436,25 @@ class AxisIn(wiring.Component):
         wl = Signal(range(p.words + 1), init=p.words)
         bl = Signal(range(beats + 1), init=beats)
         fire = Signal()
-        cnt1 = Signal.like(cnt)
+        cnt1, cnt_f = Signal.like(cnt), Signal.like(cnt)
+        # both outcomes of a beat leaving or not (room, the word's place in the buffer) come
+        # from registers; the consumer's ready only picks one: two gates to the buffer
+        in_keep, in_fire = Signal(cap), Signal(cap)
         m.d.comb += [
             o.valid.eq(cnt >= B),
             o.payload.eq(buf[:B]),
             fire.eq(o.valid & o.ready),
-            cnt1.eq(Mux(fire, cnt - B, cnt)),
-            s.tready.eq((wl != 0) & (cnt1 + W <= cap)),
+            cnt_f.eq(cnt - B),
+            cnt1.eq(Mux(fire, cnt_f, cnt)),
+            s.tready.eq((wl != 0) & Mux(fire, cnt_f + W <= cap, cnt + W <= cap)),
+            in_keep.eq(s.tdata << cnt),
+            in_fire.eq(s.tdata << cnt_f),
         ]
         take = s.tvalid & s.tready
         shifted = Signal(cap)
         m.d.comb += shifted.eq(Mux(fire, buf >> B, buf))
         incoming = Signal(cap)
-        m.d.comb += incoming.eq(Mux(take, s.tdata << cnt1, 0))
+        m.d.comb += incoming.eq(Mux(take, Mux(fire, in_fire, in_keep), 0))
         last = fire & (bl == 1)
         with m.If(last):
             m.d.sync += [cnt.eq(0), buf.eq(0), wl.eq(p.words), bl.eq(beats)]
@@ -511,8 +517,8 @@ class AxisOutPlan:
 
     def resources(self) -> Resources:
         cap = self.cap
-        shift = cap * math.ceil(math.log2(cap)) / 2
-        return Resources(lut=shift + cap + 30, ff=cap + 40)
+        shift = cap * math.ceil(math.log2(cap)) / 2          # two: for either beat count
+        return Resources(lut=2 * shift + cap + 30, ff=cap + 40)
 
     def build(self) -> "AxisOut":
         return AxisOut(self.in_fmt, self.width)

@@ -188,7 +188,10 @@ class WindowEngine(wiring.Component):
         c_next = Signal.like(c)
         m.d.comb += c_next.eq(Mux(last_c, 0, c + 1))
 
-        row_ok, col_real, col_first, real, emit, adv = _scan_control(m, g, r, c, i, o)
+        row_ok, col_real, col_first, real, emit, adv, advance = _scan_control(m, g, i, o)
+        r_next = Signal.like(r)
+        m.d.comb += r_next.eq(Mux(last_r, 0, r + 1))
+        advance(adv, c_next, adv & last_c, r_next)
 
         win = Signal(data.ArrayLayout(elem, kh * kw * C))
         nwin = Signal(data.ArrayLayout(elem, kh * kw * C))
@@ -215,7 +218,7 @@ class WindowEngine(wiring.Component):
         with m.If(adv):
             m.d.sync += [win.eq(nwin), c.eq(c_next)]
             with m.If(last_c):
-                m.d.sync += r.eq(Mux(last_r, 0, r + 1))
+                m.d.sync += r.eq(r_next)
             with m.If(emit):
                 m.d.sync += o.valid.eq(1)
                 self._emit(m, nwin, at)
@@ -235,25 +238,41 @@ class WindowEngine(wiring.Component):
                                                   self.out_fmt.lo, self.out_fmt.hi))
 
 
-def _scan_control(m, g: WindowGeometry, r, c, i, o):
+def _scan_control(m, g: WindowGeometry, i, o):
     """The scan's control at row ``r``, column ``c`` (of the padded image): ``row_ok`` (bit k:
     window row k lies in the image), ``col_real``, ``col_first``, ``real`` (a pixel is taken
     here), ``emit`` (a window is offered here) and ``adv`` (the scan moves on this cycle: its
-    pixel taken or padding, and the output free if it emits); drives ``i.ready``."""
+    pixel taken or padding, and the output free if it emits); drives ``i.ready``.
+
+    The position's flags are registers (``i.ready`` and ``adv`` are two gates from registers,
+    not a table lookup of the counters): the returned ``advance(step_c, c_next, step_r,
+    r_next)`` loads them from the tables at the counters' next values when they step."""
     kh = g.kh
-    row_emit, col_emit = Signal(), Signal()
-    row_ok = Signal(kh)
-    _table(m, r, row_emit, [int(v) for v in g.row_emits()])
-    _table(m, c, col_emit, [int(v) for v in g.col_emits()])
-    _table(m, r, row_ok, [sum(1 << k for k in range(kh) if 0 <= rr - kh + 1 + k < g.H)
-                          for rr in range(g.rows)])
-    col_real, col_first, real, adv = Signal(), Signal(), Signal(), Signal()
-    emit = row_emit & col_emit
+    rows = {"emit": [int(v) for v in g.row_emits()],
+            "ok": [sum(1 << k for k in range(kh) if 0 <= rr - kh + 1 + k < g.H)
+                   for rr in range(g.rows)],
+            "in": [int(rr < g.H) for rr in range(g.rows)]}
+    cols = {"emit": [int(v) for v in g.col_emits()],
+            "real": [int(cc < g.W) for cc in range(g.cols)],
+            "first": [int(cc == 0) for cc in range(g.cols)]}
+    rr = {k: Signal(kh if k == "ok" else 1, name=f"row_{k}", init=v[0]) for k, v in rows.items()}
+    cr = {k: Signal(name=f"col_{k}", init=v[0]) for k, v in cols.items()}
+    real, adv = Signal(), Signal()
+    emit = rr["emit"] & cr["emit"]
     out_free = ~o.valid | o.ready
-    m.d.comb += [col_real.eq(c < g.W), col_first.eq(c == 0), real.eq((r < g.H) & col_real),
+    m.d.comb += [real.eq(rr["in"] & cr["real"]),
                  i.ready.eq(real & (~emit | out_free)),
                  adv.eq((~real | i.valid) & (~emit | out_free))]
-    return row_ok, col_real, col_first, real, emit, adv
+
+    def advance(step_c, c_next, step_r, r_next):
+        for regs, tables, step, nxt in ((cr, cols, step_c, c_next), (rr, rows, step_r, r_next)):
+            for k, reg in regs.items():
+                v = Signal(len(reg), name=f"{reg.name}_next")     # 0 where no case is
+                _table(m, nxt, v, tables[k])
+                with m.If(step):
+                    m.d.sync += reg.eq(v)
+
+    return rr["ok"], cr["real"], cr["first"], real, emit, adv, advance
 
 
 def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next, payload):
