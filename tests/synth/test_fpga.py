@@ -114,3 +114,17 @@ def test_dsp_lanes_map_to_mult18_as_estimated(tmp_path):
     assert rep["totals"]["mult18"] == mv["mult18"]["estimate"] == 6
     assert mv["lut4"]["yosys"] == rep["totals"]["lut4"] + 2 * rep["totals"]["ccu2c"]
     assert rep["totals"]["fmax_mhz"] > 0
+
+
+def test_ecp5_places_on_the_part_the_folding_was_chosen_for():
+    from lcp.synth.design import Design
+    from lcp.synth.fpga import ECP5_DEVICES, _ecp5_devices
+
+    d = Design("d", "top", [])
+    assert _ecp5_devices(d) == ECP5_DEVICES                      # smallest first
+    d.hw_report = {"chooser": {"budget": "xc7z020"}}
+    assert _ecp5_devices(d) == ECP5_DEVICES
+    d.hw_report = {"chooser": {"budget": "lfe5u-85f"}}
+    assert [dev for dev, _ in _ecp5_devices(d)] == ["85k"]
+    d.hw_report = {"chooser": {"budget": "lfe5u-45f"}}
+    assert [dev for dev, _ in _ecp5_devices(d)] == ["45k", "85k"]
