@@ -34,7 +34,7 @@ from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
 from .chooser import Choice, choose
-from .delay import keeps_dsp, ram_register, tree_levels_per_stage
+from .delay import ASIC_TARGETS, keeps_dsp, ram_register, tree_levels_per_stage
 from .folding import Folding
 from .plans import plan_for
 from .graph import PlanGraph, Timing, lower_branch, lower_core
@@ -178,15 +178,18 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
     return rep
 
 
-def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: bool = False) -> Folding:
+def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: bool = False,
+              load_always: bool = False) -> Folding:
     """``folding`` with ``tree_k`` (adder levels per pipeline stage) on every layer whose
-    engine takes it, and with ``ram_reg`` its memory reads registered."""
+    engine takes it, with ``ram_reg`` its memory reads registered, with ``load_always`` its
+    operand register loaded every cycle (:class:`~lcp.hw.mvu.MvuParams`)."""
     for layer in model.layers():
         keys = plan_for(layer).fold_keys
         if "tree_k" in keys:
             folding = folding.with_layer(layer.name, tree_k=int(tree_k))
-        if ram_reg and "ram_reg" in keys:
-            folding = folding.with_layer(layer.name, ram_reg=1)
+        for key, on in (("ram_reg", ram_reg), ("load_always", load_always)):
+            if on and key in keys:
+                folding = folding.with_layer(layer.name, **{key: 1})
     return folding
 
 
@@ -253,7 +256,7 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     if clock_mhz is not None:
         t = tech or "asap7"
         folding = pipelined(model, folding, tree_levels_per_stage(t, clock_mhz),
-                            ram_register(t, clock_mhz))
+                            ram_register(t, clock_mhz), load_always=t not in ASIC_TARGETS)
     g = lower(model, folding, scope, index)
     timing = g.lowered_timing
     res = g.resources()

@@ -166,10 +166,11 @@ class GroupedConvPlan(ConvPlan):
         src = low.adapt(srcs[0], cls.demand(low.model, layer, fold), layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
-                   ram_reg=fold.get("ram_reg", 0)), [src]
+                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
+                 load_always: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.groups = G = int(layer.attrs.get("groups", 1))
@@ -191,7 +192,7 @@ class GroupedConvPlan(ConvPlan):
                              dsp, gather=gather, x_bipolar=in_fmt.bipolar,
                              x_zeros=any(layer.attrs["pads"]),
                              n_in=g.kh * g.kw * self.bc, tree_k=tree_k,
-                             ram_reg=ram_reg)
+                             ram_reg=ram_reg, load_always=load_always)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property

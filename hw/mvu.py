@@ -134,7 +134,8 @@ class MvuParams:
                  x_fmt_lo: int, x_fmt_hi: int, out_spec: TensorSpec, pe: int, simd: int,
                  dsp: int | None = None, *, gather: np.ndarray | None = None,
                  x_bipolar: bool = False, x_zeros: bool = False, n_in: int | None = None,
-                 tree_k: int = 0, ram_reg: int = 0, windowed: bool = True):
+                 tree_k: int = 0, ram_reg: int = 0, load_always: int = 0,
+                 windowed: bool = True):
         self.name = layer.name
         #: The operands come from a window (``"window"`` mode: a multiplexer picks each
         #: step's ``SIMD`` of them); ``False``: ``SIMD`` per beat from a stream (dense).
@@ -147,6 +148,11 @@ class MvuParams:
         #: products (fold key ``ram_reg``; :mod:`lcp.hw.delay` sets it where a block RAM's
         #: clock-to-output leaves no time for a product in the same cycle): one more cycle.
         self.ram_reg = int(bool(ram_reg))
+        #: The operand register loads every cycle (fold key ``load_always``), not only when
+        #: its value can change: on an FPGA that load enable is a net from the issue logic to
+        #: every operand flip-flop (hundreds), slower than the power it saves; an ASIC keeps
+        #: it, its clock gates close on it.
+        self.load_always = int(bool(load_always))
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
         #: Per output row, the input-vector index of each of its ``F`` operands (grouped and
@@ -275,8 +281,9 @@ class MvuParams:
         return int(self.ram_reg and self.reads_ram)
 
     def pipe_fold(self) -> dict:
-        """The pipelining fold keys that are set (``tree_k``, ``ram_reg``)."""
-        return {k: v for k, v in (("tree_k", self.tree_k), ("ram_reg", self.ram_reg)) if v}
+        """The timing fold keys that are set (``tree_k``, ``ram_reg``, ``load_always``)."""
+        return {k: v for k, v in (("tree_k", self.tree_k), ("ram_reg", self.ram_reg),
+                                  ("load_always", self.load_always)) if v}
 
     @property
     def latency(self) -> int:
@@ -521,7 +528,9 @@ class MatrixVectorUnit(wiring.Component):
         # when its value can change: a new beat (one window serves its ``fo`` steps when
         # ``fi == 1``) or a new slice of it; a dense input vector only at ``og == 0`` (the
         # other output groups read it from the buffer below)
-        if self.mode == "stream":
+        if p.load_always:
+            load_x = 1
+        elif self.mode == "stream":
             load_x = fire & first_og
         elif not gathered and fi == 1:
             load_x = fire & first_ob
@@ -724,7 +733,7 @@ class ConvPlan:
 
     kind = "conv"
     ops = ("conv",)
-    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg")
+    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg", "load_always")
     parallel, prefer_pe, narrowable, passthrough = True, False, False, False
 
     @staticmethod
@@ -742,10 +751,11 @@ class ConvPlan:
         src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
-                   ram_reg=fold.get("ram_reg", 0)), [src]
+                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
+                 load_always: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
@@ -765,7 +775,7 @@ class ConvPlan:
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
                              dsp, gather=gather, x_bipolar=in_fmt.bipolar,
                              x_zeros=any(layer.attrs["pads"]), n_in=g.window, tree_k=tree_k,
-                             ram_reg=ram_reg)
+                             ram_reg=ram_reg, load_always=load_always)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 
     @property
@@ -821,7 +831,7 @@ class DensePlan:
 
     kind = "dense"
     ops = ("dense",)
-    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg")
+    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg", "load_always")
     parallel, prefer_pe, narrowable, passthrough = True, True, False, False
 
     @staticmethod
@@ -837,17 +847,18 @@ class DensePlan:
         src = low.adapt(srcs[0], fold.get("simd", 1), layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
-                   ram_reg=fold.get("ram_reg", 0)), [src]
+                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
-                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0):
+                 simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
+                 load_always: int = 0):
         self.layer = layer
         if len(in_fmt.shape) != 1:
             raise IRError(f"layer {layer.name!r}: dense input must be 1-D, got {in_fmt.shape}")
         wmat = layer.weight[:, in_fmt.perm]
         self.mvu = MvuParams(layer, wmat, layer.bias, in_fmt.lo, in_fmt.hi, out_spec, pe, simd,
                              dsp, x_bipolar=in_fmt.bipolar, tree_k=tree_k, ram_reg=ram_reg,
-                             windowed=False)
+                             load_always=load_always, windowed=False)
         self.in_fmt = in_fmt.with_lanes(simd)
         self.out_fmt = StreamFormat.of(out_spec, pe)
 

@@ -440,8 +440,9 @@ class AxisIn(wiring.Component):
         # both outcomes of a beat leaving or not (room, the word's place in the buffer) come
         # from registers; the consumer's ready only picks one: two gates to the buffer
         in_keep, in_fire = Signal(cap), Signal(cap)
+        ready = Signal()          # cnt >= B as a register: the consumer's advance waits on it
         m.d.comb += [
-            o.valid.eq(cnt >= B),
+            o.valid.eq(ready),
             o.payload.eq(buf[:B]),
             fire.eq(o.valid & o.ready),
             cnt_f.eq(cnt - B),
@@ -456,10 +457,12 @@ class AxisIn(wiring.Component):
         incoming = Signal(cap)
         m.d.comb += incoming.eq(Mux(take, Mux(fire, in_fire, in_keep), 0))
         last = fire & (bl == 1)
+        cnt_next = Signal.like(cnt)
+        m.d.comb += cnt_next.eq(cnt1 + Mux(take, W, 0))
         with m.If(last):
-            m.d.sync += [cnt.eq(0), buf.eq(0), wl.eq(p.words), bl.eq(beats)]
+            m.d.sync += [cnt.eq(0), ready.eq(0), buf.eq(0), wl.eq(p.words), bl.eq(beats)]
         with m.Else():
-            m.d.sync += [cnt.eq(cnt1 + Mux(take, W, 0)), buf.eq(shifted | incoming)]
+            m.d.sync += [cnt.eq(cnt_next), ready.eq(cnt_next >= B), buf.eq(shifted | incoming)]
             with m.If(fire):
                 m.d.sync += bl.eq(bl - 1)
             with m.If(take):

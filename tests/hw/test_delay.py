@@ -64,6 +64,7 @@ def test_asic_targets_build_dsp_lanes_as_plain_multipliers(tmp_path):
         assert asic.folding.layer(c)["dsp"] == 0
         assert {k: asic.folding.layer(c)[k] for k in ("pe", "simd")} == {"pe": 2, "simd": 18}
         assert not _mvu(asic).dsp_pairs()
+        assert _mvu(asic).load_always == 0              # its clock gates close on it
     fpga = generate(m, tmp_path / "xc7", folding=fold, verilog=False, clock_mhz=100, tech="xc7")
     assert fpga.folding.layer(c)["dsp"] == 4 and _mvu(fpga).dsp_pairs()
 
@@ -92,6 +93,7 @@ def test_ecp5_drops_the_dsp_lanes_whose_path_misses_the_clock(tmp_path):
     drop = generate(m, tmp_path / "f", folding=fold, verilog=False, clock_mhz=fast, tech="ecp5")
     assert drop.folding.layer(c)["dsp"] == 0 and not _mvu(drop).dsp_pairs()
     assert _mvu(drop).ram_stages == int(ram_register("ecp5", fast))
+    assert _mvu(drop).load_always == 1                  # FPGA: no operand load enable
     b = Builder((2, 6, 6), seed=1)
     c = b.conv("input", 4, 3, pad=1, wbits=8)           # 8 x 8-bit products: DSP lanes
     b.threshold(c, 3)

@@ -116,15 +116,16 @@ def chain_model():
     return b.model(), (c, d0, d1)
 
 
-@pytest.mark.parametrize("tree_k,ram_reg", [(1, 0), (2, 0), (2, 1)])
-def test_pipelined_adder_trees(tree_k, ram_reg):
+@pytest.mark.parametrize("tree_k,ram_reg,load_always", [(1, 0, 0), (2, 0, 0), (2, 1, 1)])
+def test_pipelined_adder_trees(tree_k, ram_reg, load_always):
     """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes),
-    with ``ram_reg`` also the memory reads: outputs exact, model cycles == simulated cycles,
-    the latency grown by the added stages."""
+    with ``ram_reg`` also the memory reads, with ``load_always`` the operand register loaded
+    every cycle (FPGA builds): outputs exact, model cycles == simulated cycles, the latency
+    grown by the added stages."""
     m, (c, d0, d1) = chain_model()
     flat = {c: {"pe": 4, "simd": 18}, d0: {"pe": 3, "simd": 8, "dsp": 12}, d1: {"pe": 4, "simd": 6}}
-    piped = {k: {**v, "tree_k": tree_k, **({"ram_reg": 1} if ram_reg else {})}
-             for k, v in flat.items()}
+    extra = {k: 1 for k, on in (("ram_reg", ram_reg), ("load_always", load_always)) if on}
+    piped = {k: {**v, "tree_k": tree_k, **extra} for k, v in flat.items()}
     g0 = lower_branch(m, 0, Folding(flat, 32, 8))
     g = check(m, Folding(piped, 32, 8))
     mvus = [n.plan.mvu for n in g.nodes if hasattr(n.plan, "mvu")]
