@@ -402,8 +402,8 @@ class AxisInPlan:
 
     def resources(self) -> Resources:
         cap = self.cap
-        shift = cap * math.ceil(math.log2(cap)) / 2          # two: for either beat count
-        return Resources(lut=2 * shift + cap + 30, ff=cap + 40)
+        shift = cap * math.ceil(math.log2(cap)) / 2
+        return Resources(lut=shift + 2 * cap + 30, ff=cap + 40)
 
     def build(self) -> "AxisIn":
         return AxisIn(self.out_fmt, self.width)
@@ -438,8 +438,9 @@ class AxisIn(wiring.Component):
         fire = Signal()
         cnt1, cnt_f = Signal.like(cnt), Signal.like(cnt)
         # both outcomes of a beat leaving or not (room, the word's place in the buffer) come
-        # from registers; the consumer's ready only picks one: two gates to the buffer
-        in_keep, in_fire = Signal(cap), Signal(cap)
+        # from registers; the consumer's ready only picks one: two gates to the buffer (one
+        # shifter: a beat leaving moves the word B bits down, a constant shift)
+        at_cnt = Signal(cap + B)
         ready = Signal()          # cnt >= B as a register: the consumer's advance waits on it
         m.d.comb += [
             o.valid.eq(ready),
@@ -448,14 +449,13 @@ class AxisIn(wiring.Component):
             cnt_f.eq(cnt - B),
             cnt1.eq(Mux(fire, cnt_f, cnt)),
             s.tready.eq((wl != 0) & Mux(fire, cnt_f + W <= cap, cnt + W <= cap)),
-            in_keep.eq(s.tdata << cnt),
-            in_fire.eq(s.tdata << cnt_f),
+            at_cnt.eq(s.tdata << cnt),
         ]
         take = s.tvalid & s.tready
         shifted = Signal(cap)
         m.d.comb += shifted.eq(Mux(fire, buf >> B, buf))
         incoming = Signal(cap)
-        m.d.comb += incoming.eq(Mux(take, Mux(fire, in_fire, in_keep), 0))
+        m.d.comb += incoming.eq(Mux(take, Mux(fire, at_cnt >> B, at_cnt), 0))
         last = fire & (bl == 1)
         cnt_next = Signal.like(cnt)
         m.d.comb += cnt_next.eq(cnt1 + Mux(take, W, 0))
@@ -520,8 +520,8 @@ class AxisOutPlan:
 
     def resources(self) -> Resources:
         cap = self.cap
-        shift = cap * math.ceil(math.log2(cap)) / 2          # two: for either beat count
-        return Resources(lut=2 * shift + cap + 30, ff=cap + 40)
+        shift = cap * math.ceil(math.log2(cap)) / 2
+        return Resources(lut=shift + 2 * cap + 30, ff=cap + 40)
 
     def build(self) -> "AxisOut":
         return AxisOut(self.in_fmt, self.width)
