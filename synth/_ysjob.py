@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyosys import libyosys as ys
 
+from ._ysfanout import ECP5_REPLICABLE, replicate_drivers
 from .harness import HARNESS_TOP, harness_verilog
 from .paths import cell_delays, worst_path
 
@@ -131,7 +132,8 @@ def _worst_paths(stat_file: str) -> None:
 
 def ecp5(p: dict) -> dict:
     """Flat ``synth_ecp5`` to a nextpnr JSON netlist; with ``harness`` (a Verilog path to
-    write), the top inside :func:`lcp.synth.harness.harness_verilog`."""
+    write), the top inside :func:`lcp.synth.harness.harness_verilog`; with ``max_fanout``, the
+    drivers of larger nets replicated (:func:`._ysfanout.replicate_drivers`)."""
     _read(p["files"], p["top"])
     top, out = p["top"], {"json": p["json"], "stat": p["stat"]}
     if p.get("harness"):
@@ -147,7 +149,11 @@ def ecp5(p: dict) -> dict:
         out["harness"] = {"ff": h.ff, "in_bits": h.in_bits, "out_bits": h.out_bits}
     _run("rename -hide w:*")
     nodsp = "" if p.get("dsp", True) else " -nodsp"
-    _run(f"synth_ecp5 -top {_q(top)} -json {_q(p['json'])}{nodsp}")
+    _run(f"synth_ecp5 -top {_q(top)}{nodsp}")
+    if p.get("max_fanout"):
+        out["replicated"] = replicate_drivers(_D.top_module(), p["max_fanout"],
+                                              ECP5_REPLICABLE)
+    _run(f"write_json {_q(p['json'])}")
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
     return out
 

