@@ -166,16 +166,20 @@ class GroupedConvPlan(ConvPlan):
         src = low.adapt(srcs[0], cls.demand(low.model, layer, fold), layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
-                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0)), [src]
+                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0),
+                   pingpong=fold.get("pingpong", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
-                 load_always: int = 0):
+                 load_always: int = 0, pingpong: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.groups = G = int(layer.attrs.get("groups", 1))
         B, self.bc = group_beat(layer, pe)
         self.nb = G // B
+        # two output registers in the whole-pixel window unit only (the grouped one's output
+        # is a beat's channel group, its enable a smaller net)
+        self.pingpong = int(bool(pingpong)) if self.nb == 1 else 0
         self.in_fmt = in_fmt.with_lanes(self.bc)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
         if w.ndim == 3:
@@ -216,7 +220,7 @@ class GroupedConvPlan(ConvPlan):
         g, bits, bc = self.geo, self.in_fmt.bits, self.bc
         lb = _line_buffer_cost((g.kh - 1) * bc * bits, g.cols * self.nb)
         if self.nb == 1:                       # WindowEngine: shift and output registers
-            return (lb + self.mvu.resources()
+            return (lb + self.mvu.resources() + self.pingpong_cost()
                     + Resources(lut=g.window * bits / 2 + 40, ff=2 * g.window * bits + 32))
         win = g.kh * g.kw * bc * bits
         cols = _line_buffer_cost(g.kh * (g.kw - 1) * bc * bits, self.nb)
@@ -240,7 +244,7 @@ class GroupedConvEngine(wiring.Component):
         m = Module()
         p = self.plan
         if p.nb == 1:
-            win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window")
+            win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window", pingpong=p.pingpong)
         else:
             win = GroupedWindowEngine(p.geo, p.in_fmt, pad=0)
         m.submodules.window = win

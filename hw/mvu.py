@@ -733,7 +733,7 @@ class ConvPlan:
 
     kind = "conv"
     ops = ("conv",)
-    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg", "load_always")
+    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg", "load_always", "pingpong")
     parallel, prefer_pe, narrowable, passthrough = True, False, False, False
 
     @staticmethod
@@ -751,12 +751,15 @@ class ConvPlan:
         src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
-                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0)), [src]
+                   ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0),
+                   pingpong=fold.get("pingpong", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
-                 load_always: int = 0):
+                 load_always: int = 0, pingpong: int = 0):
         self.layer = layer
+        #: the window unit's output in two registers (:class:`~lcp.hw.window.WindowEngine`)
+        self.pingpong = int(bool(pingpong))
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
@@ -781,7 +784,7 @@ class ConvPlan:
     @property
     def folding(self) -> dict:
         f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
-        return {**f, **self.mvu.pipe_fold()}
+        return {**f, **self.mvu.pipe_fold(), **({"pingpong": 1} if self.pingpong else {})}
 
     def timing(self, offers):
         g, p = self.geo, self.mvu
@@ -801,7 +804,12 @@ class ConvPlan:
         win_regs = g.window * bits          # the shift register (the MVU counts its copy)
         mask = g.window * bits / 2
         return (_line_buffer_cost(width, depth) + self.mvu.resources()
-                + Resources(lut=mask + 40, ff=win_regs + 32))
+                + Resources(lut=mask + 40, ff=win_regs + 32) + self.pingpong_cost())
+
+    def pingpong_cost(self) -> Resources:
+        """The second output register and its 2:1 multiplexer (fold key ``pingpong``)."""
+        bits = self.geo.window * self.in_fmt.bits
+        return Resources(lut=bits + 4, ff=bits + 3) if self.pingpong else Resources()
 
     def build(self) -> "ConvEngine":
         return ConvEngine(self)
@@ -818,7 +826,8 @@ class ConvEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.plan
-        m.submodules.window = win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window")
+        m.submodules.window = win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window",
+                                                 pingpong=p.pingpong)
         m.submodules.mvu = mvu = MatrixVectorUnit(p.mvu, "window")
         wiring.connect(m, wiring.flipped(self.i_stream), win.i_stream)
         wiring.connect(m, win.o_stream, mvu.i_stream)
@@ -865,7 +874,7 @@ class DensePlan:
     @property
     def folding(self) -> dict:
         f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
-        return {**f, **self.mvu.pipe_fold()}
+        return {**f, **self.mvu.pipe_fold(), **({"pingpong": 1} if self.pingpong else {})}
 
     def timing(self, offers):
         p = self.mvu

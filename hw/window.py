@@ -157,12 +157,24 @@ class WindowEngine(wiring.Component):
         Format of the output beats for ``"max"``/``"avg"`` (``lanes == C``).
     shift, rounding : int, str
         Average pool only (see the IR ``avgpool``).
+    pingpong : bool
+        ``"window"`` only (fold key ``pingpong`` of a convolution, FPGA builds): the output
+        window in two registers that load the next window every cycle while they hold none, the
+        payload the one last filled. The wide register's load enable is then a flip-flop, not the
+        scan's advance (a few gates behind the neighbours' ``valid``/``ready``, which on an FPGA
+        has to reach every bit of a register spread next to the MVU lanes it feeds). Same cycles
+        and outputs; one more window register and a 2:1 multiplexer per bit.
     """
 
     def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int, mode: str,
-                 out_fmt: StreamFormat | None = None, shift: int = 0, rounding: str = "floor"):
+                 out_fmt: StreamFormat | None = None, shift: int = 0, rounding: str = "floor",
+                 pingpong: bool = False):
         self.geo, self.in_fmt, self.pad, self.mode = geo, in_fmt, int(pad), mode
         self.shift, self.rounding = int(shift), rounding
+        if pingpong and mode != "window":
+            raise IRError(f"layer {geo.name!r}: only a window output takes two registers "
+                          f"(pingpong), not a {mode} pool's")
+        self.pingpong = bool(pingpong)
         if in_fmt.lanes != geo.C:
             raise IRError(f"layer {geo.name!r}: the window unit takes whole pixels "
                           f"({geo.C} lanes), not {in_fmt.lanes}")
@@ -221,7 +233,10 @@ class WindowEngine(wiring.Component):
                 m.d.sync += r.eq(r_next)
             with m.If(emit):
                 m.d.sync += o.valid.eq(1)
-                self._emit(m, nwin, at)
+                if not self.pingpong:
+                    self._emit(m, nwin, at)
+        if self.pingpong:
+            _pingpong(m, nwin, adv & emit, o)
         return m
 
     def _emit(self, m, nwin, at):
@@ -236,6 +251,29 @@ class WindowEngine(wiring.Component):
             else:
                 m.d.sync += o.payload[ch].eq(_avg(m, vals, self.shift, self.rounding,
                                                   self.out_fmt.lo, self.out_fmt.hi))
+
+
+def _pingpong(m, nwin, put, o):
+    """``o.payload`` from two slot registers. A slot that holds no window loads ``nwin`` every
+    cycle (its enable is its ``free`` flip-flop); a window put (``put``) lands in the slot
+    ``sel`` does not show, which is free: the other one is the output, empty or taken on this
+    cycle, since a window is put only when the output is free (``~o.valid | o.ready``). ``sel``
+    then shows it; a slot is free again once its window is taken."""
+    slots = [Signal(nwin.shape(), name=f"slot{k}", reset_less=True) for k in range(2)]
+    free = [Signal(name=f"free{k}", init=1) for k in range(2)]
+    sel = Signal()
+    taken = o.valid & o.ready
+    for k in range(2):
+        with m.If(free[k]):
+            m.d.sync += slots[k].eq(nwin)
+        shown = sel if k else ~sel
+        with m.If(put & ~shown):
+            m.d.sync += free[k].eq(0)
+        with m.Elif(taken & shown):
+            m.d.sync += free[k].eq(1)
+    with m.If(put):
+        m.d.sync += sel.eq(~sel)
+    m.d.comb += o.payload.eq(Mux(sel, slots[1], slots[0]))
 
 
 def _scan_control(m, g: WindowGeometry, i, o):

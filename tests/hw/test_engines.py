@@ -69,8 +69,12 @@ def test_conv(case):
     x = b.conv("input", O, k, stride=s, pads=pads, wbits=wb)
     m = b.model()
     F = C * k * k
-    check(m, Folding(_rand_fold(rng, O, F, x), int(rng.choice([8, 16, 32, 64])), 16))
-    check(m, Folding({x: {"pe": O, "simd": F}}, 64, 64), n=2, pauses=False)   # constants
+    # the window output in two registers (pingpong, FPGA builds) in every other folding
+    fold = _rand_fold(rng, O, F, x)
+    fold[x]["pingpong"] = case % 2
+    check(m, Folding(fold, int(rng.choice([8, 16, 32, 64])), 16))
+    const = {"pe": O, "simd": F, "pingpong": 1 - case % 2}        # a window every cycle
+    check(m, Folding({x: const}, 64, 64), n=2, pauses=False)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -120,12 +124,13 @@ def chain_model():
 def test_pipelined_adder_trees(tree_k, ram_reg, load_always):
     """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes),
     with ``ram_reg`` also the memory reads, with ``load_always`` the operand register loaded
-    every cycle (FPGA builds): outputs exact, model cycles == simulated cycles, the latency
-    grown by the added stages."""
+    every cycle and the conv's window output in two registers (FPGA builds): outputs exact,
+    model cycles == simulated cycles, the latency grown by the added stages."""
     m, (c, d0, d1) = chain_model()
     flat = {c: {"pe": 4, "simd": 18}, d0: {"pe": 3, "simd": 8, "dsp": 12}, d1: {"pe": 4, "simd": 6}}
     extra = {k: 1 for k, on in (("ram_reg", ram_reg), ("load_always", load_always)) if on}
     piped = {k: {**v, "tree_k": tree_k, **extra} for k, v in flat.items()}
+    piped[c]["pingpong"] = load_always
     g0 = lower_branch(m, 0, Folding(flat, 32, 8))
     g = check(m, Folding(piped, 32, 8))
     mvus = [n.plan.mvu for n in g.nodes if hasattr(n.plan, "mvu")]
@@ -133,6 +138,8 @@ def test_pipelined_adder_trees(tree_k, ram_reg, load_always):
     assert all(s >= 1 for s in stages) and len(stages) == 3
     # the conv and dense1 are fully unrolled (constants, no memory); dense0 reads its ROM
     assert [p.ram_stages for p in mvus] == [0, ram_reg, 0]
+    assert g.nodes[[n.plan.layer.name if hasattr(n.plan, "layer") else None
+                    for n in g.nodes].index(c)].plan.pingpong == load_always
     assert g.timing(frames=1).latency == g0.timing(frames=1).latency + sum(stages) + ram_reg
 
 
