@@ -347,9 +347,11 @@ class AxisInPlan:
         self.out_fmt = fmt
         self.width = int(width)
         self.words = words_per_frame(fmt, width)
-        # room for a word and two beats: after a stall the next beat is ready the cycle after
+        # room for a word and three beats: a word is taken while the buffer holds at most three
+        # beats, whether or not a beat leaves on that cycle (``tready`` from registers, not
+        # from the consumer's ``ready``); after a stall the next beat is ready the cycle after
         # the previous one is taken, so back-pressure never costs extra cycles
-        self.cap = self.width + 2 * fmt.beat_bits
+        self.cap = self.width + 3 * fmt.beat_bits
 
     def timing(self, offers, ready=None):
         """Cycle-exact model of :class:`AxisIn` (``offers``: the words, as offered).
@@ -378,7 +380,7 @@ class AxisInPlan:
             if fire:
                 bi += 1
                 offered = False
-            room = wl > 0 and cnt1 + W <= cap and wi < off.size
+            room = wl > 0 and cnt + W <= cap and wi < off.size
             take = room and off[wi] <= t
             if fire and bl == 1:
                 cnt, wl, bl = 0, self.words, beats
@@ -436,33 +438,34 @@ class AxisIn(wiring.Component):
         wl = Signal(range(p.words + 1), init=p.words)
         bl = Signal(range(beats + 1), init=beats)
         fire = Signal()
-        cnt1, cnt_f = Signal.like(cnt), Signal.like(cnt)
-        # both outcomes of a beat leaving or not (room, the word's place in the buffer) come
-        # from registers; the consumer's ready only picks one: two gates to the buffer (one
-        # shifter: a beat leaving moves the word B bits down, a constant shift)
+        # everything but the final choice comes from registers and the source's ``tvalid``:
+        # a word is taken on room without a beat leaving (``tready`` never waits on the
+        # consumer), and both outcomes of a beat leaving or not (the count, ``valid``, the
+        # buffer: one shifter, a beat leaving moves the word B bits down, a constant shift)
+        # are ready when the consumer's ready picks one, two gates before the registers
         at_cnt = Signal(cap + B)
         ready = Signal()          # cnt >= B as a register: the consumer's advance waits on it
+        grown = Signal(range(cap + W + 1))
         m.d.comb += [
             o.valid.eq(ready),
             o.payload.eq(buf[:B]),
             fire.eq(o.valid & o.ready),
-            cnt_f.eq(cnt - B),
-            cnt1.eq(Mux(fire, cnt_f, cnt)),
-            s.tready.eq((wl != 0) & Mux(fire, cnt_f + W <= cap, cnt + W <= cap)),
+            s.tready.eq((wl != 0) & (cnt + W <= cap)),
             at_cnt.eq(s.tdata << cnt),
         ]
         take = s.tvalid & s.tready
+        m.d.comb += grown.eq(cnt + Mux(take, W, 0))
         shifted = Signal(cap)
         m.d.comb += shifted.eq(Mux(fire, buf >> B, buf))
         incoming = Signal(cap)
         m.d.comb += incoming.eq(Mux(take, Mux(fire, at_cnt >> B, at_cnt), 0))
         last = fire & (bl == 1)
-        cnt_next = Signal.like(cnt)
-        m.d.comb += cnt_next.eq(cnt1 + Mux(take, W, 0))
         with m.If(last):
             m.d.sync += [cnt.eq(0), ready.eq(0), buf.eq(0), wl.eq(p.words), bl.eq(beats)]
         with m.Else():
-            m.d.sync += [cnt.eq(cnt_next), ready.eq(cnt_next >= B), buf.eq(shifted | incoming)]
+            m.d.sync += [cnt.eq(Mux(fire, grown - B, grown)),
+                         ready.eq(Mux(fire, grown >= 2 * B, grown >= B)),
+                         buf.eq(shifted | incoming)]
             with m.If(fire):
                 m.d.sync += bl.eq(bl - 1)
             with m.If(take):
