@@ -34,7 +34,8 @@ from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
 from .chooser import Choice, choose
-from .delay import ASIC_TARGETS, keeps_dsp, ram_register, tree_levels_per_stage
+from .delay import (ASIC_TARGETS, keeps_dsp, ram_register, threshold_in_register,
+                    tree_levels_per_stage)
 from .folding import Folding
 from .plans import plan_for
 from .graph import PlanGraph, Timing, lower_branch, lower_core
@@ -179,17 +180,19 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
 
 
 def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: bool = False,
-              fpga: bool = False) -> Folding:
+              fpga: bool = False, in_reg: bool = False) -> Folding:
     """``folding`` with ``tree_k`` (adder levels per pipeline stage) on every layer whose
-    engine takes it, with ``ram_reg`` its memory reads registered; ``fpga`` (no clock gates,
-    no buffer trees): the operand register loaded every cycle (``load_always``,
+    engine takes it, with ``ram_reg`` its memory reads registered, with ``in_reg`` the
+    threshold engines' input registered (:class:`~lcp.hw.pointwise.ThresholdPlan`); ``fpga``
+    (no clock gates, no buffer trees): the operand register loaded every cycle (``load_always``,
     :class:`~lcp.hw.mvu.MvuParams`) and the window output in two registers (``pingpong``,
     :class:`~lcp.hw.window.WindowEngine`), so that no wide register's enable is a handshake."""
     for layer in model.layers():
         keys = plan_for(layer).fold_keys
         if "tree_k" in keys:
             folding = folding.with_layer(layer.name, tree_k=int(tree_k))
-        for key, on in (("ram_reg", ram_reg), ("load_always", fpga), ("pingpong", fpga)):
+        for key, on in (("ram_reg", ram_reg), ("load_always", fpga), ("pingpong", fpga),
+                        ("in_reg", in_reg)):
             if on and key in keys:
                 folding = folding.with_layer(layer.name, **{key: 1})
     return folding
@@ -258,7 +261,8 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
     if clock_mhz is not None:
         t = tech or "asap7"
         folding = pipelined(model, folding, tree_levels_per_stage(t, clock_mhz),
-                            ram_register(t, clock_mhz), fpga=t not in ASIC_TARGETS)
+                            ram_register(t, clock_mhz), fpga=t not in ASIC_TARGETS,
+                            in_reg=threshold_in_register(t, clock_mhz))
     g = lower(model, folding, scope, index)
     timing = g.lowered_timing
     res = g.resources()

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ASIC_TARGETS", "DELAY_NS", "DSP_PATH_NS", "XC7_FIT", "keeps_dsp", "ram_register",
-           "tree_levels_per_stage"]
+__all__ = ["ASIC_TARGETS", "DELAY_NS", "DSP_PATH_NS", "THRESHOLD_PATH_NS", "XC7_FIT",
+           "keeps_dsp", "ram_register", "threshold_in_register", "tree_levels_per_stage"]
 
 #: Target -> nanoseconds of one adder level and of a stage's fixed overhead.
 DELAY_NS = {
@@ -75,6 +75,22 @@ ASIC_TARGETS = ("asap7", "osu018")
 #: (``ram_reg``), a flip-flop's 0.52 ns in place of the 5.61: 12.9 ns. Targets without an
 #: entry keep their DSP lanes at any clock.
 DSP_PATH_NS = {"ecp5": 12.9}
+
+
+#: Nanoseconds of a threshold engine's comparison stage fed straight from its input stream: the
+#: producer's output multiplexer (a lane converter's beat select), the route to the
+#: comparators and their carry chains. ECP5: nextpnr's post-route critical path of the
+#: CifarNet-split8 branch folded for 10,000 cycles on an LFE5U-85F, built for 100 MHz (a
+#: lane converter's index register, four LUTs, 8 ns of routing, a 13-17-bit CCU2C chain):
+#: 13.3 ns. Targets without an entry compare the input as it arrives (the XC7Z020 syntheses'
+#: worst threshold paths fit 100 MHz by :mod:`lcp.synth.paths`).
+THRESHOLD_PATH_NS = {"ecp5": 13.3}
+
+
+def threshold_in_register(target: str, clock_mhz: float) -> bool:
+    """The threshold engines register their input before comparing (fold key ``in_reg``) at
+    ``clock_mhz`` on ``target``: the stage of :data:`THRESHOLD_PATH_NS` exceeds the period."""
+    return THRESHOLD_PATH_NS.get(_target(target), 0.0) > 1e3 / clock_mhz
 
 
 def keeps_dsp(target: str, clock_mhz: float | None) -> bool:

@@ -2,7 +2,8 @@
 
 All take one beat per cycle and have one output register (an output beat is offered the cycle
 after its input beats are taken; the threshold engine registers its comparisons too, so its
-beat comes two cycles after). Lanes and stream order pass through unchanged.
+beat comes two cycles after, three with its input registered: fold key ``in_reg``,
+:func:`lcp.hw.delay.threshold_in_register`). Lanes and stream order pass through unchanged.
 
 Threshold: ``y = out_lo + #{k : x >= T[c, k]}`` per element. Thresholds shared by all channels,
 or constant per lane (the channel of each lane never changes), are constants compared in logic;
@@ -62,13 +63,23 @@ class _PerElementPlan:
 
 
 class ThresholdPlan(_PerElementPlan):
-    """Requantization by thresholds (see the module docstring)."""
+    """Requantization by thresholds (see the module docstring). ``in_reg``: the input beat is
+    registered before the comparisons (one more cycle of latency): the comparators' carry
+    chains then start at a flip-flop, not behind the producer's output multiplexer."""
 
     kind = "threshold"
     ops = ("threshold",)
+    fold_keys = ("lanes", "in_reg")
+
+    @classmethod
+    def lower(cls, low, layer, srcs, fold, out_spec):
+        plan, links = super().lower(low, layer, srcs, fold, out_spec)
+        plan.in_reg = int(bool(fold.get("in_reg", 0)))
+        return plan, links
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec):
         super().__init__(layer, in_fmt, out_spec)
+        self.in_reg = 0
         t = np.asarray(layer.params["thresholds"], dtype=np.int64)
         self.L = t.shape[1]
         if self.L > MAX_THRESHOLDS:
@@ -94,12 +105,13 @@ class ThresholdPlan(_PerElementPlan):
 
     def timing(self, offers):
         acc = _run_max(offers[0])
-        return [acc], acc + 2
+        return [acc], acc + 2 + self.in_reg
 
     def resources(self) -> Resources:
         lanes, L, tb = self.in_fmt.lanes, self.L, self.t_shape.width
         ff = lanes * (self.out_fmt.bits + L) + 2 + (max(self.period - 1, 1).bit_length()
                                               if self.period > 1 else 0)
+        ff += (lanes * self.in_fmt.bits + 1) * self.in_reg
         if self.constant:
             # comparisons with constants: Yosys shares the monotonic thresholds' logic with the
             # count (about tb/4 LUTs per comparison, count included; XC7Z020 syntheses of the
@@ -132,6 +144,14 @@ class ThresholdEngine(wiring.Component):
         lanes, L = p.in_fmt.lanes, p.L
         en = ~o.valid | o.ready
         m.d.comb += i.ready.eq(en)
+        # the beat compared: the input, or (in_reg) its register one cycle later
+        x, xv = i.payload, i.valid
+        if p.in_reg:
+            x, xv = Signal.like(i.payload, name="x_reg"), Signal(name="x_valid")
+            with m.If(en):
+                m.d.sync += xv.eq(i.valid)
+            with m.If(i.valid & en):
+                m.d.sync += x.eq(i.payload)
         if p.constant:
             thr = [[int(v) for v in p.table[0, l]] for l in range(lanes)]
         else:
@@ -143,7 +163,7 @@ class ThresholdEngine(wiring.Component):
             rp = rom.read_port(domain="comb")
             beat = Signal(range(max(p.period, 2)))
             m.d.comb += rp.addr.eq(beat)
-            with m.If(i.valid & i.ready):
+            with m.If(xv & en):
                 m.d.sync += beat.eq(Mux(beat == p.period - 1, 0, beat + 1))
             thr = [[rp.data[l][k] for k in range(L)] for l in range(lanes)]
         # two stages: the comparisons registered, then their count (the comparators' carry
@@ -151,9 +171,9 @@ class ThresholdEngine(wiring.Component):
         v1 = Signal()
         ge = [[Signal(name=f"ge{l}_{k}") for k in range(L)] for l in range(lanes)]
         with m.If(en):
-            m.d.sync += [v1.eq(i.valid), o.valid.eq(v1)]
-        with m.If(i.valid & i.ready):
-            m.d.sync += [ge[l][k].eq(i.payload[l] >= thr[l][k])
+            m.d.sync += [v1.eq(xv), o.valid.eq(v1)]
+        with m.If(xv & en):
+            m.d.sync += [ge[l][k].eq(x[l] >= thr[l][k])
                          for l in range(lanes) for k in range(L)]
         with m.If(en & v1):
             m.d.sync += [o.payload[l].eq(p.out_fmt.lo + tree_sum(ge[l])) for l in range(lanes)]

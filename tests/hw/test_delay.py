@@ -5,9 +5,10 @@ import pytest
 from lcp.hw.build import generate, pipelined
 import numpy as np
 
-from lcp.hw.delay import (ASIC_TARGETS, DELAY_NS, DSP_PATH_NS, XC7_FIT, keeps_dsp,
-                          ram_register, tree_levels_per_stage)
+from lcp.hw.delay import (ASIC_TARGETS, DELAY_NS, DSP_PATH_NS, THRESHOLD_PATH_NS, XC7_FIT,
+                          keeps_dsp, ram_register, threshold_in_register, tree_levels_per_stage)
 from lcp.hw.folding import Folding
+from lcp.hw.graph import lower_branch
 
 from tests.hw.irgen import Builder
 
@@ -107,3 +108,25 @@ def test_ecp5_drops_the_dsp_lanes_whose_path_misses_the_clock(tmp_path):
     assert chosen.timing.latency <= 100
     assert all(not chosen.folding.layer(n.layer).get("dsp") for n in chosen.graph.nodes
                if hasattr(n.plan, "mvu"))
+
+
+def test_threshold_input_register_where_its_path_misses_the_clock(tmp_path):
+    """A threshold stage slower than the period (ECP5 at 100 MHz): the build registers the
+    threshold engines' input (one cycle more) and gives FPGA convolutions two window output
+    registers; a slower clock or another target compares the input as it arrives."""
+    ns = THRESHOLD_PATH_NS["ecp5"]
+    assert threshold_in_register("ecp5", 1.1e3 / ns)
+    assert not threshold_in_register("ecp5", 0.9e3 / ns)
+    assert not threshold_in_register("xc7", 100) and not threshold_in_register("asap7", 1000)
+    b = Builder((2, 6, 6), seed=1)
+    c = b.conv("input", 4, 3, pad=1)
+    t = b.threshold(c, 3)
+    m = b.model()
+    fold = Folding({c: {"pe": 2, "simd": 18}}, 32, 8)
+    fast = generate(m, tmp_path / "f", folding=fold, verilog=False, clock_mhz=100, tech="ecp5")
+    slow = generate(m, tmp_path / "s", folding=fold, verilog=False, clock_mhz=50, tech="ecp5")
+    asic = generate(m, tmp_path / "a", folding=fold, verilog=False, clock_mhz=100, tech="osu018")
+    assert fast.folding.layer(t) == {"in_reg": 1} and slow.folding.layer(t) == {}
+    plain = Folding({**fast.folding.layers, t: {}}, 32, 8)
+    assert fast.timing.latency == lower_branch(m, 0, plain).timing(frames=3).latency + 1
+    assert fast.folding.layer(c)["pingpong"] == 1 and "pingpong" not in asic.folding.layer(c)

@@ -209,3 +209,18 @@ def test_multi_consumer_flatten_and_concat_in_branch():
     b.dense(cat, 4)
     m = b.model()
     check(m, Folding({d: {"pe": 5, "simd": 2, "dsp": 3}, c: {"lanes": 1}}, 16, 16))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_threshold_input_registered(shared):
+    """``in_reg``: the threshold engine compares a registered copy of its input (constants and
+    ROM thresholds): outputs exact with back-pressure, one cycle more in the model and in
+    simulation."""
+    b = Builder((4, 3, 3), in_bits=6, signed=True, seed=11)
+    x = b.conv("input", 4, 1, wbits=3)
+    t = b.threshold(x, 3, shared=shared)
+    m = b.model()
+    fold = {x: {"pe": 2, "simd": 4}}
+    g0 = check(m, Folding(fold, 16, 8))
+    g1 = check(m, Folding({**fold, t: {"in_reg": 1}}, 16, 8))
+    assert g1.timing(frames=2).latency == g0.timing(frames=2).latency + 1
