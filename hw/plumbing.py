@@ -403,9 +403,15 @@ class AxisInPlan:
         return [acc], out
 
     def resources(self) -> Resources:
+        """The word's barrel shift into the buffer (the count only takes multiples of
+        ``gcd(W, B)``, and Yosys finds the constant low bits: ``log2`` of that many places, two
+        per LUT), one LUT per buffer bit to pick a beat leaving or not, and the counters.
+        ``synth_xilinx`` of this adapter: 490, 462 and 238 LUT for B/W = 24/64, 64/64, 32/32
+        (estimate 506, 542, 286)."""
         cap = self.cap
-        shift = cap * math.ceil(math.log2(cap)) / 2
-        return Resources(lut=shift + 2 * cap + 30, ff=cap + 40)
+        places = max(2, cap // math.gcd(self.width, self.out_fmt.beat_bits))
+        shift = cap * math.ceil(math.log2(places)) / 2
+        return Resources(lut=shift + cap + 30, ff=cap + 40)
 
     def build(self) -> "AxisIn":
         return AxisIn(self.out_fmt, self.width)
