@@ -179,10 +179,10 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
     return rep
 
 
-def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: bool = False,
+def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: int = 0,
               fpga: bool = False, in_reg: bool = False) -> Folding:
     """``folding`` with ``tree_k`` (adder levels per pipeline stage) on every layer whose
-    engine takes it, with ``ram_reg`` its memory reads registered, with ``in_reg`` the
+    engine takes it, with ``ram_reg`` registers on its memory reads, with ``in_reg`` the
     threshold engines' input registered (:class:`~lcp.hw.pointwise.ThresholdPlan`); ``fpga``
     (no clock gates, no buffer trees): the operand register loaded every cycle (``load_always``,
     :class:`~lcp.hw.mvu.MvuParams`) and the window output in two registers (``pingpong``,
@@ -194,7 +194,7 @@ def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: bool = False
         for key, on in (("ram_reg", ram_reg), ("load_always", fpga), ("pingpong", fpga),
                         ("in_reg", in_reg)):
             if on and key in keys:
-                folding = folding.with_layer(layer.name, **{key: 1})
+                folding = folding.with_layer(layer.name, **{key: int(on)})
     return folding
 
 

@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
                 k = tree_levels_per_stage(tech or "asap7", clock_mhz)
             except ValueError as e:
                 raise UsageError(str(e)) from None
-            ram = ", memory reads registered" if ram_register(tech or "asap7", clock_mhz) else ""
+            ram = ("", ", memory reads registered", ", memory reads registered twice")[
+                ram_register(tech or "asap7", clock_mhz)]
             typer.echo(f"adder trees registered every {k} levels{ram} ({tech or 'asap7'} delay "
                        f"model at {clock_mhz:g} MHz)")
             if tech is not None and not keeps_dsp(tech, clock_mhz):

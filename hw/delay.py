@@ -19,19 +19,28 @@ registered every ``tree_k`` levels (fold key ``tree_k``). :func:`tree_levels_per
     critical path it started (the weight ROM, then a product and three adder levels: 15.4 ns);
     7-series: the RAMB36E1's 2.45 ns of :data:`XC7_FIT`. Standard-cell targets have no block
     RAM (memories are flip-flops).
+``ram_route`` (ECP5)
+    the route from the registered read to the lanes it feeds, across the chip from the DP16KD
+    column: where it, the overhead and a level miss the period, a second register
+    (``ram_reg = 2``). ECP5: 5.57 ns, that route in nextpnr's post-route critical path of the
+    CifarNet-split8 branch (dense0's weight register, then a product and two adder levels:
+    11.4 ns).
 
 Both are estimates calibrated on this toolkit's own syntheses, not library data: ASAP7 from the
-LeNet-5 split4 core's 564 MHz with whole trees of about 8 levels in one stage (~0.2 ns per level);
-OSU 0.18 um from ASAP7 scaled by the libraries' inverter FO4 ratio (about 8x); ECP5 from a CCU2C
-carry chain of about 12 bits plus a LUT and a route per level (vendor data-sheet order of
-magnitude). 7-series: a least-squares line through the worst paths that :mod:`lcp.synth.paths`
-measured per engine in the ``synth_xilinx`` netlist of the CifarNet-split8 branch at the XC7Z020
-budget (:data:`XC7_FIT`; Yosys merges a stage's adders into one ``$macc``, about two LUT levels
-per tree level): its slope rounded up, its overhead raised until the line covers every
-measured path (the constant engine's CSD negations make its first stage one level deeper). A
-stage of ``k`` levels must fit ``overhead + k * level`` into the
-period; the accumulate stage (one add and a multiplexer) is assumed to fit whenever one level
-does.
+LeNet-5 split4 core's 564 MHz with whole trees of about 8 levels in one stage (~0.2 ns per
+level); OSU 0.18 um from ASAP7 scaled by the libraries' inverter FO4 ratio (about 8x); ECP5 from
+nextpnr's post-route critical path of the CifarNet-split8 branch (10,000-cycle folding on an
+LFE5U-85F, built for 100 MHz, once the handshake paths were gone): a stage of 3 levels of
+conv0's constant (CSD) adder tree, two CCU2C chains and three LUTs with their routes, 12.8 ns;
+the overhead kept above the 2.5 ns of a flip-flop, a route and the first level's shift/negate,
+the level the rest (a one-point fit, not a characterization). 7-series: a least-squares line
+through the worst paths that :mod:`lcp.synth.paths` measured per engine in the ``synth_xilinx``
+netlist of the CifarNet-split8 branch at the XC7Z020 budget (:data:`XC7_FIT`; Yosys merges a
+stage's adders into one ``$macc``, about two LUT levels per tree level): its slope rounded up,
+its overhead raised until the line covers every measured path (the constant engine's CSD
+negations make its first stage one level deeper). A stage of ``k`` levels must fit
+``overhead + k * level`` into the period; the accumulate stage (one add and a multiplexer) is
+assumed to fit whenever one level does.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ __all__ = ["ASIC_TARGETS", "DELAY_NS", "DSP_PATH_NS", "THRESHOLD_PATH_NS", "XC7_
 DELAY_NS = {
     "asap7": {"level": 0.19, "overhead": 0.22},
     "osu018": {"level": 1.5, "overhead": 1.8},
-    "ecp5": {"level": 2.2, "overhead": 2.5, "ram": 5.61},
+    "ecp5": {"level": 3.15, "overhead": 3.4, "ram": 5.61, "ram_route": 5.57},
     "xc7": {"level": 1.65, "overhead": 4.1, "ram": 2.45},
 }
 
@@ -104,11 +113,16 @@ def keeps_dsp(target: str, clock_mhz: float | None) -> bool:
     return clock_mhz is None or DSP_PATH_NS.get(t, 0.0) <= 1e3 / clock_mhz
 
 
-def ram_register(target: str, clock_mhz: float) -> bool:
-    """The memory reads need a register before the products at ``clock_mhz`` on ``target``: a
-    block RAM's clock-to-output, the stage overhead and one adder level exceed the period."""
+def ram_register(target: str, clock_mhz: float) -> int:
+    """Registers the memory reads need before the products at ``clock_mhz`` on ``target``
+    (fold key ``ram_reg``): 1 where a block RAM's clock-to-output, the stage overhead and one
+    adder level exceed the period; 2 where, besides, the route from the block RAM column to
+    the lanes (``ram_route``), the overhead and a level do too."""
     d = DELAY_NS[_target(target)]
-    return d.get("ram", 0.0) + d["overhead"] + d["level"] > 1e3 / clock_mhz
+    period = 1e3 / clock_mhz
+    if d.get("ram", 0.0) + d["overhead"] + d["level"] <= period:
+        return 0
+    return 1 + int(d.get("ram_route", 0.0) + d["overhead"] + d["level"] > period)
 
 
 def _target(target: str) -> str:

@@ -146,8 +146,12 @@ class MvuParams:
             raise IRError(f"layer {layer.name!r}: tree_k={tree_k} must be >= 0")
         #: Register the memory reads (weight ROM word, buffered input vector) before the
         #: products (fold key ``ram_reg``; :mod:`lcp.hw.delay` sets it where a block RAM's
-        #: clock-to-output leaves no time for a product in the same cycle): one more cycle.
-        self.ram_reg = int(bool(ram_reg))
+        #: clock-to-output leaves no time for a product in the same cycle): one more cycle;
+        #: ``2``: two registers in a row (the route from the block RAM column to the lanes
+        #: gets a cycle of its own), two more cycles.
+        self.ram_reg = int(ram_reg)
+        if self.ram_reg not in (0, 1, 2):
+            raise IRError(f"layer {layer.name!r}: ram_reg={ram_reg} must be 0, 1 or 2")
         #: The operand register loads every cycle (fold key ``load_always``), not only when
         #: its value can change: on an FPGA that load enable is a net from the issue logic to
         #: every operand flip-flop (hundreds), slower than the power it saves; an ASIC keeps
@@ -277,8 +281,8 @@ class MvuParams:
 
     @property
     def ram_stages(self) -> int:
-        """Cycles of the memory-read register (:attr:`ram_reg`): 1 or 0."""
-        return int(self.ram_reg and self.reads_ram)
+        """Cycles of the memory-read registers (:attr:`ram_reg`): 0, 1 or 2."""
+        return self.ram_reg if self.reads_ram else 0
 
     def pipe_fold(self) -> dict:
         """The timing fold keys that are set (``tree_k``, ``ram_reg``, ``load_always``)."""
@@ -349,8 +353,8 @@ class MvuParams:
         ram = 0
         if self.ram_stages:
             xlanes = self.simd if self.gather is None else self.pe * self.simd
-            ram = xlanes * self.xbits + (0 if self.constant else self.pe * self.simd
-                                         * self.rom_bits) + 4
+            ram = (xlanes * self.xbits + (0 if self.constant else self.pe * self.simd
+                                          * self.rom_bits) + 4) * self.ram_stages
         return (self._resources() + Resources(ff=self._pipe_ff() + ram)
                 + self._out_queue())
 
@@ -572,12 +576,12 @@ class MatrixVectorUnit(wiring.Component):
             m.d.comb += x.eq(Mux(use_buf1, x_buf.as_value(), x1.as_value()))
         else:
             m.d.comb += x.eq(x1)
-        if p.ram_stages:
-            # the memory reads registered before the products (one more stage)
-            c1 = [Signal.like(c, name=f"{c.name}_r") for c in (v1, first1, last1, og1)]
+        for st in range(p.ram_stages):
+            # the memory reads registered before the products (one more stage each)
+            c1 = [Signal.like(c, name=f"{c.name}_r{st}") for c in (v1, first1, last1, og1)]
             m.d.sync += [a.eq(b) for a, b in zip(c1, (v1, first1, last1, og1))]
-            xr = Signal(x0l)
-            wrr = Signal(wl) if w_rom is not None else None
+            xr = Signal(x0l, name=f"x_r{st}")
+            wrr = Signal(wl, name=f"w_r{st}") if w_rom is not None else None
             with m.If(v1):
                 m.d.sync += xr.eq(x)
                 if wrr is not None:

@@ -120,15 +120,17 @@ def chain_model():
     return b.model(), (c, d0, d1)
 
 
-@pytest.mark.parametrize("tree_k,ram_reg,load_always", [(1, 0, 0), (2, 0, 0), (2, 1, 1)])
+@pytest.mark.parametrize("tree_k,ram_reg,load_always", [(1, 0, 0), (2, 0, 0), (2, 1, 1),
+                                                         (1, 2, 1)])
 def test_pipelined_adder_trees(tree_k, ram_reg, load_always):
     """Adder trees registered every ``tree_k`` levels (constant, LUT, DSP and folded lanes),
-    with ``ram_reg`` also the memory reads, with ``load_always`` the operand register loaded
-    every cycle and the conv's window output in two registers (FPGA builds): outputs exact,
-    model cycles == simulated cycles, the latency grown by the added stages."""
+    with ``ram_reg`` also the memory reads (one or two registers), with ``load_always`` the
+    operand register loaded every cycle and the conv's window output in two registers (FPGA
+    builds): outputs exact, model cycles == simulated cycles, the latency grown by the added
+    stages."""
     m, (c, d0, d1) = chain_model()
     flat = {c: {"pe": 4, "simd": 18}, d0: {"pe": 3, "simd": 8, "dsp": 12}, d1: {"pe": 4, "simd": 6}}
-    extra = {k: 1 for k, on in (("ram_reg", ram_reg), ("load_always", load_always)) if on}
+    extra = {k: v for k, v in (("ram_reg", ram_reg), ("load_always", load_always)) if v}
     piped = {k: {**v, "tree_k": tree_k, **extra} for k, v in flat.items()}
     piped[c]["pingpong"] = load_always
     g0 = lower_branch(m, 0, Folding(flat, 32, 8))
