@@ -37,7 +37,7 @@ from lcp.ir import IRError, Layer, TensorSpec
 
 from .base import Resources, StreamFormat, stream_signature
 from .mvu import ConvPlan, MatrixVectorUnit, MvuParams
-from .window import (WindowEngine, WindowGeometry, _line_buffer, _line_buffer_cost,
+from .window import (WindowEngine, WindowGeometry, _counter, _line_buffer, _line_buffer_cost,
                      _scan_control, window_scan)
 
 __all__ = ["GroupedConvPlan", "GroupedConvEngine", "GroupedWindowEngine", "group_beat"]
@@ -96,22 +96,19 @@ class GroupedWindowEngine(wiring.Component):
         elem = self.in_fmt.element
         i, o = self.i_stream, self.o_stream
 
-        r = Signal(range(max(g.rows, 2)))
-        c = Signal(range(max(g.cols, 2)))
-        j = Signal(range(max(nb, 2)))             # beat (channel group) of the position
-        a = Signal(range(max(g.cols * nb, 2)))    # line buffer address: c * nb + j
+        c, c_next, step_c = _counter(m, g.cols, "c")
+        r, r_next, step_r = _counter(m, g.rows, "r")
+        j, j_next, step_j = _counter(m, nb, "j")          # beat (channel group) of the position
+        a, a_next, step_a = _counter(m, g.cols * nb, "a")  # line buffer address: c * nb + j
         last_j = j == nb - 1
         last_c = c == g.cols - 1
-        last_r = r == g.rows - 1
-        j_next = Signal.like(j)
-        a_next = Signal.like(a)
-        m.d.comb += [j_next.eq(Mux(last_j, 0, j + 1)),
-                     a_next.eq(Mux(a == g.cols * nb - 1, 0, a + 1))]
 
         row_ok, col_real, col_first, real, emit, adv, advance = _scan_control(m, g, i, o)
-        c_next, r_next = Signal.like(c), Signal.like(r)
-        m.d.comb += [c_next.eq(Mux(last_c, 0, c + 1)), r_next.eq(Mux(last_r, 0, r + 1))]
         advance(adv & last_j, c_next, adv & last_j & last_c, r_next)
+        step_j(adv)
+        step_a(adv)
+        step_c(adv & last_j)
+        step_r(adv & last_j & last_c)
 
         nwin = Signal(self.out_layout)
 
@@ -143,11 +140,6 @@ class GroupedWindowEngine(wiring.Component):
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.If(adv):
-            m.d.sync += [j.eq(j_next), a.eq(a_next)]
-            with m.If(last_j):
-                m.d.sync += c.eq(c_next)
-                with m.If(last_c):
-                    m.d.sync += r.eq(r_next)
             with m.If(emit):
                 m.d.sync += [o.valid.eq(1), o.payload.eq(nwin)]
         return m

@@ -193,17 +193,14 @@ class WindowEngine(wiring.Component):
         elem = self.in_fmt.element
         i, o = self.i_stream, self.o_stream
 
-        r = Signal(range(max(g.rows, 2)))
-        c = Signal(range(max(g.cols, 2)))
+        c, c_next, step_c = _counter(m, g.cols, "c")
+        r, r_next, step_r = _counter(m, g.rows, "r")
         last_c = c == g.cols - 1
-        last_r = r == g.rows - 1
-        c_next = Signal.like(c)
-        m.d.comb += c_next.eq(Mux(last_c, 0, c + 1))
 
         row_ok, col_real, col_first, real, emit, adv, advance = _scan_control(m, g, i, o)
-        r_next = Signal.like(r)
-        m.d.comb += r_next.eq(Mux(last_r, 0, r + 1))
         advance(adv, c_next, adv & last_c, r_next)
+        step_c(adv)
+        step_r(adv & last_c)
 
         win = Signal(data.ArrayLayout(elem, kh * kw * C))
         nwin = Signal(data.ArrayLayout(elem, kh * kw * C))
@@ -228,9 +225,7 @@ class WindowEngine(wiring.Component):
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.If(adv):
-            m.d.sync += [win.eq(nwin), c.eq(c_next)]
-            with m.If(last_c):
-                m.d.sync += r.eq(r_next)
+            m.d.sync += win.eq(nwin)
             with m.If(emit):
                 m.d.sync += o.valid.eq(1)
                 if not self.pingpong:
@@ -311,6 +306,21 @@ def _scan_control(m, g: WindowGeometry, i, o):
                     m.d.sync += reg.eq(v)
 
     return rr["ok"], cr["real"], cr["first"], real, emit, adv, advance
+
+
+def _counter(m, n: int, name: str):
+    """A counter modulo ``n`` and its next value, both registers (the next value's increment
+    and wrap are off the paths that use it: the scan flags' table lookups, the memories'
+    read addresses). Returns ``(value, next, step)``; ``step(cond)`` advances both when
+    ``cond``."""
+    cur = Signal(range(max(n, 2)), name=name)
+    nxt = Signal(range(max(n, 2)), name=f"{name}_next", init=1 % n)
+
+    def step(cond):
+        with m.If(cond):
+            m.d.sync += [cur.eq(nxt), nxt.eq(Mux(nxt == n - 1, 0, nxt + 1))]
+
+    return cur, nxt, step
 
 
 def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next, payload):
