@@ -199,7 +199,8 @@ class GroupedConvPlan(ConvPlan):
     def timing(self, offers):
         g, p = self.geo, self.mvu
         frames = offers[0].size // (g.H * g.W * self.nb)
-        acc, _, starts = window_scan(_BeatScan(g, self.nb), offers[0], frames, self.beat_steps)
+        acc, _, starts = window_scan(_BeatScan(g, self.nb), offers[0], frames, self.beat_steps,
+                                     1 + self.pingpong)
         ob = np.arange(p.beat_fo, dtype=np.int64) * p.fi + p.fi - 1 + p.latency
         return [acc], (starts[:, None] + ob[None, :]).reshape(-1)
 

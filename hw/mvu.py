@@ -793,7 +793,7 @@ class ConvPlan:
     def timing(self, offers):
         g, p = self.geo, self.mvu
         frames = offers[0].size // (g.H * g.W)
-        acc, _, starts = window_scan(g, offers[0], frames, p.steps)
+        acc, _, starts = window_scan(g, offers[0], frames, p.steps, 1 + self.pingpong)
         og = np.arange(p.fo, dtype=np.int64) * p.fi + p.fi - 1 + p.latency
         return [acc], (starts[:, None] + og[None, :]).reshape(-1)
 

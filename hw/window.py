@@ -100,9 +100,12 @@ class WindowGeometry:
         return (self.kh - 1) * self.C * bits, self.cols
 
 
-def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, steps: int = 1):
+def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, steps: int = 1,
+                depth: int = 1):
     """Cycle model of the window unit feeding a consumer that spends ``steps`` cycles on each
     window (an MVU: it takes window ``n`` at its last step; ``steps == 1``: at once).
+    ``depth``: windows the unit's output holds (1: one register; 2: the two-window queue of
+    ``pingpong``, which lets the scan run a window ahead of the consumer).
 
     Parameters
     ----------
@@ -128,13 +131,35 @@ def window_scan(geo: WindowGeometry, pixel_offers: np.ndarray, frames: int, step
     e = np.flatnonzero(emit_all)
     seg = np.concatenate([[0], e[:-1] + 1])
     B = e + np.maximum.reduceat(c[:e[-1] + 1], seg)
-    g = np.concatenate([[0], np.maximum(np.diff(e), steps)])
-    G = np.cumsum(g)
-    A = G + np.maximum.accumulate(B - G)
+    if depth == 1:
+        g = np.concatenate([[0], np.maximum(np.diff(e), steps)])
+        G = np.cumsum(g)
+        A = G + np.maximum.accumulate(B - G)
+        starts = A + 1
+    else:
+        A, starts = _queue_scan(e, B, steps)
     v = c.copy()
     v[e] = A - e
     adv = q + np.maximum.accumulate(v)
-    return adv[real_all], A + 1, A + 1
+    return adv[real_all], A + 1, starts
+
+
+def _queue_scan(e: np.ndarray, B: np.ndarray, steps: int):
+    """Advance cycles ``A`` of the emitting positions ``e`` and the consumer's start cycles
+    with a two-window output queue: window ``n`` goes in once window ``n - 2`` has been taken
+    (its room is a register: taken at ``A[n] - 1`` at the latest), the consumer starts it
+    when it is in and the previous one is taken, and takes it ``steps - 1`` cycles later."""
+    A = np.empty(e.size, dtype=np.int64)
+    S = np.empty(e.size, dtype=np.int64)
+    a = t1 = t2 = -(1 << 60)               # A[n-1], T[n-1], T[n-2] (T: taken)
+    for n in range(e.size):
+        an = max(int(B[n]), t2 + 1)
+        if n:
+            an = max(an, a + int(e[n] - e[n - 1]))
+        sn = max(an + 1, t1 + 1)
+        A[n], S[n] = an, sn
+        a, t2, t1 = an, t1, sn + steps - 1
+    return A, S
 
 
 class WindowEngine(wiring.Component):
@@ -158,12 +183,14 @@ class WindowEngine(wiring.Component):
     shift, rounding : int, str
         Average pool only (see the IR ``avgpool``).
     pingpong : bool
-        ``"window"`` only (fold key ``pingpong`` of a convolution, FPGA builds): the output
-        window in two registers that load the next window every cycle while they hold none, the
-        payload the one last filled. The wide register's load enable is then a flip-flop, not the
-        scan's advance (a few gates behind the neighbours' ``valid``/``ready``, which on an FPGA
-        has to reach every bit of a register spread next to the MVU lanes it feeds). Same cycles
-        and outputs; one more window register and a 2:1 multiplexer per bit.
+        ``"window"`` only (fold key ``pingpong`` of a convolution, FPGA builds): the output is a
+        queue of two windows in two registers that load the next window every cycle while they
+        hold none. The wide registers' load enables are flip-flops, not the scan's advance (a
+        few gates behind the neighbours' ``valid``/``ready``, which on an FPGA has to reach every
+        bit of a register spread next to the MVU lanes it feeds), and the scan waits on the
+        queue's room (a register), never on the consumer's ``ready`` in the same cycle; it may
+        run a window ahead (:func:`window_scan` with ``depth=2``). One more window register and
+        a 2:1 multiplexer per bit.
     """
 
     def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int, mode: str,
@@ -197,13 +224,16 @@ class WindowEngine(wiring.Component):
         r, r_next, step_r = _counter(m, g.rows, "r")
         last_c = c == g.cols - 1
 
-        row_ok, col_real, col_first, real, emit, adv, advance = _scan_control(m, g, i, o)
+        win = Signal(data.ArrayLayout(elem, kh * kw * C))
+        nwin = Signal(data.ArrayLayout(elem, kh * kw * C))
+        room = attach = None
+        if self.pingpong:
+            room, attach = _window_queue(m, nwin.shape(), o)
+
+        row_ok, col_real, col_first, real, emit, adv, advance = _scan_control(m, g, i, o, room)
         advance(adv, c_next, adv & last_c, r_next)
         step_c(adv)
         step_r(adv & last_c)
-
-        win = Signal(data.ArrayLayout(elem, kh * kw * C))
-        nwin = Signal(data.ArrayLayout(elem, kh * kw * C))
 
         # line buffer: word[c] = pixels of rows r-1 .. r-kh+1 at column c
         if kh > 1:
@@ -222,16 +252,16 @@ class WindowEngine(wiring.Component):
                     m.d.comb += nwin[at(ky, kx, ch)].eq(
                         Mux(col_first, padv, win[at(ky, kx + 1, ch)]))
 
-        with m.If(o.valid & o.ready):
-            m.d.sync += o.valid.eq(0)
         with m.If(adv):
             m.d.sync += win.eq(nwin)
-            with m.If(emit):
-                m.d.sync += o.valid.eq(1)
-                if not self.pingpong:
-                    self._emit(m, nwin, at)
-        if self.pingpong:
-            _pingpong(m, nwin, adv & emit, o)
+        if attach is not None:
+            attach(nwin, adv & emit)
+            return m
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(adv & emit):
+            m.d.sync += o.valid.eq(1)
+            self._emit(m, nwin, at)
         return m
 
     def _emit(self, m, nwin, at):
@@ -248,34 +278,44 @@ class WindowEngine(wiring.Component):
                                                   self.out_fmt.lo, self.out_fmt.hi))
 
 
-def _pingpong(m, nwin, put, o):
-    """``o.payload`` from two slot registers. A slot that holds no window loads ``nwin`` every
-    cycle (its enable is its ``free`` flip-flop); a window put (``put``) lands in the slot
-    ``sel`` does not show, which is free: the other one is the output, empty or taken on this
-    cycle, since a window is put only when the output is free (``~o.valid | o.ready``). ``sel``
-    then shows it; a slot is free again once its window is taken."""
-    slots = [Signal(nwin.shape(), name=f"slot{k}", reset_less=True) for k in range(2)]
-    free = [Signal(name=f"free{k}", init=1) for k in range(2)]
-    sel = Signal()
-    taken = o.valid & o.ready
-    for k in range(2):
-        with m.If(free[k]):
-            m.d.sync += slots[k].eq(nwin)
-        shown = sel if k else ~sel
-        with m.If(put & ~shown):
-            m.d.sync += free[k].eq(0)
-        with m.Elif(taken & shown):
-            m.d.sync += free[k].eq(1)
-    with m.If(put):
-        m.d.sync += sel.eq(~sel)
-    m.d.comb += o.payload.eq(Mux(sel, slots[1], slots[0]))
+def _window_queue(m, layout, o):
+    """A queue of two windows on ``o``: two slot registers, a ``hold`` flag each, ``head`` (the
+    slot shown) and ``tail`` (the slot the next window goes to). A slot that holds no window
+    loads the next one every cycle (its enable is its ``hold`` flip-flop); ``room`` (the tail
+    slot is free) comes from registers. Returns ``(room, attach)``; ``attach(nwin, put)``
+    puts ``nwin`` into the tail slot on ``put``."""
+    slots = [Signal(layout, name=f"slot{k}", reset_less=True) for k in range(2)]
+    hold = [Signal(name=f"hold{k}") for k in range(2)]
+    head, tail, room = Signal(), Signal(), Signal()
+    m.d.comb += [room.eq(~Mux(tail, hold[1], hold[0])),
+                 o.valid.eq(Mux(head, hold[1], hold[0])),
+                 o.payload.eq(Mux(head, slots[1], slots[0]))]
+
+    def attach(nwin, put):
+        taken = o.valid & o.ready
+        for k in range(2):
+            mine_t = tail if k else ~tail
+            mine_h = head if k else ~head
+            with m.If(~hold[k]):
+                m.d.sync += slots[k].eq(nwin)
+            with m.If(put & mine_t):
+                m.d.sync += hold[k].eq(1)
+            with m.Elif(taken & mine_h):
+                m.d.sync += hold[k].eq(0)
+        with m.If(put):
+            m.d.sync += tail.eq(~tail)
+        with m.If(taken):
+            m.d.sync += head.eq(~head)
+
+    return room, attach
 
 
-def _scan_control(m, g: WindowGeometry, i, o):
+def _scan_control(m, g: WindowGeometry, i, o, room=None):
     """The scan's control at row ``r``, column ``c`` (of the padded image): ``row_ok`` (bit k:
     window row k lies in the image), ``col_real``, ``col_first``, ``real`` (a pixel is taken
     here), ``emit`` (a window is offered here) and ``adv`` (the scan moves on this cycle: its
-    pixel taken or padding, and the output free if it emits); drives ``i.ready``.
+    pixel taken or padding, and the output free if it emits: ``room`` when given, else
+    ``~o.valid | o.ready``); drives ``i.ready``.
 
     The position's flags are registers (``i.ready`` and ``adv`` are two gates from registers,
     not a table lookup of the counters): the returned ``advance(step_c, c_next, step_r,
@@ -292,7 +332,7 @@ def _scan_control(m, g: WindowGeometry, i, o):
     cr = {k: Signal(name=f"col_{k}", init=v[0]) for k, v in cols.items()}
     real, adv = Signal(), Signal()
     emit = rr["emit"] & cr["emit"]
-    out_free = ~o.valid | o.ready
+    out_free = (~o.valid | o.ready) if room is None else room
     m.d.comb += [real.eq(rr["in"] & cr["real"]),
                  i.ready.eq(real & (~emit | out_free)),
                  adv.eq((~real | i.valid) & (~emit | out_free))]

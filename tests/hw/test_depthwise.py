@@ -42,3 +42,15 @@ def test_depthwise_1d_beats():
     x = b.conv("input", 6, 3, pad=1, groups=6)
     m = b.model()
     check(m, Folding({x: {"pe": 2, "simd": 1}}, 16, 16))
+
+
+@pytest.mark.parametrize("pe,simd", [(4, 3), (4, 18)])
+def test_grouped_whole_pixel_window_queue(pe, simd):
+    """Grouped conv whose groups all fit one beat (the whole-pixel window unit) with the
+    two-window output queue (pingpong, FPGA builds): exact with pauses, model == simulation."""
+    b = Builder((4, 5, 5), in_bits=4, signed=True, seed=720 + simd)
+    x = b.conv("input", 4, 3, pad=1, wbits=4, groups=2)
+    m = b.model()
+    g = check(m, Folding({x: {"pe": pe, "simd": simd, "pingpong": 1}}, 16, 32))
+    plan = next(n.plan for n in g.nodes if isinstance(n.plan, GroupedConvPlan))
+    assert plan.nb == 1 and plan.pingpong == 1
