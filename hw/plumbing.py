@@ -491,7 +491,11 @@ class AxisOutPlan:
         self.in_fmt = fmt
         self.width = int(width)
         self.words = words_per_frame(fmt, width)
-        self.cap = self.width + fmt.beat_bits
+        # room for a word and two beats less a bit: a beat is taken on the count alone,
+        # whether or not a word leaves on that cycle (``ready`` and the beat's placement from
+        # registers, never from ``m_axis.tready``); with a ready sink the count stays below
+        # ``W + B``, so every beat is still taken the cycle it is offered
+        self.cap = self.width + 2 * fmt.beat_bits - 1
 
     def timing(self, offers):
         """Cycle-exact model of :class:`AxisOut` with an always-ready sink."""
@@ -505,18 +509,15 @@ class AxisOutPlan:
         cnt, bl, wl, bi, wi = 0, beats, self.words, 0, 0
         while wi < out.size:
             valid = cnt >= W or (bl == 0 and cnt > 0)
-            cnt1 = cnt
             if valid:
                 out[wi] = t
                 wi += 1
-                cnt1 = max(cnt - W, 0)
-            take = bl > 0 and cnt1 + B <= cap and bi < off.size and off[bi] <= t
+            take = bl > 0 and cnt + B <= cap and bi < off.size and off[bi] <= t
             if valid and wl == 1:
                 cnt, bl, wl = 0, beats, self.words
-            else:
-                if valid:
-                    wl -= 1
-                cnt = cnt1
+            elif valid:
+                wl -= 1
+                cnt -= W
             if take:
                 acc[bi] = t
                 bi += 1
@@ -555,24 +556,26 @@ class AxisOut(wiring.Component):
         bl = Signal(range(beats + 1), init=beats)
         wl = Signal(range(p.words + 1), init=p.words)
         fire = Signal()
-        cnt1 = Signal.like(cnt)
         m.d.comb += [
             o.tvalid.eq((cnt >= W) | ((bl == 0) & (cnt != 0))),
             o.tdata.eq(buf[:W]),
             o.tlast.eq(wl == 1),
             fire.eq(o.tvalid & o.tready),
-            cnt1.eq(Mux(fire, Mux(cnt >= W, cnt - W, 0), cnt)),
-            i.ready.eq((bl != 0) & (cnt1 + B <= cap)),
+            i.ready.eq((bl != 0) & (cnt + B <= cap)),
         ]
+        # the beat goes in at ``cnt`` (a register: the shifter's select never waits on
+        # ``tready``); a word leaving shifts buffer and beat down together. A word leaves
+        # with ``cnt >= W`` but at the end of an image, so a beat taken beside it lands at
+        # ``W`` or above and ``tdata`` holds while ``tvalid`` waits on ``tready``
         take = i.valid & i.ready
-        shifted = Signal(cap)
-        m.d.comb += shifted.eq(Mux(fire, buf >> W, buf))
-        incoming = Signal(cap)
-        m.d.comb += incoming.eq(Mux(take, i.payload.as_value() << cnt1, 0))
+        merged = Signal(cap)
+        m.d.comb += merged.eq(buf | Mux(take, i.payload.as_value() << cnt, 0))
         with m.If(fire & (wl == 1)):
             m.d.sync += [cnt.eq(0), buf.eq(0), bl.eq(beats), wl.eq(p.words)]
         with m.Else():
-            m.d.sync += [cnt.eq(cnt1 + Mux(take, B, 0)), buf.eq(shifted | incoming)]
+            grown = cnt + Mux(take, B, 0)
+            m.d.sync += [cnt.eq(Mux(fire, grown - W, grown)),
+                         buf.eq(Mux(fire, merged >> W, merged))]
             with m.If(take):
                 m.d.sync += bl.eq(bl - 1)
             with m.If(fire):
