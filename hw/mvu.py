@@ -564,10 +564,12 @@ class MatrixVectorUnit(wiring.Component):
             init = [word(a, b) for a in range(fo) for b in range(fi)]
             m.submodules.weights = rom = Memory(shape=wl, depth=p.steps, init=init)
             rp = rom.read_port(domain="sync")
-            # og * fi as shifts of og: a `*` by a constant would be a multiplier cell to
-            # Yosys (synth_ecp5 maps og * 6 to a MULT18X18D the estimate does not count)
-            og_fi = tree_sum([og << k for k in range(fi.bit_length()) if fi >> k & 1])
-            m.d.comb += [rp.addr.eq(og_fi + ig), rp.en.eq(fire)]
+            # the step's address ``og * fi + ig`` as a counter of its own: a register at the
+            # ROM's address, not an adder in front of it (on an FPGA a LUT ROM's decode
+            # already fills the read's clock period)
+            wa, wa_first, wa_last = _counter(p.steps, "wa")
+            _count(m, fire, p.steps, wa, wa_first, wa_last)
+            m.d.comb += [rp.addr.eq(wa), rp.en.eq(fire)]
             w_rom = rp.data
 
         # -- stage 1: products and adder trees ----------------------------------------------
