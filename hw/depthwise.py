@@ -38,7 +38,7 @@ from lcp.ir import IRError, Layer, TensorSpec
 from .base import Resources, StreamFormat, stream_signature
 from .mvu import ConvPlan, MatrixVectorUnit, MvuParams
 from .window import (WindowEngine, WindowGeometry, _counter, _line_buffer, _line_buffer_cost,
-                     _scan_control, _scan_read_port, window_scan)
+                     _scan_control, window_scan)
 
 __all__ = ["GroupedConvPlan", "GroupedConvEngine", "GroupedWindowEngine", "group_beat"]
 
@@ -121,7 +121,7 @@ class GroupedWindowEngine(wiring.Component):
             m.submodules.cols = cm = Memory(
                 shape=data.ArrayLayout(elem, kh * (kw - 1) * bc), depth=nb, init=[])
             cw = cm.write_port()
-            cr = _scan_read_port(cm, cw)
+            cr = cm.read_port(domain="sync", transparent_for=(cw,))
             m.d.comb += [cr.addr.eq(Mux(adv, j_next, j)), cr.en.eq(1),
                          cw.addr.eq(j), cw.en.eq(adv)]
 

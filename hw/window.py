@@ -370,24 +370,13 @@ def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next,
     m.submodules.linebuf = lb = Memory(shape=data.ArrayLayout(elem, (kh - 1) * lanes),
                                        depth=depth, init=[])
     wr = lb.write_port()
-    rd = _scan_read_port(lb, wr)
+    rd = lb.read_port(domain="sync", transparent_for=(wr,))
     m.d.comb += [rd.addr.eq(Mux(adv, addr_next, addr)), rd.en.eq(1),
                  wr.addr.eq(addr), wr.en.eq(adv)]
     m.d.comb += [wr.data[ch].eq(payload[ch]) for ch in range(lanes)]
     m.d.comb += [wr.data[s * lanes + ch].eq(rd.data[(s - 1) * lanes + ch])
                  for s in range(1, kh - 1) for ch in range(lanes)]
     return rd
-
-
-def _scan_read_port(mem: Memory, wr):
-    """The read port of a memory the scan reads one word ahead (address ``Mux(adv, next,
-    this)``) while it writes word ``this`` on ``adv``: the two addresses differ whenever
-    ``depth > 1``, so the read needs no bypass of the write (a transparent port costs a
-    registered copy of the written word, an address comparator and a multiplexer on the
-    block RAM's output, the window's slowest path on an FPGA); with one word it does."""
-    if mem.depth > 1:
-        return mem.read_port(domain="sync")
-    return mem.read_port(domain="sync", transparent_for=(wr,))
 
 
 def _table(m, index, target, values):
