@@ -152,10 +152,11 @@ class MvuParams:
         self.ram_reg = int(ram_reg)
         if self.ram_reg not in (0, 1, 2):
             raise IRError(f"layer {layer.name!r}: ram_reg={ram_reg} must be 0, 1 or 2")
-        #: The operand register loads every cycle (fold key ``load_always``), not only when
-        #: its value can change: on an FPGA that load enable is a net from the issue logic to
-        #: every operand flip-flop (hundreds), slower than the power it saves; an ASIC keeps
-        #: it, its clock gates close on it.
+        #: The operand register and the memories' read registers load every cycle (fold key
+        #: ``load_always``), not only when their value can change: on an FPGA that load
+        #: enable is a net from the issue logic to every operand and weight flip-flop
+        #: (hundreds), slower than the power it saves; an ASIC keeps it, its clock gates close
+        #: on it.
         self.load_always = int(bool(load_always))
         self.wmat = np.asarray(wmat, dtype=np.int64)
         self.O, self.F = self.wmat.shape
@@ -543,13 +544,16 @@ class MatrixVectorUnit(wiring.Component):
         with m.If(load_x):
             m.d.sync += x1.eq(x0)
 
+        # the memories' read registers: loaded with a step, or (load_always) every cycle, as
+        # what they hold between steps is never used (stage 1 takes it only after an issue)
+        read_en = 1 if p.load_always else fire
         x_buf = None
         if self.mode == "stream" and fo > 1:
             m.submodules.xbuf = xbuf = Memory(shape=xl, depth=fi, init=[])
             wr = xbuf.write_port()
             rd = xbuf.read_port(domain="sync")
             m.d.comb += [wr.addr.eq(ig), wr.data.eq(i.payload), wr.en.eq(fire & first_og),
-                         rd.addr.eq(ig), rd.en.eq(fire)]
+                         rd.addr.eq(ig), rd.en.eq(read_en)]
             x_buf = rd.data
 
         kind = p.lane_kind
@@ -569,7 +573,7 @@ class MatrixVectorUnit(wiring.Component):
             # already fills the read's clock period)
             wa, wa_first, wa_last = _counter(p.steps, "wa")
             _count(m, fire, p.steps, wa, wa_first, wa_last)
-            m.d.comb += [rp.addr.eq(wa), rp.en.eq(fire)]
+            m.d.comb += [rp.addr.eq(wa), rp.en.eq(read_en)]
             w_rom = rp.data
 
         # -- stage 1: products and adder trees ----------------------------------------------
