@@ -714,8 +714,13 @@ class MatrixVectorUnit(wiring.Component):
             m.submodules.outq = q = SyncFIFO(width=acc_l.size, depth=depth)
             m.d.comb += [q.w_data.eq(nacc.as_value()), q.w_en.eq(push),
                          o.payload.eq(q.r_data), o.valid.eq(q.r_rdy), q.r_en.eq(o.ready)]
-        nheld = held + (fire & last_ig) - (o.valid & o.ready)
-        m.d.sync += [held.eq(nheld), room.eq(nheld < depth)]
+        # held and room for each of (issued, taken) from registers, picked by the two
+        # handshakes: they arrive from the neighbours late, after a route, not before an add
+        # and a compare
+        inc, dec = fire & last_ig, o.valid & o.ready
+        up, down = held + 1, held - 1
+        m.d.sync += [held.eq(Mux(inc & ~dec, up, Mux(dec & ~inc, down, held))),
+                     room.eq(Mux(inc & ~dec, up < depth, Mux(dec & ~inc, 1, held < depth)))]
         return m
 
 
