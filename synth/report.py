@@ -200,6 +200,10 @@ def summary(report: dict) -> list[str]:
             f"device {t['device'] or 'none'}: post-route Fmax {_fmt(t['fmax_mhz'])} MHz; "
             f"{_fmt(t['lut4'])} LUT4, {_fmt(t['ccu2c'])} CCU2C, {_fmt(t['ff'])} FF, "
             f"{_fmt(t['mult18'])} MULT18, {_fmt(t['ebr'])} EBR")
+        seeds = report.get("seeds") or []
+        if len(seeds) > 1:
+            lines.append("nextpnr seeds (post-route Fmax MHz, the best reported): " + ", ".join(
+                f"{r['seed']}: {_fmt(r['fmax_mhz'])}" for r in seeds))
         lines += _estimate_line(report)
     if report.get("wall_time_s") is not None:
         lines.append(f"wall time {report['wall_time_s']:.1f} s")

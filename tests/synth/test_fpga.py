@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from lcp.synth import report as rp
 from lcp.synth.design import from_component
 from lcp.synth.fpga import XC7Z020, ecp5_flow, xilinx_counts, xilinx_flow
 from lcp.synth.tools import have_tool
@@ -76,6 +77,8 @@ def test_ecp5_seed_sweep_reports_the_best_seed(tmp_path):
     best = max(got, key=got.get)
     assert r["totals"]["fmax_mhz"] == got[best]
     assert f"best, seed {best}" in r["method"]["place_and_route"]
+    line = next(ln for ln in rp.summary(rp.finish(r, build="chain")) if "nextpnr seeds" in ln)
+    assert all(f"{k}: " in line for k in got)
 
 
 def test_dsp_policy_follows_the_generator_estimate():
