@@ -452,12 +452,18 @@ class AxisIn(wiring.Component):
         at_cnt = Signal(cap + B)
         ready = Signal()          # cnt >= B as a register: the consumer's advance waits on it
         grown = Signal(range(cap + W + 1))
+        # the word's placement: ``cnt`` only takes multiples of ``g``, and ``at`` (bit k: cnt
+        # == k * g) is a one-hot copy of it, so the shifter is an AND-OR of register bits and
+        # the word, not a decode of ``cnt`` in front of a multiplexer tree
+        g = math.gcd(W, B)
+        at = Signal(cap // g + 1, init=1)
         m.d.comb += [
             o.valid.eq(ready),
             o.payload.eq(buf[:B]),
             fire.eq(o.valid & o.ready),
             s.tready.eq((wl != 0) & (cnt + W <= cap)),
-            at_cnt.eq(s.tdata << cnt),
+            at_cnt.eq(_or_all([Mux(at[k], s.tdata << (k * g), 0)
+                               for k in range((cap - W) // g + 1)])),
         ]
         take = s.tvalid & s.tready
         m.d.comb += grown.eq(cnt + Mux(take, W, 0))
@@ -466,10 +472,13 @@ class AxisIn(wiring.Component):
         incoming = Signal(cap)
         m.d.comb += incoming.eq(Mux(take, Mux(fire, at_cnt >> B, at_cnt), 0))
         last = fire & (bl == 1)
+        at_grown = Mux(take, at << (W // g), at)
         with m.If(last):
-            m.d.sync += [cnt.eq(0), ready.eq(0), buf.eq(0), wl.eq(p.words), bl.eq(beats)]
+            m.d.sync += [cnt.eq(0), at.eq(1), ready.eq(0), buf.eq(0), wl.eq(p.words),
+                         bl.eq(beats)]
         with m.Else():
             m.d.sync += [cnt.eq(Mux(fire, grown - B, grown)),
+                         at.eq(Mux(fire, at_grown >> (B // g), at_grown)),
                          ready.eq(Mux(fire, grown >= 2 * B, grown >= B)),
                          buf.eq(shifted | incoming)]
             with m.If(fire):
@@ -477,6 +486,15 @@ class AxisIn(wiring.Component):
             with m.If(take):
                 m.d.sync += wl.eq(wl - 1)
         return m
+
+
+def _or_all(values):
+    """The bitwise OR of ``values`` (a balanced tree)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[k] | values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
 
 
 class AxisOutPlan:
