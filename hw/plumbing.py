@@ -457,15 +457,22 @@ class AxisIn(wiring.Component):
         # the word, not a decode of ``cnt`` in front of a multiplexer tree
         g = math.gcd(W, B)
         at = Signal(cap // g + 1, init=1)
+        # ``tready`` (room for a word: ``wl != 0`` and ``cnt + W <= cap``) is a register too,
+        # loaded from its value for each of (word taken, beat leaving), compared beforehand
+        room = Signal(init=1)
         m.d.comb += [
             o.valid.eq(ready),
             o.payload.eq(buf[:B]),
             fire.eq(o.valid & o.ready),
-            s.tready.eq((wl != 0) & (cnt + W <= cap)),
+            s.tready.eq(room),
             at_cnt.eq(_or_all([Mux(at[k], s.tdata << (k * g), 0)
                                for k in range((cap - W) // g + 1)])),
         ]
         take = s.tvalid & s.tready
+
+        def room_after(words, beats_out):
+            return ((wl != words) if words else (wl != 0)) & \
+                (cnt + (words * W - beats_out * B + W) <= cap)
         m.d.comb += grown.eq(cnt + Mux(take, W, 0))
         shifted = Signal(cap)
         m.d.comb += shifted.eq(Mux(fire, buf >> B, buf))
@@ -475,9 +482,11 @@ class AxisIn(wiring.Component):
         at_grown = Mux(take, at << (W // g), at)
         with m.If(last):
             m.d.sync += [cnt.eq(0), at.eq(1), ready.eq(0), buf.eq(0), wl.eq(p.words),
-                         bl.eq(beats)]
+                         bl.eq(beats), room.eq(1)]
         with m.Else():
-            m.d.sync += [cnt.eq(Mux(fire, grown - B, grown)),
+            m.d.sync += [room.eq(Mux(take, Mux(fire, room_after(1, 1), room_after(1, 0)),
+                                     Mux(fire, room_after(0, 1), room_after(0, 0)))),
+                         cnt.eq(Mux(fire, grown - B, grown)),
                          at.eq(Mux(fire, at_grown >> (B // g), at_grown)),
                          ready.eq(Mux(fire, grown >= 2 * B, grown >= B)),
                          buf.eq(shifted | incoming)]
