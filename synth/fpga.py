@@ -11,11 +11,12 @@
     CABGA381) whose capacity covers the mapped cells, and the next one when placement fails;
     the report names the device used and the post-route Fmax of ``clk`` (register to
     register). Drivers of nets over :data:`ECP5_MAX_FANOUT` loads are replicated first
-    (:mod:`lcp.synth._ysfanout`). The core is placed inside an I/O harness
-    (:mod:`lcp.synth.harness`), as inside a system: as the top of the device its ~140 ports
-    would be package pins that pull their registers across the chip. Routed with ``router2``: the
-    default ``router1`` routed 11,000 of the 251,780 arcs of the CifarNet-split8 branch on an
-    85F in 4 minutes (hours for the whole design).
+    (:mod:`lcp.synth._ysfanout`). With several placement seeds each is placed and routed
+    (in parallel) and the best Fmax reported with every seed's. The core is placed inside an
+    I/O harness (:mod:`lcp.synth.harness`), as inside a system: as the top of the device its
+    ~140 ports would be package pins that pull their registers across the chip. Routed with
+    ``router2``: the default ``router1`` routed 11,000 of the 251,780 arcs of the
+    CifarNet-split8 branch on an 85F in 4 minutes (hours for the whole design).
 """
 
 from __future__ import annotations
