@@ -6,6 +6,7 @@ back-pressure and compared with a plain Python reference (the same elements in t
 
 import numpy as np
 import pytest
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from lcp.hw.base import StreamFormat
@@ -115,49 +116,64 @@ def test_bad_lanes():
         _fmt(10, 4)
 
 
-def _axis_in_run(plan, words, offers, ready):
-    """AxisIn in Amaranth's simulator: word ``k`` offered from cycle ``offers[k]``, beat ``b``
-    taken from cycle ``ready[b]`` on. Returns (word accept cycles, beat offer cycles, beats)."""
-    dut = plan.build()
-    acc, out, beats = [], [], []
-    n_beats = len(ready)
+def _adapter_run(dut, src, snk, items, offers, ready):
+    """An adapter in Amaranth's simulator: item ``k`` offered on ``src = (valid, data, ready)``
+    from cycle ``offers[k]``, output ``b`` taken on ``snk = (ready, valid, *data)`` from cycle
+    ``ready[b]`` on. Returns (item accept cycles, output offer cycles, outputs as tuples of
+    ints); checks that an output offered stays the same until it is taken."""
+    acc, out, got = [], [], []
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
     async def source(ctx):
         cyc = k = 0
-        while k < len(words):
+        while k < len(items):
             on = offers[k] <= cyc
-            ctx.set(dut.s_axis.tvalid, int(on))
-            ctx.set(dut.s_axis.tdata, words[k])
-            _, _, rdy = await ctx.tick().sample(dut.s_axis.tready)
+            ctx.set(src[0], int(on))
+            ctx.set(src[1], items[k])
+            _, _, rdy = await ctx.tick().sample(src[2])
             if on and rdy:
                 acc.append(cyc)
                 k += 1
             cyc += 1
-        ctx.set(dut.s_axis.tvalid, 0)
+        ctx.set(src[0], 0)
 
     async def sink(ctx):
         cyc = 0
-        offered = False
-        while len(beats) < n_beats:
+        shown = None
+        while len(got) < len(ready):
             assert cyc < 20_000
-            take = cyc >= ready[len(beats)]
-            ctx.set(dut.o_stream.ready, int(take))
-            _, _, valid, data = await ctx.tick().sample(dut.o_stream.valid,
-                                                         dut.o_stream.payload)
-            if valid and not offered:
-                out.append(cyc)
-                offered = True
-            if valid and take:
-                beats.append([int(v) for v in data])
-                offered = False
+            take = cyc >= ready[len(got)]
+            ctx.set(snk[0], int(take))
+            _, _, valid, *data = await ctx.tick().sample(*snk[1:])
+            if valid:
+                data = tuple(_ints(d) for d in data)
+                if shown is None:
+                    out.append(cyc)
+                    shown = data
+                assert data == shown, f"output {len(got)} changed while offered"
+                if take:
+                    got.append(data)
+                    shown = None
             cyc += 1
 
     sim.add_testbench(source)
     sim.add_testbench(sink)
     sim.run()
-    return np.array(acc), np.array(out), beats
+    return np.array(acc), np.array(out), got
+
+
+def _ints(v):
+    """A sampled value: an int, or a tuple of ints for an array (a ``data.Const``)."""
+    return tuple(int(e) for e in v) if isinstance(v, data.Const) else int(v)
+
+
+def _axis_in_run(plan, words, offers, ready):
+    dut = plan.build()
+    acc, out, got = _adapter_run(dut, (dut.s_axis.tvalid, dut.s_axis.tdata, dut.s_axis.tready),
+                                 (dut.o_stream.ready, dut.o_stream.valid, dut.o_stream.payload),
+                                 words, offers, ready)
+    return acc, out, [list(b[0]) for b in got]
 
 
 @pytest.mark.parametrize("size,lanes,width,seed", [(96, 6, 32, 0), (36, 3, 8, 1), (120, 10, 64, 2),
@@ -183,51 +199,10 @@ def test_axis_in_cycles_match_its_model(size, lanes, width, seed):
 
 
 def _axis_out_run(plan, beats, offers, ready):
-    """AxisOut in Amaranth's simulator: beat ``k`` offered from cycle ``offers[k]``, word ``w``
-    taken from cycle ``ready[w]`` on. Returns (beat accept cycles, word offer cycles, words
-    with their tlast); checks that a word offered stays the same until it is taken."""
     dut = plan.build()
-    acc, out, words = [], [], []
-    n_words = len(ready)
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-
-    async def source(ctx):
-        cyc = k = 0
-        while k < len(beats):
-            on = offers[k] <= cyc
-            ctx.set(dut.i_stream.valid, int(on))
-            ctx.set(dut.i_stream.payload, beats[k])
-            _, _, rdy = await ctx.tick().sample(dut.i_stream.ready)
-            if on and rdy:
-                acc.append(cyc)
-                k += 1
-            cyc += 1
-        ctx.set(dut.i_stream.valid, 0)
-
-    async def sink(ctx):
-        cyc = 0
-        shown = None
-        while len(words) < n_words:
-            assert cyc < 20_000
-            take = cyc >= ready[len(words)]
-            ctx.set(dut.m_axis.tready, int(take))
-            _, _, valid, data, last = await ctx.tick().sample(
-                dut.m_axis.tvalid, dut.m_axis.tdata, dut.m_axis.tlast)
-            if valid:
-                if shown is None:
-                    out.append(cyc)
-                    shown = (data, last)
-                assert (data, last) == shown, f"word {len(words)} changed while offered"
-                if take:
-                    words.append((data, last))
-                    shown = None
-            cyc += 1
-
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
-    return np.array(acc), np.array(out), words
+    return _adapter_run(dut, (dut.i_stream.valid, dut.i_stream.payload, dut.i_stream.ready),
+                        (dut.m_axis.tready, dut.m_axis.tvalid, dut.m_axis.tdata,
+                         dut.m_axis.tlast), beats, offers, ready)
 
 
 @pytest.mark.parametrize("size,lanes,width,seed", [(96, 6, 32, 0), (36, 3, 8, 1), (120, 10, 64, 2),
