@@ -480,16 +480,22 @@ class AxisIn(wiring.Component):
         m.d.comb += incoming.eq(Mux(take, Mux(fire, at_cnt >> B, at_cnt), 0))
         last = fire & (bl == 1)
         at_grown = Mux(take, at << (W // g), at)
+        # after an image the buffer holds the last word's padding; it is not cleared then (a
+        # reset of every buffer bit on the consumer's ready) but dropped by the next word:
+        # ``fresh`` (a register) until a word is taken
+        fresh = Signal()
         with m.If(last):
-            m.d.sync += [cnt.eq(0), at.eq(1), ready.eq(0), buf.eq(0), wl.eq(p.words),
-                         bl.eq(beats), room.eq(1)]
+            m.d.sync += [cnt.eq(0), at.eq(1), ready.eq(0), wl.eq(p.words), bl.eq(beats),
+                         room.eq(1), fresh.eq(1)]
         with m.Else():
+            with m.If(take):
+                m.d.sync += fresh.eq(0)
             m.d.sync += [room.eq(Mux(take, Mux(fire, room_after(1, 1), room_after(1, 0)),
                                      Mux(fire, room_after(0, 1), room_after(0, 0)))),
                          cnt.eq(Mux(fire, grown - B, grown)),
                          at.eq(Mux(fire, at_grown >> (B // g), at_grown)),
                          ready.eq(Mux(fire, grown >= 2 * B, grown >= B)),
-                         buf.eq(shifted | incoming)]
+                         buf.eq(Mux(fresh, 0, shifted) | incoming)]
             with m.If(fire):
                 m.d.sync += bl.eq(bl - 1)
             with m.If(take):
