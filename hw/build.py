@@ -34,8 +34,8 @@ from lcp.ir import IRError, Model, save
 
 from .base import DEVICES, Resources, StreamFormat
 from .chooser import Choice, choose
-from .delay import (ASIC_TARGETS, keeps_dsp, ram_register, threshold_in_register,
-                    tree_levels_per_stage)
+from .delay import (ASIC_TARGETS, keeps_dsp, link_register, ram_register,
+                    threshold_in_register, tree_levels_per_stage)
 from .folding import Folding
 from .plans import plan_for
 from .graph import PlanGraph, Timing, lower_branch, lower_core
@@ -180,10 +180,11 @@ def _report(model: Model, g: PlanGraph, folding: Folding, scope: str, index: int
 
 
 def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: int = 0,
-              fpga: bool = False, in_reg: bool = False) -> Folding:
+              fpga: bool = False, in_reg: bool = False, link_reg: bool = False) -> Folding:
     """``folding`` with ``tree_k`` (adder levels per pipeline stage) on every layer whose
     engine takes it, with ``ram_reg`` registers on its memory reads, with ``in_reg`` the
-    threshold engines' input registered (:class:`~lcp.hw.pointwise.ThresholdPlan`); ``fpga``
+    threshold engines' input registered (:class:`~lcp.hw.pointwise.ThresholdPlan`), with
+    ``link_reg`` a register slice on every link (:class:`~lcp.hw.folding.Folding`); ``fpga``
     (no clock gates, no buffer trees): the operand register loaded every cycle (``load_always``,
     :class:`~lcp.hw.mvu.MvuParams`) and the window output in two registers (``pingpong``,
     :class:`~lcp.hw.window.WindowEngine`), so that no wide register's enable is a handshake."""
@@ -195,7 +196,7 @@ def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: int = 0,
                         ("in_reg", in_reg)):
             if on and key in keys:
                 folding = folding.with_layer(layer.name, **{key: int(on)})
-    return folding
+    return replace(folding, link_reg=1) if link_reg else folding
 
 
 def without_dsp(model: Model, folding: Folding) -> Folding:
@@ -254,15 +255,16 @@ def generate(model: Model, out_dir: str | Path, *, folding: Folding | None = Non
                             in_width=in_width, out_width=out_width)
         folding = choice.folding
     else:
-        folding = Folding(folding.layers, in_width or folding.in_width,
-                          out_width or folding.out_width)
+        folding = replace(folding, in_width=in_width or folding.in_width,
+                          out_width=out_width or folding.out_width)
     if no_dsp:
         folding = without_dsp(model, folding)
     if clock_mhz is not None:
         t = tech or "asap7"
         folding = pipelined(model, folding, tree_levels_per_stage(t, clock_mhz),
                             ram_register(t, clock_mhz), fpga=t not in ASIC_TARGETS,
-                            in_reg=threshold_in_register(t, clock_mhz))
+                            in_reg=threshold_in_register(t, clock_mhz),
+                            link_reg=link_register(t, clock_mhz))
     g = lower(model, folding, scope, index)
     timing = g.lowered_timing
     res = g.resources()

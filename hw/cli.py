@@ -12,7 +12,7 @@ from lcp.ir import IRError
 from lcp.usage import UsageError, load_model
 
 from .build import generate
-from .delay import keeps_dsp, ram_register, tree_levels_per_stage
+from .delay import keeps_dsp, link_register, ram_register, tree_levels_per_stage
 from .folding import Folding
 from .reuse import choose_reused
 from .reuse_engine import write_build
@@ -66,8 +66,10 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(str(e)) from None
             ram = ("", ", memory reads registered", ", memory reads registered twice")[
                 ram_register(tech or "asap7", clock_mhz)]
-            typer.echo(f"adder trees registered every {k} levels{ram} ({tech or 'asap7'} delay "
-                       f"model at {clock_mhz:g} MHz)")
+            links = (", links between engines registered"
+                     if link_register(tech or "asap7", clock_mhz) else "")
+            typer.echo(f"adder trees registered every {k} levels{ram}{links} ({tech or 'asap7'} "
+                       f"delay model at {clock_mhz:g} MHz)")
             if tech is not None and not keeps_dsp(tech, clock_mhz):
                 typer.echo(f"no DSP lanes: {tech} has no hard multipliers, or their path does "
                            f"not fit {clock_mhz:g} MHz (lcp.hw.delay.keeps_dsp)")

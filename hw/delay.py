@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["ASIC_TARGETS", "DELAY_NS", "DSP_PATH_NS", "THRESHOLD_PATH_NS", "XC7_FIT",
-           "keeps_dsp", "ram_register", "threshold_in_register", "tree_levels_per_stage"]
+__all__ = ["ASIC_TARGETS", "DELAY_NS", "DSP_PATH_NS", "LINK_PATH_NS", "THRESHOLD_PATH_NS",
+           "XC7_FIT", "keeps_dsp", "link_register", "ram_register", "threshold_in_register",
+           "tree_levels_per_stage"]
 
 #: Target -> nanoseconds of one adder level and of a stage's fixed overhead.
 DELAY_NS = {
@@ -94,6 +95,25 @@ DSP_PATH_NS = {"ecp5": 12.9}
 #: 13.3 ns. Targets without an entry compare the input as it arrives (the XC7Z020 syntheses'
 #: worst threshold paths fit 100 MHz by :mod:`lcp.synth.paths`).
 THRESHOLD_PATH_NS = {"ecp5": 13.3}
+
+
+#: Nanoseconds of a stream between two engines: the producer's output register, the route to
+#: the consumer (each engine is placed around its own memories, so the two ends sit apart) and
+#: the consumer's handshake (``valid & ready`` into its write enables and counters). ECP5:
+#: nextpnr's post-route critical paths of the CifarNet-split8 branch folded for 10,000 cycles
+#: on an LFE5U-85F, built for 100 MHz (b6872d9), seeds 1 to 3: a lane converter's ``valid``
+#: register, 2.9-4.9 ns to a replicated driver, 5.2-5.9 ns on to conv1's window line buffer,
+#: three LUTs (11.2 and 13.0 ns); the input adapter's ``valid`` into conv0's line buffer
+#: (12.3 ns). Where it exceeds the period every link gets a register slice (folding key
+#: ``link_reg``, :class:`~lcp.hw.skid.RegisterSlice`). Targets without an entry keep skid
+#: buffers (the XC7Z020 and standard-cell syntheses' worst paths are inside engines).
+LINK_PATH_NS = {"ecp5": 11.2}
+
+
+def link_register(target: str, clock_mhz: float) -> bool:
+    """Every stream between engines is registered both ways (the folding's ``link_reg``) at
+    ``clock_mhz`` on ``target``: the path of :data:`LINK_PATH_NS` exceeds the period."""
+    return LINK_PATH_NS.get(_target(target), 0.0) > 1e3 / clock_mhz
 
 
 def threshold_in_register(target: str, clock_mhz: float) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lcp.ir import IRError, Model
@@ -38,11 +38,17 @@ class Folding:
         Layer name -> ``{"pe": int, "simd": int}``.
     in_width, out_width : int
         ``tdata`` bits of the input and output AXI4-Stream ports (multiples of 8).
+    link_reg : int
+        1: every stream between two engines passes a register slice (valid, data and ready
+        from registers, one cycle; :class:`~lcp.hw.skid.RegisterSlice`), for clocks where the
+        routes between engines miss the period (:func:`~lcp.hw.delay.link_register`); 0 (the
+        default): only ``ready`` is registered (:class:`~lcp.hw.skid.SkidBuffer`).
     """
 
     layers: dict[str, dict] = field(default_factory=dict)
     in_width: int = DEFAULT_AXIS_WIDTH
     out_width: int = DEFAULT_AXIS_WIDTH
+    link_reg: int = 0
 
     def layer(self, name: str) -> dict:
         return dict(self.layers.get(name, {}))
@@ -50,7 +56,7 @@ class Folding:
     def with_layer(self, name: str, **kw) -> "Folding":
         layers = {k: dict(v) for k, v in self.layers.items()}
         layers[name] = {**layers.get(name, {}), **kw}
-        return Folding(layers, self.in_width, self.out_width)
+        return replace(self, layers=layers)
 
     def check(self, model: Model) -> "Folding":
         """:class:`~lcp.ir.IRError` naming the layer when an entry is for an unknown layer, a
@@ -77,12 +83,16 @@ class Folding:
         for w in (self.in_width, self.out_width):
             if w < 8 or w % 8:
                 raise IRError(f"AXI-Stream width {w} is not a positive multiple of 8")
+        if self.link_reg not in (0, 1):
+            raise IRError(f"folding: link_reg is {self.link_reg} (0 or 1)")
         return self
 
     def to_json(self) -> dict:
         return {"format": "lcp-folding", "version": 1, "in_width": self.in_width,
                 "out_width": self.out_width,
-                "layers": {k: dict(sorted(v.items())) for k, v in sorted(self.layers.items())}}
+                "layers": {k: dict(sorted(v.items())) for k, v in sorted(self.layers.items())},
+                # absent when 0: the foldings (and build digests) of before it stay as they were
+                **({"link_reg": self.link_reg} if self.link_reg else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Folding":
@@ -90,7 +100,7 @@ class Folding:
             raise IRError("not an lcp-folding document")
         layers = {str(k): {kk: int(vv) for kk, vv in v.items()} for k, v in d["layers"].items()}
         return cls(layers, int(d.get("in_width", DEFAULT_AXIS_WIDTH)),
-                   int(d.get("out_width", DEFAULT_AXIS_WIDTH)))
+                   int(d.get("out_width", DEFAULT_AXIS_WIDTH)), int(d.get("link_reg", 0)))
 
     @classmethod
     def load(cls, path: str | Path) -> "Folding":

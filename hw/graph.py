@@ -12,6 +12,11 @@ when offered; on each link where a consumer would make a (non-elastic) producer 
 deep enough for the largest backlog the model sees is inserted, so the hardware behaves as
 modelled. Elastic producers (the AXI input adapter, broadcasts, FIFOs) absorb back-pressure.
 
+The other links get a skid buffer (:class:`~lcp.hw.skid.SkidBuffer`, ``ready`` registered, no
+added cycle) behind an engine, or, with the folding's ``link_reg``, a register slice
+(:class:`~lcp.hw.skid.RegisterSlice`, one cycle, everything registered) on every link without
+a FIFO; the model takes a slice's beats by :func:`~lcp.hw.skid.slice_taken`.
+
 Top-level ports (Verilog names; ``clk`` and ``rst``, active-high synchronous, come from the
 ``sync`` domain)::
 
@@ -36,7 +41,7 @@ from lcp.ir import Branch, IRError, Model
 
 from .base import Resources, StreamFormat, hwc_perm
 from .plans import plan_for
-from .skid import SkidBuffer, skid_resources
+from .skid import RegisterSlice, SkidBuffer, skid_resources, slice_resources, slice_taken
 from .plumbing import (AxisInPlan, AxisOutPlan, FifoPlan, ForkPlan, RelanePlan, _run_max,
                        axis_top_members)
 
@@ -115,6 +120,8 @@ class PlanGraph:
         #: :meth:`timing` as lowered (FIFOs placed), set by :func:`lower_branch` /
         #: :func:`lower_core`; stale once the graph is changed by hand.
         self.lowered_timing: Timing | None = None
+        #: register slices on the links without FIFO (the folding's ``link_reg``)
+        self.link_reg = False
 
     # -- construction ----------------------------------------------------------------------
     def add(self, node: Node) -> int:
@@ -193,6 +200,8 @@ class PlanGraph:
                     o = out_off[l.src]
                     if l.fifo:
                         o = _run_max(o + FifoPlan.LATENCY)
+                    elif self.slice(l):
+                        o = o + 1
                     link_off[li] = o
                     offers.append(o)
             if node.kind == "axis_in":
@@ -238,10 +247,8 @@ class PlanGraph:
             for idx, node in enumerate(self.nodes):
                 if node.kind != "fork":
                     continue
-                # a link with a FIFO takes every beat when offered
-                accs = [out_off[idx] if self.links[k].fifo else link_acc[k]
-                        for k in self._out_ids(idx)]
-                top = np.max(np.stack(accs), axis=0)
+                top = np.max(np.stack([self._taken(k, out_off, link_acc)
+                                       for k in self._out_ids(idx)]), axis=0)
                 floor = np.full(top.size, -(1 << 60), dtype=np.int64)
                 floor[1:] = top[:-1] + 1
                 if idx not in floors or np.any(floor > floors[idx]):
@@ -265,13 +272,22 @@ class PlanGraph:
                       first_in=first_in, last_out=last, layer_done=done)
 
     def _taken(self, li: int, out_off, link_acc) -> np.ndarray:
-        """Cycles at which the beats on link ``li`` are taken (a broadcast takes a beat when
-        every output has; an output with a FIFO takes it when offered)."""
+        """Cycles at which the beats on link ``li`` leave its producer: when offered into a
+        FIFO; by :func:`~lcp.hw.skid.slice_taken` into a register slice; else when the
+        consumer takes them (:meth:`_accepted`)."""
         l = self.links[li]
         if l.fifo:
             return out_off[l.src]
+        if self.slice(l):
+            return slice_taken(out_off[l.src], self._accepted(li, out_off, link_acc))
+        return self._accepted(li, out_off, link_acc)
+
+    def _accepted(self, li: int, out_off, link_acc) -> np.ndarray:
+        """Cycles at which link ``li``'s consumer takes its beats (a broadcast when every
+        output has)."""
+        l = self.links[li]
         if self.nodes[l.dst].kind == "fork":
-            return np.max(np.stack([out_off[l.dst] if self.links[k].fifo else link_acc[k]
+            return np.max(np.stack([self._taken(k, out_off, link_acc)
                                     for k in self._out_ids(l.dst)]), axis=0)
         return link_acc[li]
 
@@ -282,16 +298,14 @@ class PlanGraph:
         for idx, node in enumerate(self.nodes):
             if node.kind == "fork":
                 outs = self._out_ids(idx)
-                waits = [int(np.max(link_acc[k] - link_off[k])) for k in outs]
+                waits = [int(np.max(link_acc[k] - link_off[k] if self.links[k].fifo else
+                                    self._taken(k, out_off, link_acc) - out_off[idx]))
+                         for k in outs]
                 for k, w in zip(outs, waits):
                     excess[k] = w > min(waits)
         for li, l in enumerate(self.links):
             kind = self.nodes[l.src].kind
-            off, acc = link_off[li], link_acc[li]
-            if self.nodes[l.dst].kind == "fork":
-                # a broadcast takes a beat when every output has taken it
-                acc = np.max(np.stack([out_off[l.dst] if self.links[k].fifo else link_acc[k]
-                                       for k in self._out_ids(l.dst)]), axis=0)
+            off, acc = link_off[li], self._accepted(li, out_off, link_acc)
             if kind == "fork":
                 need = excess[li] or l.fifo
             elif kind in _ELASTIC:
@@ -310,10 +324,14 @@ class PlanGraph:
 
     # -- resources -------------------------------------------------------------------------
     def skid(self, link) -> bool:
-        """``link`` gets a :class:`~lcp.hw.skid.SkidBuffer` (registered ready): its producer
-        is an engine whose beats the model has taken when offered (not the input adapter, a
-        broadcast or a FIFO, which wait for their consumers)."""
-        return not link.fifo and self.nodes[link.src].kind not in _ELASTIC
+        """``link`` gets a :class:`~lcp.hw.skid.SkidBuffer` (registered ready): no register
+        slices, and its producer is an engine whose beats the model has taken when offered
+        (not the input adapter, a broadcast or a FIFO, which wait for their consumers)."""
+        return not (self.link_reg or link.fifo) and self.nodes[link.src].kind not in _ELASTIC
+
+    def slice(self, link) -> bool:
+        """``link`` gets a :class:`~lcp.hw.skid.RegisterSlice`: ``link_reg`` and no FIFO."""
+        return bool(self.link_reg) and not link.fifo
 
     def resources(self) -> Resources:
         r = Resources()
@@ -322,12 +340,14 @@ class PlanGraph:
         for l in self.links:
             if l.fifo:
                 r += FifoPlan(l.fmt, l.fifo).resources()
+            elif self.slice(l):
+                r += slice_resources(l.fmt.beat_bits)
             elif self.skid(l):
                 r += skid_resources(l.fmt.beat_bits)
         return r
 
     def engine_resources(self) -> Resources:
-        """The engines' resources alone (no FIFO, no skid buffer): a lower bound of
+        """The engines' resources alone (no FIFO, skid buffer or slice): a lower bound of
         :meth:`resources` that needs no cycle model (``timed=False`` lowering)."""
         r = Resources()
         for n in self.nodes:
@@ -353,6 +373,7 @@ class PlanGraph:
                       for n in self.nodes],
             "fifos": [{"from": self.nodes[l.src].name, "to": self.nodes[l.dst].name,
                        "depth": l.fifo} for l in self.links if l.fifo],
+            **({"register_slices": sum(map(self.slice, self.links))} if self.link_reg else {}),
         }
 
 
@@ -389,9 +410,10 @@ class GraphTop(wiring.Component):
                 m.submodules[f"fifo_{g.nodes[l.src].name}_{g.nodes[l.dst].name}_{li}"] = f
                 _join(m, src, f.i_stream)
                 src = f.o_stream
-            elif g.skid(l):
-                sk = SkidBuffer(src.signature)
-                m.submodules[f"skid_{g.nodes[l.src].name}_{li}"] = sk
+            elif g.slice(l) or g.skid(l):
+                kind = "slice" if g.slice(l) else "skid"
+                sk = (RegisterSlice if g.slice(l) else SkidBuffer)(src.signature)
+                m.submodules[f"{kind}_{g.nodes[l.src].name}_{li}"] = sk
                 _join(m, src, sk.i_stream)
                 src = sk.o_stream
             _join(m, src, dst)
@@ -548,6 +570,7 @@ def lower_branch(model: Model, index: int, folding, timed: bool = True) -> PlanG
     _check_no_exchange(model)
     folding.check(model)
     g = PlanGraph(f"{model.name}_{br.name}")
+    g.link_reg = bool(folding.link_reg)
     low = _Lowering(model, folding, g)
     low.count_uses([br], [br.output])
     low.add_input([br], folding.in_width)
@@ -562,6 +585,7 @@ def lower_core(model: Model, folding, timed: bool = True) -> PlanGraph:
     _check_no_exchange(model)
     folding.check(model)
     g = PlanGraph(f"{model.name}_core")
+    g.link_reg = bool(folding.link_reg)
     low = _Lowering(model, folding, g)
     low.count_uses(model.graphs, [model.output])
     low.add_input(model.graphs, folding.in_width)

@@ -14,17 +14,30 @@ producer is not elastic, see :mod:`lcp.hw.graph`) the buffer never fills, so the
 unchanged; under back-pressure it holds one beat.
 
 Cost (:func:`skid_resources`): the beat register and its valid bit, and one multiplexer per bit.
+
+:class:`RegisterSlice` cuts both directions: ``o.valid`` and ``o.payload`` come from a register
+as well as ``i.ready`` (a two-beat queue, the AXI "register slice" of Xilinx' IP). A beat
+offered at cycle ``t`` is offered to the consumer at ``t + 1``; beat ``k`` is taken at
+``t_k = max(offer_k, t_{k-1} + 1, a_{k-2} + 1)``, where ``a_j`` is the cycle the consumer took
+beat ``j`` (:func:`slice_taken`, the cycle model's rule). Where a route between two engines,
+not the engines' logic, misses the clock (:func:`lcp.hw.delay.link_register`) every link gets
+one (the folding's ``link_reg``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .base import Resources
 
-__all__ = ["SkidBuffer", "skid_resources"]
+__all__ = ["SkidBuffer", "skid_resources", "RegisterSlice", "slice_resources", "slice_taken"]
+
+
+def _beat(i):
+    return Signal(i.payload.shape() if hasattr(i.payload, "shape") else len(i.payload))
 
 
 class SkidBuffer(wiring.Component):
@@ -38,7 +51,7 @@ class SkidBuffer(wiring.Component):
         m = Module()
         i, o = self.i_stream, self.o_stream
         full = Signal()
-        buf = Signal(i.payload.shape() if hasattr(i.payload, "shape") else len(i.payload))
+        buf = _beat(i)
         m.d.comb += [i.ready.eq(~full), o.valid.eq(full | i.valid),
                      o.payload.eq(Mux(full, buf, i.payload))]
         with m.If(~full & i.valid & ~o.ready):
@@ -51,3 +64,43 @@ class SkidBuffer(wiring.Component):
 def skid_resources(bits: int) -> Resources:
     """Estimate of one :class:`SkidBuffer` of ``bits``-bit beats."""
     return Resources(lut=bits + 2, ff=bits + 1)
+
+
+class RegisterSlice(wiring.Component):
+    """Register slice on ``signature``: ``i_stream`` in, ``o_stream`` out, same beats in the
+    same order, one cycle later; ``o_stream.valid``, ``o_stream.payload`` and
+    ``i_stream.ready`` are registers (an output register and a skid register behind it)."""
+
+    def __init__(self, signature: stream.Signature):
+        super().__init__({"i_stream": In(signature), "o_stream": Out(signature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_stream, self.o_stream
+        out, skid = _beat(i), _beat(i)
+        out_valid, skid_valid = Signal(), Signal()
+        m.d.comb += [i.ready.eq(~skid_valid), o.valid.eq(out_valid), o.payload.eq(out)]
+        with m.If(o.ready | ~out_valid):           # the output register is free next cycle
+            m.d.sync += [out.eq(Mux(skid_valid, skid, i.payload)),
+                         out_valid.eq(skid_valid | i.valid), skid_valid.eq(0)]
+        with m.Elif(i.valid & ~skid_valid):
+            m.d.sync += [skid.eq(i.payload), skid_valid.eq(1)]
+        return m
+
+
+def slice_resources(bits: int) -> Resources:
+    """Estimate of one :class:`RegisterSlice` of ``bits``-bit beats: two beat registers and
+    the output register's multiplexer."""
+    return Resources(lut=bits + 3, ff=2 * bits + 2)
+
+
+def slice_taken(offered: np.ndarray, accepted: np.ndarray) -> np.ndarray:
+    """Cycles at which a :class:`RegisterSlice` takes its beats, offered at ``offered`` (one
+    per cycle at most), when its consumer takes them at ``accepted``: room for a beat once the
+    beat two ahead of it has left."""
+    offered = np.asarray(offered, dtype=np.int64)
+    room = np.full(offered.size, -(1 << 60), dtype=np.int64)
+    room[2:] = np.asarray(accepted, dtype=np.int64)[:-2] + 1
+    t = np.maximum(offered, room)
+    j = np.arange(t.size, dtype=np.int64)
+    return j + np.maximum.accumulate(t - j) if t.size else t

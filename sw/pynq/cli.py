@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
         fold = None
         if folding is not None:
             f = Folding.load(folding)
-            fold = Folding(f.layers, width, width)
+            fold = replace(f, in_width=width, out_width=width)
         out = output or Path("build") / "bitstream" / f"{m.name}_{board}"
         try:
             r = make_bitstream(m, out, board=board, run=not project_only, timeout=timeout,

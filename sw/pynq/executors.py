@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +224,7 @@ class PynqSimExecutor(Executor):
                               self.out_width, target=self.target, budget=self.budget).folding
         elif (f.in_width, f.out_width) != (self.in_width, self.out_width) and (
                 self.in_width, self.out_width) != (64, 64):
-            f = Folding(f.layers, self.in_width, self.out_width)
+            f = replace(f, in_width=self.in_width, out_width=self.out_width)
         self.build = cached_pynq_build(self.model, f, scope=self.scope, index=self.index,
                                        root=self.cache)
         self.board = SimBoard(self.build.dir, src_pause=self.src_pause,

@@ -1,12 +1,15 @@
 """Per-target delay model and the pipelined folding it gives ``lcp compile --clock-mhz``."""
 
+from dataclasses import replace
+
 import pytest
 
 from lcp.hw.build import generate, pipelined
 import numpy as np
 
-from lcp.hw.delay import (ASIC_TARGETS, DELAY_NS, DSP_PATH_NS, THRESHOLD_PATH_NS, XC7_FIT,
-                          keeps_dsp, ram_register, threshold_in_register, tree_levels_per_stage)
+from lcp.hw.delay import (ASIC_TARGETS, DELAY_NS, DSP_PATH_NS, LINK_PATH_NS, THRESHOLD_PATH_NS,
+                          XC7_FIT, keeps_dsp, link_register, ram_register, threshold_in_register,
+                          tree_levels_per_stage)
 from lcp.hw.folding import Folding
 from lcp.hw.graph import lower_branch
 
@@ -129,6 +132,29 @@ def test_threshold_input_register_where_its_path_misses_the_clock(tmp_path):
     slow = generate(m, tmp_path / "s", folding=fold, verilog=False, clock_mhz=50, tech="ecp5")
     asic = generate(m, tmp_path / "a", folding=fold, verilog=False, clock_mhz=100, tech="osu018")
     assert fast.folding.layer(t) == {"in_reg": 1} and slow.folding.layer(t) == {}
-    plain = Folding({**fast.folding.layers, t: {}}, 32, 8)
+    plain = Folding({**fast.folding.layers, t: {}}, 32, 8, link_reg=fast.folding.link_reg)
     assert fast.timing.latency == lower_branch(m, 0, plain).timing(frames=3).latency + 1
     assert fast.folding.layer(c)["pingpong"] == 1 and "pingpong" not in asic.folding.layer(c)
+
+
+def test_links_registered_where_their_route_misses_the_clock(tmp_path):
+    """A route between engines slower than the period (ECP5 at 100 MHz): the build puts a
+    register slice on every link (``link_reg``), one cycle per slice more in the model; a
+    slower clock or a target without the figure keeps the skid buffers."""
+    ns = LINK_PATH_NS["ecp5"]
+    assert link_register("ecp5", 1.1e3 / ns) and not link_register("ecp5", 0.9e3 / ns)
+    assert not link_register("xc7", 100) and not link_register("asap7", 1000)
+    b = Builder((2, 6, 6), seed=1)
+    c = b.conv("input", 4, 3, pad=1)
+    b.threshold(c, 3)
+    m = b.model()
+    fold = Folding({c: {"pe": 2, "simd": 18}}, 32, 8)
+    fast = generate(m, tmp_path / "f", folding=fold, verilog=False, clock_mhz=100, tech="ecp5")
+    slow = generate(m, tmp_path / "s", folding=fold, verilog=False, clock_mhz=50, tech="ecp5")
+    xc7 = generate(m, tmp_path / "x", folding=fold, verilog=False, clock_mhz=100, tech="xc7")
+    assert fast.folding.link_reg == 1 and slow.folding.link_reg == xc7.folding.link_reg == 0
+    assert fast.report["graph"]["register_slices"] == sum(map(fast.graph.slice,
+                                                              fast.graph.links)) > 0
+    plain = lower_branch(m, 0, replace(fast.folding, link_reg=0))
+    slices = fast.report["graph"]["register_slices"]
+    assert plain.timing().latency < fast.timing.latency <= plain.timing().latency + slices
