@@ -186,14 +186,15 @@ def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: int = 0,
     threshold engines' input registered (:class:`~lcp.hw.pointwise.ThresholdPlan`), with
     ``link_reg`` a register slice on every link (:class:`~lcp.hw.folding.Folding`); ``fpga``
     (no clock gates, no buffer trees): the operand register loaded every cycle (``load_always``,
-    :class:`~lcp.hw.mvu.MvuParams`) and the window output in two registers (``pingpong``,
-    :class:`~lcp.hw.window.WindowEngine`), so that no wide register's enable is a handshake."""
+    :class:`~lcp.hw.mvu.MvuParams`), the window output in two registers (``pingpong``,
+    :class:`~lcp.hw.window.WindowEngine`) and the line buffers' writes registered (``lb_reg``),
+    so that no wide register's enable and no memory write is a handshake."""
     for layer in model.layers():
         keys = plan_for(layer).fold_keys
         if "tree_k" in keys:
             folding = folding.with_layer(layer.name, tree_k=int(tree_k))
         for key, on in (("ram_reg", ram_reg), ("load_always", fpga), ("pingpong", fpga),
-                        ("in_reg", in_reg)):
+                        ("lb_reg", fpga), ("in_reg", in_reg)):
             if on and key in keys:
                 folding = folding.with_layer(layer.name, **{key: int(on)})
     return replace(folding, link_reg=1) if link_reg else folding

@@ -77,10 +77,14 @@ class GroupedWindowEngine(wiring.Component):
         3-D input (HWC order), ``lanes`` dividing ``C``.
     pad : int
         Value of padding elements.
+    lb_reg : bool
+        The line buffer's write registered (as :class:`~lcp.hw.window.WindowEngine`'s).
     """
 
-    def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int):
+    def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int,
+                 lb_reg: bool = False):
         self.geo, self.in_fmt, self.pad = geo, in_fmt, int(pad)
+        self.lb_reg = bool(lb_reg)
         self.bc = in_fmt.lanes
         if geo.C % self.bc:
             raise IRError(f"layer {geo.name!r}: {self.bc} lanes do not divide {geo.C} channels")
@@ -116,7 +120,8 @@ class GroupedWindowEngine(wiring.Component):
             return (ky * kw + kx) * bc + ch
 
         if kh > 1:      # word a: this beat's channels of rows r-1 .. r-kh+1 at column c
-            rd = _line_buffer(m, elem, bc, kh, g.cols * nb, adv, a, a_next, i.payload)
+            rd = _line_buffer(m, elem, bc, kh, g.cols * nb, adv, a, a_next, i.payload,
+                              self.lb_reg)
         if kw > 1:      # word j: columns 1 .. kw-1 of beat j's last window
             m.submodules.cols = cm = Memory(
                 shape=data.ArrayLayout(elem, kh * (kw - 1) * bc), depth=nb, init=[])
@@ -159,11 +164,11 @@ class GroupedConvPlan(ConvPlan):
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
                    ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0),
-                   pingpong=fold.get("pingpong", 0)), [src]
+                   pingpong=fold.get("pingpong", 0), lb_reg=fold.get("lb_reg", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
-                 load_always: int = 0, pingpong: int = 0):
+                 load_always: int = 0, pingpong: int = 0, lb_reg: int = 0):
         self.layer = layer
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.groups = G = int(layer.attrs.get("groups", 1))
@@ -172,6 +177,7 @@ class GroupedConvPlan(ConvPlan):
         # two output registers in the whole-pixel window unit only (the grouped one's output
         # is a beat's channel group, its enable a smaller net)
         self.pingpong = int(bool(pingpong)) if self.nb == 1 else 0
+        self.lb_reg = int(bool(lb_reg))
         self.in_fmt = in_fmt.with_lanes(self.bc)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
         if w.ndim == 3:
@@ -211,7 +217,7 @@ class GroupedConvPlan(ConvPlan):
 
     def resources(self) -> Resources:
         g, bits, bc = self.geo, self.in_fmt.bits, self.bc
-        lb = _line_buffer_cost((g.kh - 1) * bc * bits, g.cols * self.nb)
+        lb = _line_buffer_cost((g.kh - 1) * bc * bits, g.cols * self.nb, self.lb_reg)
         if self.nb == 1:                       # WindowEngine: shift and output registers
             return (lb + self.mvu.resources() + self.pingpong_cost()
                     + Resources(lut=g.window * bits / 2 + 40, ff=2 * g.window * bits + 32))
@@ -237,9 +243,10 @@ class GroupedConvEngine(wiring.Component):
         m = Module()
         p = self.plan
         if p.nb == 1:
-            win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window", pingpong=p.pingpong)
+            win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window", pingpong=p.pingpong,
+                               lb_reg=p.lb_reg)
         else:
-            win = GroupedWindowEngine(p.geo, p.in_fmt, pad=0)
+            win = GroupedWindowEngine(p.geo, p.in_fmt, pad=0, lb_reg=p.lb_reg)
         m.submodules.window = win
         m.submodules.mvu = mvu = MatrixVectorUnit(p.mvu, "window")
         wiring.connect(m, wiring.flipped(self.i_stream), win.i_stream)

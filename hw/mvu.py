@@ -748,7 +748,7 @@ class ConvPlan:
 
     kind = "conv"
     ops = ("conv",)
-    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg", "load_always", "pingpong")
+    fold_keys = ("pe", "simd", "dsp", "tree_k", "ram_reg", "load_always", "pingpong", "lb_reg")
     parallel, prefer_pe, narrowable, passthrough = True, False, False, False
 
     @staticmethod
@@ -767,14 +767,15 @@ class ConvPlan:
         return cls(layer, src[2], out_spec, pe=fold.get("pe", 1), simd=fold.get("simd", 1),
                    dsp=fold.get("dsp"), tree_k=fold.get("tree_k", 0),
                    ram_reg=fold.get("ram_reg", 0), load_always=fold.get("load_always", 0),
-                   pingpong=fold.get("pingpong", 0)), [src]
+                   pingpong=fold.get("pingpong", 0), lb_reg=fold.get("lb_reg", 0)), [src]
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec: TensorSpec, *, pe: int = 1,
                  simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
-                 load_always: int = 0, pingpong: int = 0):
+                 load_always: int = 0, pingpong: int = 0, lb_reg: int = 0):
         self.layer = layer
-        #: the window unit's output in two registers (:class:`~lcp.hw.window.WindowEngine`)
-        self.pingpong = int(bool(pingpong))
+        #: the window unit's output in two registers, its line buffer's write registered
+        #: (:class:`~lcp.hw.window.WindowEngine`)
+        self.pingpong, self.lb_reg = int(bool(pingpong)), int(bool(lb_reg))
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
@@ -799,7 +800,8 @@ class ConvPlan:
     @property
     def folding(self) -> dict:
         f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
-        return {**f, **self.mvu.pipe_fold(), **({"pingpong": 1} if self.pingpong else {})}
+        return {**f, **self.mvu.pipe_fold(), **({"pingpong": 1} if self.pingpong else {}),
+                **({"lb_reg": 1} if self.lb_reg else {})}
 
     def timing(self, offers):
         g, p = self.geo, self.mvu
@@ -818,7 +820,7 @@ class ConvPlan:
         width, depth = g.line_buffer_bits(bits)
         win_regs = g.window * bits          # the shift register (the MVU counts its copy)
         mask = g.window * bits / 2
-        return (_line_buffer_cost(width, depth) + self.mvu.resources()
+        return (_line_buffer_cost(width, depth, self.lb_reg) + self.mvu.resources()
                 + Resources(lut=mask + 40, ff=win_regs + 32) + self.pingpong_cost())
 
     def pingpong_cost(self) -> Resources:
@@ -842,7 +844,7 @@ class ConvEngine(wiring.Component):
         m = Module()
         p = self.plan
         m.submodules.window = win = WindowEngine(p.geo, p.in_fmt, pad=0, mode="window",
-                                                 pingpong=p.pingpong)
+                                                 pingpong=p.pingpong, lb_reg=p.lb_reg)
         m.submodules.mvu = mvu = MatrixVectorUnit(p.mvu, "window")
         wiring.connect(m, wiring.flipped(self.i_stream), win.i_stream)
         wiring.connect(m, win.o_stream, mvu.i_stream)

@@ -191,12 +191,16 @@ class WindowEngine(wiring.Component):
         queue's room (a register), never on the consumer's ``ready`` in the same cycle; it may
         run a window ahead (:func:`window_scan` with ``depth=2``). One more window register and
         a 2:1 multiplexer per bit.
+    lb_reg : bool
+        The line buffer's write registered (fold key ``lb_reg``, FPGA builds; see
+        :func:`_line_buffer`): no cycle more.
     """
 
     def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int, mode: str,
                  out_fmt: StreamFormat | None = None, shift: int = 0, rounding: str = "floor",
-                 pingpong: bool = False):
+                 pingpong: bool = False, lb_reg: bool = False):
         self.geo, self.in_fmt, self.pad, self.mode = geo, in_fmt, int(pad), mode
+        self.lb_reg = bool(lb_reg)
         self.shift, self.rounding = int(shift), rounding
         if pingpong and mode != "window":
             raise IRError(f"layer {geo.name!r}: only a window output takes two registers "
@@ -237,7 +241,7 @@ class WindowEngine(wiring.Component):
 
         # line buffer: word[c] = pixels of rows r-1 .. r-kh+1 at column c
         if kh > 1:
-            rd = _line_buffer(m, elem, C, kh, g.cols, adv, c, c_next, i.payload)
+            rd = _line_buffer(m, elem, C, kh, g.cols, adv, c, c_next, i.payload, self.lb_reg)
 
         def at(ky, kx, ch):
             return (ky * kw + kx) * C + ch
@@ -363,19 +367,33 @@ def _counter(m, n: int, name: str):
     return cur, nxt, step
 
 
-def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next, payload):
+def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next, payload,
+                 late: bool = False):
     """The last ``kh - 1`` rows of the scan: ``depth`` words of ``(kh - 1) * lanes`` elements,
     word ``addr`` rewritten with ``payload`` and the rows above it when the scan advances, the
-    next word read one cycle ahead. Returns the read port (slot s: row ``s + 1`` up)."""
+    next word read one cycle ahead. Returns the read port (slot s: row ``s + 1`` up).
+
+    ``late`` (``lb_reg``; a depth of 2 or more): the write's enable, address and word are
+    registers, so the scan's advance (a few gates behind the producer's ``valid``) reaches no
+    memory write port but a flip-flop, and the write lands one cycle later; the read port
+    reads the next word on the advance only (its enable, not an address multiplexer) and is
+    transparent for that late write. Same words read: the late write's word is read again
+    ``depth`` advances later at the earliest, by then written (or, at depth 2, written in the
+    same cycle, which transparency returns)."""
     m.submodules.linebuf = lb = Memory(shape=data.ArrayLayout(elem, (kh - 1) * lanes),
                                        depth=depth, init=[])
     wr = lb.write_port()
     rd = lb.read_port(domain="sync", transparent_for=(wr,))
-    m.d.comb += [rd.addr.eq(Mux(adv, addr_next, addr)), rd.en.eq(1),
-                 wr.addr.eq(addr), wr.en.eq(adv)]
-    m.d.comb += [wr.data[ch].eq(payload[ch]) for ch in range(lanes)]
-    m.d.comb += [wr.data[s * lanes + ch].eq(rd.data[(s - 1) * lanes + ch])
+    word = Signal(data.ArrayLayout(elem, (kh - 1) * lanes))
+    m.d.comb += [word[ch].eq(payload[ch]) for ch in range(lanes)]
+    m.d.comb += [word[s * lanes + ch].eq(rd.data[(s - 1) * lanes + ch])
                  for s in range(1, kh - 1) for ch in range(lanes)]
+    if late and depth >= 2:
+        m.d.comb += [rd.addr.eq(addr_next), rd.en.eq(adv)]
+        m.d.sync += [wr.addr.eq(addr), wr.en.eq(adv), wr.data.eq(word)]
+    else:
+        m.d.comb += [rd.addr.eq(Mux(adv, addr_next, addr)), rd.en.eq(1),
+                     wr.addr.eq(addr), wr.en.eq(adv), wr.data.eq(word)]
     return rd
 
 
@@ -431,7 +449,7 @@ class PoolPlan:
 
     ops: tuple[str, ...] = ()
     mode = ""
-    fold_keys = ()
+    fold_keys = ("lb_reg",)
     parallel = narrowable = passthrough = False
 
     @staticmethod
@@ -441,10 +459,11 @@ class PoolPlan:
     @classmethod
     def lower(cls, low, layer, srcs, fold, out_spec):
         src = low.adapt(srcs[0], low.model.tensors[layer.inputs[0]].shape[0], layer.name)
-        return cls(layer, src[2], out_spec), [src]
+        return cls(layer, src[2], out_spec, lb_reg=fold.get("lb_reg", 0)), [src]
 
-    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec):
+    def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec, lb_reg: int = 0):
         self.layer = layer
+        self.lb_reg = int(bool(lb_reg))
         self.geo = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat.of(out_spec, in_fmt.shape[0])
@@ -457,7 +476,7 @@ class PoolPlan:
     def resources(self) -> Resources:
         g, bits = self.geo, self.in_fmt.bits
         width, depth = g.line_buffer_bits(bits)
-        lb = _line_buffer_cost(width, depth)
+        lb = _line_buffer_cost(width, depth, self.lb_reg)
         n = g.kh * g.kw
         red = g.C * (n - 1) * (bits + (2 if self.mode == "max" else math.ceil(math.log2(n)) + 2))
         regs = g.kh * g.kw * g.C * bits + g.C * self.out_fmt.bits + 32
@@ -468,7 +487,8 @@ class PoolPlan:
         pad = self.in_fmt.lo if self.mode == "max" else 0
         a = self.layer.attrs
         return WindowEngine(self.geo, self.in_fmt, pad=pad, mode=self.mode, out_fmt=self.out_fmt,
-                            shift=a.get("shift", 0), rounding=a.get("rounding", "floor"))
+                            shift=a.get("shift", 0), rounding=a.get("rounding", "floor"),
+                            lb_reg=self.lb_reg)
 
 
 class MaxPoolPlan(PoolPlan):
@@ -485,10 +505,13 @@ class AvgPoolPlan(PoolPlan):
     mode = "avg"
 
 
-def _line_buffer_cost(width: int, depth: int) -> Resources:
-    """Line buffer: LUT RAM when small, block RAM otherwise."""
+def _line_buffer_cost(width: int, depth: int, late: bool = False) -> Resources:
+    """Line buffer: LUT RAM when small, block RAM otherwise; ``late``: its write registers."""
     if width == 0:
         return Resources()
+    if late and depth >= 2:
+        return (_line_buffer_cost(width, depth)
+                + Resources(ff=width + max(1, math.ceil(math.log2(depth))) + 1))
     if width * depth <= 8192:
         return Resources(lut=width * math.ceil(depth / 64), ff=width)
     return Resources(lut=10, ff=width, bram=bram36(width, depth))

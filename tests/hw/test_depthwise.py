@@ -27,7 +27,8 @@ def test_grouped_window_beats(case):
     b = Builder((C, H, W), in_bits=4, signed=bool(case % 2), seed=700 + case)
     x = b.conv("input", O, k, stride=s, pad=p, wbits=4, groups=G)
     m = b.model()
-    piped = {"tree_k": 1, "ram_reg": 1, "load_always": 1} if case % 2 else {}   # as on an FPGA
+    piped = ({"tree_k": 1, "ram_reg": 1, "load_always": 1, "lb_reg": 1} if case % 2 else {})
+    # (as on an FPGA)
     fold = Folding({x: {"pe": pe, "simd": simd, **piped}}, 16, 32)
     g = check(m, fold)
     plan = next(n.plan for n in g.nodes if isinstance(n.plan, GroupedConvPlan))

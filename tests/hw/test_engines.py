@@ -69,11 +69,14 @@ def test_conv(case):
     x = b.conv("input", O, k, stride=s, pads=pads, wbits=wb)
     m = b.model()
     F = C * k * k
-    # the window output in two registers (pingpong, FPGA builds) in every other folding
+    # the window output in two registers (pingpong, FPGA builds) in every other folding, the
+    # line buffer's write registered (lb_reg, FPGA builds) in every other pair
     fold = _rand_fold(rng, O, F, x)
     fold[x]["pingpong"] = case % 2
+    fold[x]["lb_reg"] = case // 2 % 2
     check(m, Folding(fold, int(rng.choice([8, 16, 32, 64])), 16))
-    const = {"pe": O, "simd": F, "pingpong": 1 - case % 2}        # a window every cycle
+    const = {"pe": O, "simd": F, "pingpong": 1 - case % 2,       # a window every cycle
+             "lb_reg": 1 - case // 2 % 2}
     check(m, Folding({x: const}, 64, 64), n=2, pauses=False)
 
 
@@ -170,6 +173,27 @@ def test_maxpool(k, stride, pad):
     b.maxpool("input", k, stride, pad)
     m = b.model()
     check(m, Folding({}, 16, 24))
+
+
+@pytest.mark.parametrize("shape,k,stride,pad", [((2, 4, 2), 2, 1, 0), ((3, 5, 3), 3, 1, 1),
+                                                ((2, 6, 9), 3, 2, 1)])
+def test_line_buffer_late_write(shape, k, stride, pad):
+    """``lb_reg``: the line buffer written a cycle late (registered enable, address and word)
+    and read on the advance only, down to a two-word buffer (a 2-wide image, 2x2 window): a
+    convolution, a max pool and an average pool exact with idles and back-pressure, and the
+    cycles those of the model (and of the unregistered write)."""
+    b = Builder(shape, in_bits=4, signed=True, seed=sum(shape) + k)
+    c = b.conv("input", 3, k, stride=stride, pad=pad, wbits=3)
+    x = b.threshold(c, 3)
+    mp = b.maxpool("input", k, 1, 0)
+    ap = b.avgpool("input", k, stride, pad, shift=2, rounding="round", out_bits=4)
+    b.concat([b.flatten(x), b.flatten(mp), b.flatten(ap)], br="b0")
+    m = b.model()
+    late = {c: {"lb_reg": 1, "pingpong": 1}, mp: {"lb_reg": 1}, ap: {"lb_reg": 1}}
+    g = check(m, Folding(late, 16, 8))
+    g0 = lower_branch(m, 0, Folding({c: {"pingpong": 1}}, 16, 8))
+    assert g.timing(frames=2).last_out == g0.timing(frames=2).last_out
+    assert g.resources().ff > g0.resources().ff
 
 
 @pytest.mark.parametrize("rounding,shift,pad", [("floor", 2, 0), ("round", 3, 1), ("ceil", 1, 1),
