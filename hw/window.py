@@ -376,19 +376,21 @@ def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next,
     ``late`` (``lb_reg``; a depth of 2 or more): the write's enable, address and word are
     registers, so the scan's advance (a few gates behind the producer's ``valid``) reaches no
     memory write port but a flip-flop, and the write lands one cycle later; the read port
-    reads the next word on the advance only (its enable, not an address multiplexer) and is
-    transparent for that late write. Same words read: the late write's word is read again
-    ``depth`` advances later at the earliest, by then written (or, at depth 2, written in the
-    same cycle, which transparency returns)."""
+    reads the next word on the advance only (its enable, not an address multiplexer). Same
+    words read: the late write's word is read again ``depth`` advances later at the earliest,
+    by then written; only at depth 2 in the same cycle, and only there is the read port
+    transparent for the write (a bypass multiplexer per bit behind an address comparison,
+    whose fanout cost as much as the write it replaced)."""
+    late = late and depth >= 2
     m.submodules.linebuf = lb = Memory(shape=data.ArrayLayout(elem, (kh - 1) * lanes),
                                        depth=depth, init=[])
     wr = lb.write_port()
-    rd = lb.read_port(domain="sync", transparent_for=(wr,))
+    rd = lb.read_port(domain="sync", transparent_for=() if late and depth > 2 else (wr,))
     word = Signal(data.ArrayLayout(elem, (kh - 1) * lanes))
     m.d.comb += [word[ch].eq(payload[ch]) for ch in range(lanes)]
     m.d.comb += [word[s * lanes + ch].eq(rd.data[(s - 1) * lanes + ch])
                  for s in range(1, kh - 1) for ch in range(lanes)]
-    if late and depth >= 2:
+    if late:
         m.d.comb += [rd.addr.eq(addr_next), rd.en.eq(adv)]
         m.d.sync += [wr.addr.eq(addr), wr.en.eq(adv), wr.data.eq(word)]
     else:
