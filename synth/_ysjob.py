@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyosys import libyosys as ys
 
-from ._ysfanout import ECP5_REPLICABLE, replicate_drivers
+from ._ysfanout import ECP5_FF, ECP5_REPLICABLE, replicate_drivers
 from .harness import HARNESS_TOP, harness_verilog
 from .paths import cell_delays, worst_path
 
@@ -152,7 +152,7 @@ def ecp5(p: dict) -> dict:
     _run(f"synth_ecp5 -top {_q(top)}{nodsp}")
     if p.get("max_fanout"):
         out["replicated"] = replicate_drivers(_D.top_module(), p["max_fanout"],
-                                              ECP5_REPLICABLE)
+                                              ECP5_REPLICABLE, cone=ECP5_FF)
     _run(f"write_json {_q(p['json'])}")
     _run(f"tee -q -o {_q(p['stat'])} stat -json")
     return out

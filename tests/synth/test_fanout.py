@@ -1,8 +1,11 @@
 """Driver replication before ECP5 placement (:mod:`lcp.synth._ysfanout`): no LUT4 or flip-flop
 drives more than ``max_fanout`` loads, and every load still sees the same function of the same
-nets (each copy is its original's type, parameters and inputs)."""
+nets (each copy is its original's type, parameters and inputs); a copied LUT fed by flip-flops
+has copies of its own of them."""
 
 import json
+
+import pytest
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
@@ -16,14 +19,18 @@ class WideEnable(wiring.Component):
     """A 4-bit-wide shift register of ``bits`` bits stepping when ``a & b``: one enable LUT
     into every flip-flop, the net a stream's advance is in a window unit."""
 
-    def __init__(self, bits: int = 160):
-        self.bits = bits
+    def __init__(self, bits: int = 160, registered: bool = False):
+        self.bits, self.registered = bits, registered
         super().__init__({"a": In(1), "b": In(1), "d": In(4), "q": Out(bits)})
 
     def elaborate(self, platform):
         m = Module()
         r = Signal(self.bits)
-        with m.If(self.a & self.b):
+        a, b = self.a, self.b
+        if self.registered:                 # the enable from two flip-flops
+            a, b = Signal(), Signal()
+            m.d.sync += [a.eq(self.a), b.eq(self.b)]
+        with m.If(a & b):
             m.d.sync += r.eq(Cat(self.d, r[:-4]))
         m.d.comb += self.q.eq(r)
         return m
@@ -57,8 +64,9 @@ def _inputs(cells, drivers, name):
             for k, b in enumerate(bits)}
 
 
-def test_replication_bounds_fanout_and_keeps_every_load_function(tmp_path):
-    d = from_component(WideEnable(160), tmp_path / "rtl", "wide")
+@pytest.mark.parametrize("registered", [False, True])
+def test_replication_bounds_fanout_and_keeps_every_load_function(tmp_path, registered):
+    d = from_component(WideEnable(160, registered), tmp_path / "rtl", "wide")
     runs = {}
     for name, fo in (("plain", None), ("replicated", 16)):
         w = tmp_path / name
@@ -72,7 +80,7 @@ def test_replication_bounds_fanout_and_keeps_every_load_function(tmp_path):
     assert rep["max_fanout_before"] >= 160 and rep["nets"] >= 1
     assert rep["copies"] >= 160 // 16 - 1 and rep["max_fanout_after"] <= 16
     # the copies are the only new cells
-    assert len(cells1) == len(cells0) + rep["copies"]
+    assert len(cells1) == len(cells0) + rep["copies"] + rep["cone_copies"]
     replicable = {"LUT4", "TRELLIS_FF"}
     worst = max(len(ls) for b, ls in loads1.items() if cells1.get(drv1.get(b), {}).get("type")
                 in replicable)
@@ -82,9 +90,24 @@ def test_replication_bounds_fanout_and_keeps_every_load_function(tmp_path):
     for name in cells0:
         assert _inputs(cells1, drv1, name) == _inputs(cells0, drv0, name), name
     copies = [n for n, c in cells1.items() if "lcp_copy_of" in c["attributes"]]
-    assert len(copies) == rep["copies"]
+    assert len(copies) == rep["copies"] + rep["cone_copies"]
     for n in copies:
         orig = cells1[n]["attributes"]["lcp_copy_of"]
         assert cells1[n]["type"] == cells1[orig]["type"]
         assert cells1[n]["parameters"] == cells1[orig]["parameters"]
         assert _inputs(cells1, drv1, n) == _inputs(cells1, drv1, orig)
+    # registered enable: every copy of the enable LUT reads flip-flops of its own (copies of
+    # the two enable registers), which drive nothing else
+    luts = [n for n in copies if cells1[n]["type"] == "LUT4"]
+    ffs = [n for n in copies if cells1[n]["type"] == "TRELLIS_FF"]
+    assert len(luts) == rep["copies"] >= 2
+    assert len(ffs) == rep["cone_copies"] == (2 * len(luts) if registered else 0)
+    for n in luts:
+        c = cells1[n]
+        feeding = {drv1.get(b) for p, bits in c["connections"].items()
+                   if c["port_directions"][p] == "input" for b in bits if isinstance(b, int)}
+        own = feeding & set(ffs)
+        assert len(own) == (2 if registered else 0), n
+        for f in own:
+            (q,) = cells1[f]["connections"]["Q"]
+            assert [cell for cell, _ in loads1[q]] == [n]
