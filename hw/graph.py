@@ -411,8 +411,8 @@ class GraphTop(wiring.Component):
                 _join(m, src, f.i_stream)
                 src = f.o_stream
             elif g.slice(l) or g.skid(l):
-                kind = "slice" if g.slice(l) else "skid"
-                sk = (RegisterSlice if g.slice(l) else SkidBuffer)(src.signature)
+                kind, cls = ("slice", RegisterSlice) if g.slice(l) else ("skid", SkidBuffer)
+                sk = cls(src.signature)
                 m.submodules[f"{kind}_{g.nodes[l.src].name}_{li}"] = sk
                 _join(m, src, sk.i_stream)
                 src = sk.o_stream

@@ -32,6 +32,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .base import Resources
+from .plumbing import _run_max
 
 __all__ = ["SkidBuffer", "skid_resources", "RegisterSlice", "slice_resources", "slice_taken"]
 
@@ -101,6 +102,4 @@ def slice_taken(offered: np.ndarray, accepted: np.ndarray) -> np.ndarray:
     offered = np.asarray(offered, dtype=np.int64)
     room = np.full(offered.size, -(1 << 60), dtype=np.int64)
     room[2:] = np.asarray(accepted, dtype=np.int64)[:-2] + 1
-    t = np.maximum(offered, room)
-    j = np.arange(t.size, dtype=np.int64)
-    return j + np.maximum.accumulate(t - j) if t.size else t
+    return _run_max(np.maximum(offered, room))

@@ -192,8 +192,8 @@ class WindowEngine(wiring.Component):
         run a window ahead (:func:`window_scan` with ``depth=2``). One more window register and
         a 2:1 multiplexer per bit.
     lb_reg : bool
-        The line buffer's write registered (fold key ``lb_reg``, FPGA builds; see
-        :func:`_line_buffer`): no cycle more.
+        The line buffer's write registered (fold key ``lb_reg``, set by a folding file only;
+        see :func:`_line_buffer`): no cycle more.
     """
 
     def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int, mode: str,
