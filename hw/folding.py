@@ -40,9 +40,11 @@ class Folding:
         ``tdata`` bits of the input and output AXI4-Stream ports (multiples of 8).
     link_reg : int
         1: every stream between two engines passes a register slice (valid, data and ready
-        from registers, one cycle; :class:`~lcp.hw.skid.RegisterSlice`), for clocks where the
-        routes between engines miss the period (:func:`~lcp.hw.delay.link_register`); 0 (the
-        default): only ``ready`` is registered (:class:`~lcp.hw.skid.SkidBuffer`).
+        from registers, one cycle; :class:`~lcp.hw.skid.RegisterSlice`) and the lane
+        converters' splits shift their word out (:class:`~lcp.hw.plumbing.RelanePlan`), for
+        clocks where the routes between engines miss the period
+        (:func:`~lcp.hw.delay.link_register`); 0 (the default): only ``ready`` is registered
+        (:class:`~lcp.hw.skid.SkidBuffer`).
     """
 
     layers: dict[str, dict] = field(default_factory=dict)

@@ -489,7 +489,7 @@ class _Lowering:
         node, port, fmt = src
         if fmt.lanes == lanes:
             return src
-        plan = RelanePlan(fmt, lanes)
+        plan = RelanePlan(fmt, lanes, shift=bool(self.folding.link_reg))
         r = self.g.add(Node(f"relane_{what}", plan, n_in=1))
         self.g.connect(node, port, r, 0, fmt)
         return r, 0, plan.out_fmt

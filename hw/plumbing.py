@@ -109,13 +109,17 @@ class RelanePlan:
     """Change the lanes of a stream (same elements, same order): ``a -> b`` lanes.
 
     Gathers when ``a`` divides ``b``, splits when ``b`` divides ``a``, else gathers to
-    ``lcm(a, b)`` and splits that.
+    ``lcm(a, b)`` and splits that. ``shift`` (the folding's ``link_reg``): a split shifts its
+    word by ``b`` lanes per beat and shows the first ``b``, so that its output comes straight
+    from flip-flops (no ``n:1`` multiplexer between its registers and the link, the longest
+    path into the next register slice on an LFE5U-85F: five LUTs); same beats, same cycles.
     """
 
     kind = "relane"
 
-    def __init__(self, fmt: StreamFormat, lanes: int):
+    def __init__(self, fmt: StreamFormat, lanes: int, shift: bool = False):
         self.in_fmt, self.out_fmt = fmt, fmt.with_lanes(lanes)
+        self.shift = bool(shift)
         a, b = fmt.lanes, int(lanes)
         self.steps: list[tuple[int, int]] = []
         if b % a == 0 or a % b == 0:
@@ -149,19 +153,24 @@ class RelanePlan:
         for a, b in self.steps:
             wide = max(a, b)
             n = wide // min(a, b)
-            mux = 0 if b % a == 0 else wide * bits * (n - 1) / n / 2   # n:1 mux on the narrow side
+            if b % a == 0:
+                mux = 0
+            elif self.shift:            # a 2:1 choice (load or shift) per bit of all but a beat
+                mux = wide * bits * (n - 1) / n
+            else:                       # n:1 mux on the narrow side
+                mux = wide * bits * (n - 1) / n / 2
             r += Resources(lut=mux + 8, ff=wide * bits + math.ceil(math.log2(n + 1)) + 1)
         return r
 
     def build(self) -> "Relane":
-        return Relane(self.in_fmt, self.out_fmt.lanes)
+        return Relane(self.in_fmt, self.out_fmt.lanes, self.shift)
 
 
 class Relane(wiring.Component):
     """Lane converter ``fmt.lanes -> lanes`` (see :class:`RelanePlan`)."""
 
-    def __init__(self, fmt: StreamFormat, lanes: int):
-        self.plan = RelanePlan(fmt, lanes)
+    def __init__(self, fmt: StreamFormat, lanes: int, shift: bool = False):
+        self.plan = RelanePlan(fmt, lanes, shift)
         super().__init__({"i_stream": In(stream_signature(self.plan.in_fmt)),
                           "o_stream": Out(stream_signature(self.plan.out_fmt))})
 
@@ -171,7 +180,7 @@ class Relane(wiring.Component):
         fmt = self.plan.in_fmt
         for k, (a, b) in enumerate(self.plan.steps):
             ofmt = fmt.with_lanes(b)
-            blk = _Gather(fmt, ofmt) if b % a == 0 else _Split(fmt, ofmt)
+            blk = _Gather(fmt, ofmt) if b % a == 0 else _Split(fmt, ofmt, self.plan.shift)
             m.submodules[f"step{k}"] = blk
             if k == 0:
                 wiring.connect(m, wiring.flipped(src), blk.i_stream)
@@ -211,8 +220,12 @@ class _Gather(wiring.Component):
 
 
 class _Split(wiring.Component):
-    def __init__(self, ifmt, ofmt):
-        self.ifmt, self.ofmt = ifmt, ofmt
+    """One beat of ``a`` lanes out as ``a / b`` beats of ``b``: beat ``k`` is lanes ``k*b ..``
+    of the word, picked by the beat index (``shift``: the word shifted down ``b`` lanes as
+    each beat leaves, the beat its first ``b`` lanes)."""
+
+    def __init__(self, ifmt, ofmt, shift: bool = False):
+        self.ifmt, self.ofmt, self.shift = ifmt, ofmt, bool(shift)
         super().__init__({"i_stream": In(stream_signature(ifmt)),
                           "o_stream": Out(stream_signature(ofmt))})
 
@@ -223,14 +236,19 @@ class _Split(wiring.Component):
         i, o = self.i_stream, self.o_stream
         word = Signal(self.ifmt.layout)
         idx = Signal(range(max(n, 2)))
-        with m.Switch(idx):
-            for k in range(n):
-                with m.Case(k):
-                    m.d.comb += [o.payload[l].eq(word[k * b + l]) for l in range(b)]
+        if self.shift:
+            m.d.comb += [o.payload[l].eq(word[l]) for l in range(b)]
+        else:
+            with m.Switch(idx):
+                for k in range(n):
+                    with m.Case(k):
+                        m.d.comb += [o.payload[l].eq(word[k * b + l]) for l in range(b)]
         done = o.valid & o.ready & (idx == n - 1)
         m.d.comb += i.ready.eq(~o.valid | done)
         with m.If(o.valid & o.ready):
             m.d.sync += idx.eq(idx + 1)
+            if self.shift:
+                m.d.sync += [word[l].eq(word[l + b]) for l in range(a - b)]
             with m.If(idx == n - 1):
                 m.d.sync += [idx.eq(0), o.valid.eq(0)]
         with m.If(i.valid & i.ready):

@@ -30,13 +30,23 @@ def _beats(rng, fmt, frames):
 
 @pytest.mark.parametrize("a,b", [(1, 4), (4, 1), (2, 6), (6, 4), (3, 3 * 4), (12, 3)])
 @pytest.mark.parametrize("pause", range(len(PAUSES)))
-def test_relane(a, b, pause):
+@pytest.mark.parametrize("shift", [False, True])
+def test_relane(a, b, pause, shift):
     rng = np.random.default_rng(a * 10 + b)
     fmt = _fmt(24, a)
     vals, beats = _beats(rng, fmt, 2)
-    dut = Relane(fmt, b)
+    dut = Relane(fmt, b, shift)
     got = stream_run(dut, {"i_stream": beats}, {"o_stream": vals.size // b}, **PAUSES[pause])
     assert np.array_equal(np.asarray(got["o_stream"]).reshape(-1), vals)
+
+
+def test_relane_shift_costs_a_choice_per_bit():
+    """A shifting split: a 2:1 choice per bit of all but its last beat (twice the LUTs of the
+    multiplexer's estimate), the same flip-flops; a gather is the same either way."""
+    split, shift = RelanePlan(_fmt(24, 12), 3), RelanePlan(_fmt(24, 12), 3, shift=True)
+    assert shift.resources().ff == split.resources().ff
+    assert shift.resources().lut - 8 == pytest.approx(2 * (split.resources().lut - 8))
+    assert RelanePlan(_fmt(24, 3), 12, shift=True).resources() == RelanePlan(_fmt(24, 3), 12).resources()
 
 
 def test_relane_timing_model_gather_then_split():
