@@ -188,15 +188,16 @@ def pipelined(model: Model, folding: Folding, tree_k: int, ram_reg: int = 0,
     (no clock gates, no buffer trees): the operand register loaded every cycle (``load_always``,
     :class:`~lcp.hw.mvu.MvuParams`), the window output in two registers (``pingpong``,
     :class:`~lcp.hw.window.WindowEngine`), so that no wide register's enable is a handshake.
-    (The line buffers' registered write, fold key ``lb_reg``, is not set here: on the
-    CifarNet-split8 branch on an LFE5U-85F it gave no gain over the seeds, see
-    :func:`lcp.hw.window._line_buffer`.)"""
+    Where the memory reads are registered (``ram_reg``), the line buffers' reads are too
+    (``lb_reg = 2``, :func:`lcp.hw.window._line_buffer`). (Their registered write,
+    ``lb_reg = 1``, is not set here: on the CifarNet-split8 branch on an LFE5U-85F it gave no
+    gain over the seeds.)"""
     for layer in model.layers():
         keys = plan_for(layer).fold_keys
         if "tree_k" in keys:
             folding = folding.with_layer(layer.name, tree_k=int(tree_k))
         for key, on in (("ram_reg", ram_reg), ("load_always", fpga), ("pingpong", fpga),
-                        ("in_reg", in_reg)):
+                        ("in_reg", in_reg), ("lb_reg", 2 if ram_reg else 0)):
             if on and key in keys:
                 folding = folding.with_layer(layer.name, **{key: int(on)})
     return replace(folding, link_reg=1) if link_reg else folding

@@ -38,7 +38,7 @@ from lcp.ir import IRError, Layer, TensorSpec
 from .base import Resources, StreamFormat, stream_signature
 from .mvu import ConvPlan, MatrixVectorUnit, MvuParams
 from .window import (WindowEngine, WindowGeometry, _counter, _line_buffer, _line_buffer_cost,
-                     _scan_control, window_scan)
+                     _scan_control, lb_mode, window_scan)
 
 __all__ = ["GroupedConvPlan", "GroupedConvEngine", "GroupedWindowEngine", "group_beat"]
 
@@ -77,14 +77,14 @@ class GroupedWindowEngine(wiring.Component):
         3-D input (HWC order), ``lanes`` dividing ``C``.
     pad : int
         Value of padding elements.
-    lb_reg : bool
-        The line buffer's write registered (as :class:`~lcp.hw.window.WindowEngine`'s).
+    lb_reg : int
+        The line buffer's write or read registered (as :class:`~lcp.hw.window.WindowEngine`'s).
     """
 
     def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int,
-                 lb_reg: bool = False):
+                 lb_reg: int = 0):
         self.geo, self.in_fmt, self.pad = geo, in_fmt, int(pad)
-        self.lb_reg = bool(lb_reg)
+        self.lb_reg = lb_mode(lb_reg, geo.name)
         self.bc = in_fmt.lanes
         if geo.C % self.bc:
             raise IRError(f"layer {geo.name!r}: {self.bc} lanes do not divide {geo.C} channels")
@@ -177,7 +177,7 @@ class GroupedConvPlan(ConvPlan):
         # two output registers in the whole-pixel window unit only (the grouped one's output
         # is a beat's channel group, its enable a smaller net)
         self.pingpong = int(bool(pingpong)) if self.nb == 1 else 0
-        self.lb_reg = int(bool(lb_reg))
+        self.lb_reg = lb_mode(lb_reg, layer.name)
         self.in_fmt = in_fmt.with_lanes(self.bc)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
         if w.ndim == 3:

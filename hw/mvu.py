@@ -70,7 +70,7 @@ from lcp.ir import IRError, Layer, TensorSpec, bits_for_range
 from .base import (MAX_ACC_BITS, Resources, StreamFormat, bram36, check_layer_bits,
                    const_mul_terms, csd_digits, element_shape, stream_signature, tree_levels,
                    tree_sum)
-from .window import WindowEngine, WindowGeometry, _line_buffer_cost, window_scan
+from .window import WindowEngine, WindowGeometry, _line_buffer_cost, lb_mode, window_scan
 
 __all__ = ["MvuParams", "MatrixVectorUnit", "ConvPlan", "ConvEngine", "DensePlan",
            "DenseEngine", "PIPELINE_LATENCY", "mult_style", "lut_mult_cost"]
@@ -773,9 +773,9 @@ class ConvPlan:
                  simd: int = 1, dsp: int | None = None, tree_k: int = 0, ram_reg: int = 0,
                  load_always: int = 0, pingpong: int = 0, lb_reg: int = 0):
         self.layer = layer
-        #: the window unit's output in two registers, its line buffer's write registered
-        #: (:class:`~lcp.hw.window.WindowEngine`)
-        self.pingpong, self.lb_reg = int(bool(pingpong)), int(bool(lb_reg))
+        #: the window unit's output in two registers, its line buffer's write or read
+        #: registered (:class:`~lcp.hw.window.WindowEngine`)
+        self.pingpong, self.lb_reg = int(bool(pingpong)), lb_mode(lb_reg, layer.name)
         self.geo = g = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt.with_lanes(g.C)
         w = layer.weight                       # O, C/G, KH, KW -> O, (ky, kx, c)
@@ -801,7 +801,7 @@ class ConvPlan:
     def folding(self) -> dict:
         f = {"pe": self.mvu.pe, "simd": self.mvu.simd, "dsp": self.mvu.dsp}
         return {**f, **self.mvu.pipe_fold(), **({"pingpong": 1} if self.pingpong else {}),
-                **({"lb_reg": 1} if self.lb_reg else {})}
+                **({"lb_reg": self.lb_reg} if self.lb_reg else {})}
 
     def timing(self, offers):
         g, p = self.geo, self.mvu

@@ -16,6 +16,7 @@ columns (``pads`` bottom/right as far as windows need them).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -191,16 +192,16 @@ class WindowEngine(wiring.Component):
         queue's room (a register), never on the consumer's ``ready`` in the same cycle; it may
         run a window ahead (:func:`window_scan` with ``depth=2``). One more window register and
         a 2:1 multiplexer per bit.
-    lb_reg : bool
-        The line buffer's write registered (fold key ``lb_reg``, set by a folding file only;
-        see :func:`_line_buffer`): no cycle more.
+    lb_reg : int
+        The line buffer's write (1) or read (2) registered (fold key ``lb_reg``, see
+        :func:`_line_buffer`): no cycle more.
     """
 
     def __init__(self, geo: WindowGeometry, in_fmt: StreamFormat, *, pad: int, mode: str,
                  out_fmt: StreamFormat | None = None, shift: int = 0, rounding: str = "floor",
-                 pingpong: bool = False, lb_reg: bool = False):
+                 pingpong: bool = False, lb_reg: int = 0):
         self.geo, self.in_fmt, self.pad, self.mode = geo, in_fmt, int(pad), mode
-        self.lb_reg = bool(lb_reg)
+        self.lb_reg = lb_mode(lb_reg, geo.name)
         self.shift, self.rounding = int(shift), rounding
         if pingpong and mode != "window":
             raise IRError(f"layer {geo.name!r}: only a window output takes two registers "
@@ -367,13 +368,21 @@ def _counter(m, n: int, name: str):
     return cur, nxt, step
 
 
+def lb_mode(value, layer: str) -> int:
+    """The fold key ``lb_reg`` of ``layer`` checked: 0 (the line buffer read as the scan
+    advances), 1 (its write registered) or 2 (its read registered); see :func:`_line_buffer`."""
+    if value not in (0, 1, 2):
+        raise IRError(f"layer {layer!r}: lb_reg is {value!r} (0, 1 or 2)")
+    return int(value)
+
+
 def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next, payload,
-                 late: bool = False):
+                 mode: int = 0):
     """The last ``kh - 1`` rows of the scan: ``depth`` words of ``(kh - 1) * lanes`` elements,
     word ``addr`` rewritten with ``payload`` and the rows above it when the scan advances, the
     next word read one cycle ahead. Returns the read port (slot s: row ``s + 1`` up).
 
-    ``late`` (``lb_reg``; a depth of 2 or more): the write's enable, address and word are
+    ``mode`` 1 (``lb_reg = 1``; a depth of 2 or more): the write's enable, address and word are
     registers, so the scan's advance (a few gates behind the producer's ``valid``) reaches no
     memory write port but a flip-flop, and the write lands one cycle later; the read port
     reads the next word on the advance only (its enable, not an address multiplexer). Same
@@ -384,14 +393,33 @@ def _line_buffer(m, elem, lanes: int, kh: int, depth: int, adv, addr, addr_next,
     branch folded for 10,000 cycles on an LFE5U-85F at 100 MHz with register slices (four
     nextpnr seeds each, ``results/synth_flow.json``): 97.8 / 85.4 / 86.9 / 90.0 MHz without,
     77.4 / 79.2 / 75.1 / 92.4 with; the scan's advance then enables the read register's
-    bits instead of a few address bits. :func:`lcp.hw.build.pipelined` does not set it."""
-    late = late and depth >= 2
-    m.submodules.linebuf = lb = Memory(shape=data.ArrayLayout(elem, (kh - 1) * lanes),
-                                       depth=depth, init=[])
+    bits instead of a few address bits. :func:`lcp.hw.build.pipelined` does not set it.
+
+    ``mode`` 2 (``lb_reg = 2``; a depth of 2 or more): the read registered. Two asynchronous
+    reads, of the next word and of the current one, each into a register every cycle, and the
+    registered advance picks one: the words of mode 0 in the same cycles (the write goes to
+    the current word, read only while the scan does not advance, when nothing is written), but
+    no memory read on a path (a block RAM's 5.6 ns clock-to-output on ECP5, a LUT RAM's read
+    and bank multiplexer) and the advance on no read address: LUT RAM twice, a 2:1
+    multiplexer per bit. Set by :func:`lcp.hw.build.pipelined` where memory reads are
+    registered (``ram_reg``)."""
+    late = mode == 1 and depth >= 2
+    layout = data.ArrayLayout(elem, (kh - 1) * lanes)
+    m.submodules.linebuf = lb = Memory(shape=layout, depth=depth, init=[])
     wr = lb.write_port()
-    rd = lb.read_port(domain="sync", transparent_for=() if late and depth > 2 else (wr,))
-    word = Signal(data.ArrayLayout(elem, (kh - 1) * lanes))
+    word = Signal(layout)
     m.d.comb += [word[ch].eq(payload[ch]) for ch in range(lanes)]
+    if mode == 2 and depth >= 2:
+        nxt, cur = lb.read_port(domain="comb"), lb.read_port(domain="comb")
+        q_nxt, q_cur, out = Signal(layout), Signal(layout), Signal(layout)
+        adv_q = Signal()
+        m.d.comb += [nxt.addr.eq(addr_next), cur.addr.eq(addr), out.eq(Mux(adv_q, q_nxt, q_cur))]
+        m.d.sync += [q_nxt.eq(nxt.data), q_cur.eq(cur.data), adv_q.eq(adv)]
+        m.d.comb += [word[s * lanes + ch].eq(out[(s - 1) * lanes + ch])
+                     for s in range(1, kh - 1) for ch in range(lanes)]
+        m.d.comb += [wr.addr.eq(addr), wr.en.eq(adv), wr.data.eq(word)]
+        return SimpleNamespace(data=out)
+    rd = lb.read_port(domain="sync", transparent_for=() if late and depth > 2 else (wr,))
     m.d.comb += [word[s * lanes + ch].eq(rd.data[(s - 1) * lanes + ch])
                  for s in range(1, kh - 1) for ch in range(lanes)]
     if late:
@@ -469,7 +497,7 @@ class PoolPlan:
 
     def __init__(self, layer: Layer, in_fmt: StreamFormat, out_spec, lb_reg: int = 0):
         self.layer = layer
-        self.lb_reg = int(bool(lb_reg))
+        self.lb_reg = lb_mode(lb_reg, layer.name)
         self.geo = WindowGeometry(layer, in_fmt.shape)
         self.in_fmt = in_fmt
         self.out_fmt = StreamFormat.of(out_spec, in_fmt.shape[0])
@@ -511,13 +539,16 @@ class AvgPoolPlan(PoolPlan):
     mode = "avg"
 
 
-def _line_buffer_cost(width: int, depth: int, late: bool = False) -> Resources:
-    """Line buffer: LUT RAM when small, block RAM otherwise; ``late``: its write registers."""
+def _line_buffer_cost(width: int, depth: int, mode: int = 0) -> Resources:
+    """Line buffer: LUT RAM when small, block RAM otherwise; ``mode`` 1: its write registers;
+    2: two LUT RAM copies (asynchronous reads), their registers and a 2:1 multiplexer."""
     if width == 0:
         return Resources()
-    if late and depth >= 2:
+    if mode == 1 and depth >= 2:
         return (_line_buffer_cost(width, depth)
                 + Resources(ff=width + max(1, math.ceil(math.log2(depth))) + 1))
+    if mode == 2 and depth >= 2:
+        return Resources(lut=2 * width * math.ceil(depth / 64) + width, ff=2 * width + 1)
     if width * depth <= 8192:
         return Resources(lut=width * math.ceil(depth / 64), ff=width)
     return Resources(lut=10, ff=width, bram=bram36(width, depth))

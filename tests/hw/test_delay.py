@@ -100,6 +100,12 @@ def test_ecp5_drops_the_dsp_lanes_whose_path_misses_the_clock(tmp_path):
     assert drop.folding.layer(c)["dsp"] == 0 and not _mvu(drop).dsp_pairs()
     assert _mvu(drop).ram_stages == int(ram_register("ecp5", fast))
     assert _mvu(drop).load_always == 1                  # FPGA: no operand load enable
+    # memory reads registered: the line buffer's too (lb_reg 2), not where they are not
+    assert drop.folding.layer(c)["lb_reg"] == 2 and "lb_reg" not in keep.folding.layer(c)
+    for tech, clock in (("xc7", 100), ("asap7", 1000)):
+        other = generate(m, tmp_path / tech, folding=fold, verilog=False, clock_mhz=clock,
+                         tech=tech)
+        assert "lb_reg" not in other.folding.layer(c)
     b = Builder((2, 6, 6), seed=1)
     c = b.conv("input", 4, 3, pad=1, wbits=8)           # 8 x 8-bit products: DSP lanes
     b.threshold(c, 3)

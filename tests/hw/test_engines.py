@@ -14,6 +14,7 @@ from lcp.golden import Golden
 from lcp.hw.base import divisors
 from lcp.hw.folding import Folding
 from lcp.hw.graph import lower_branch
+from lcp.ir import IRError
 
 from tests.hw.amsim import simulate_graph
 from tests.hw.irgen import Builder
@@ -177,11 +178,13 @@ def test_maxpool(k, stride, pad):
 
 @pytest.mark.parametrize("shape,k,stride,pad", [((2, 4, 2), 2, 1, 0), ((3, 5, 3), 3, 1, 1),
                                                 ((2, 6, 9), 3, 2, 1)])
-def test_line_buffer_late_write(shape, k, stride, pad):
-    """``lb_reg``: the line buffer written a cycle late (registered enable, address and word)
-    and read on the advance only, down to a two-word buffer (a 2-wide image, 2x2 window): a
+@pytest.mark.parametrize("lb_reg", [1, 2])
+def test_line_buffer_late_write(shape, k, stride, pad, lb_reg):
+    """``lb_reg``: the line buffer written a cycle late (1: registered enable, address and
+    word, read on the advance only) or read through registers (2: two asynchronous reads, the
+    registered advance picks one), down to a two-word buffer (a 2-wide image, 2x2 window): a
     convolution, a max pool and an average pool exact with idles and back-pressure, and the
-    cycles those of the model (and of the unregistered write)."""
+    cycles those of the model (and of the plain line buffer)."""
     b = Builder(shape, in_bits=4, signed=True, seed=sum(shape) + k)
     c = b.conv("input", 3, k, stride=stride, pad=pad, wbits=3)
     x = b.threshold(c, 3)
@@ -189,11 +192,20 @@ def test_line_buffer_late_write(shape, k, stride, pad):
     ap = b.avgpool("input", k, stride, pad, shift=2, rounding="round", out_bits=4)
     b.concat([b.flatten(x), b.flatten(mp), b.flatten(ap)], br="b0")
     m = b.model()
-    late = {c: {"lb_reg": 1, "pingpong": 1}, mp: {"lb_reg": 1}, ap: {"lb_reg": 1}}
+    late = {c: {"lb_reg": lb_reg, "pingpong": 1}, mp: {"lb_reg": lb_reg}, ap: {"lb_reg": lb_reg}}
     g = check(m, Folding(late, 16, 8))
     g0 = lower_branch(m, 0, Folding({c: {"pingpong": 1}}, 16, 8))
     assert g.timing(frames=2).last_out == g0.timing(frames=2).last_out
     assert g.resources().ff > g0.resources().ff
+    assert next(n.plan for n in g.nodes if n.name == c).folding["lb_reg"] == lb_reg
+
+
+def test_line_buffer_mode_is_checked():
+    b = Builder((2, 5, 5), in_bits=4, seed=1)
+    mp = b.maxpool("input", 2, 1, 0)
+    m = b.model()
+    with pytest.raises(IRError, match=f"layer '{mp}': lb_reg is 3"):
+        lower_branch(m, 0, Folding({mp: {"lb_reg": 3}}, 8, 8))
 
 
 @pytest.mark.parametrize("rounding,shift,pad", [("floor", 2, 0), ("round", 3, 1), ("ceil", 1, 1),
